@@ -1,1 +1,141 @@
+//! cubegate: the one way internal services reach the ComplyCube API.
+//! [`Gateway::start`] builds and runs a gateway from a compiled config
+//! [`config::Snapshot`]; the binary (`main.rs`) and the tests both use it.
 
+pub mod audit;
+pub mod config;
+pub mod error;
+pub mod operations;
+pub mod pipeline;
+pub mod sandbox;
+pub mod secret;
+pub mod server;
+pub mod state;
+pub mod telemetry;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+
+use crate::config::Snapshot;
+use crate::pipeline::forward::Upstream;
+use crate::pipeline::rate_limit::RateLimiter;
+use crate::state::{Runtime, Shared};
+
+/// Install the ring crypto provider for rustls once per process. Safe to
+/// call repeatedly (tests, several gateways in one process).
+pub fn install_crypto_provider() {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+}
+
+/// A running gateway: its listeners and shared state.
+pub struct Gateway {
+    addr: SocketAddr,
+    admin_addr: Option<SocketAddr>,
+    shared: Arc<Shared>,
+    stop: watch::Sender<bool>,
+    gateway_task: JoinHandle<()>,
+    admin_task: Option<JoinHandle<()>>,
+}
+
+impl Gateway {
+    /// Bind the listeners named in the snapshot (port 0 picks a free one)
+    /// and start serving.
+    pub async fn start(snapshot: Snapshot) -> anyhow::Result<Gateway> {
+        install_crypto_provider();
+        let _ = telemetry::metrics_handle();
+        let upstream = Upstream::new(&snapshot.upstream)?;
+        let limiter = RateLimiter::new(&snapshot.rate_limit)
+            .await
+            .map_err(|e| anyhow::anyhow!("rate limiter: {e}"))?;
+        let audit = snapshot.open_audit()?;
+        let (listener, addr) = server::bind(&snapshot.raw.listener.address).await?;
+        let admin = if snapshot.raw.admin.enabled {
+            Some(server::bind(&snapshot.raw.admin.address).await?)
+        } else {
+            None
+        };
+        let shared = Arc::new(Shared::new(
+            Runtime {
+                snapshot: Arc::new(snapshot),
+                upstream: Arc::new(upstream),
+            },
+            limiter,
+            audit,
+        ));
+        let (stop, rx) = watch::channel(false);
+        let gateway_task = tokio::spawn(server::run_gateway(listener, shared.clone(), rx.clone()));
+        let (admin_task, admin_addr) = match admin {
+            Some((l, a)) => (Some(tokio::spawn(server::run_admin(l, shared.clone(), rx))), Some(a)),
+            None => (None, None),
+        };
+        Ok(Gateway {
+            addr,
+            admin_addr,
+            shared,
+            stop,
+            gateway_task,
+            admin_task,
+        })
+    }
+
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// `http://127.0.0.1:PORT` — point an SDK at `{url}/v1`.
+    pub fn url(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    pub fn admin_addr(&self) -> Option<SocketAddr> {
+        self.admin_addr
+    }
+
+    pub fn shared(&self) -> &Arc<Shared> {
+        &self.shared
+    }
+
+    /// Swap in a new snapshot (and an upstream client built for it).
+    /// Requests in flight finish on the old one; limiter and audit carry on.
+    pub fn reload(&self, snapshot: Snapshot) -> anyhow::Result<()> {
+        let upstream = match Upstream::new(&snapshot.upstream) {
+            Ok(u) => u,
+            Err(e) => {
+                telemetry::config_reload(false);
+                return Err(e.into());
+            }
+        };
+        self.shared.swap(Runtime {
+            snapshot: Arc::new(snapshot),
+            upstream: Arc::new(upstream),
+        });
+        telemetry::config_reload(true);
+        Ok(())
+    }
+
+    /// Graceful shutdown: readiness fails and new requests get 503
+    /// `draining` at once; in-flight requests get up to the drain time;
+    /// then listeners close and the audit log is flushed.
+    pub async fn shutdown(self) {
+        self.shared.start_draining();
+        let drain = Duration::from_millis(self.shared.runtime().snapshot.listener.drain_timeout_ms);
+        let deadline = Instant::now() + drain;
+        while self.shared.in_flight() > 0 && Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        let _ = self.stop.send(true);
+        let _ = self.gateway_task.await;
+        if let Some(t) = self.admin_task {
+            let _ = t.await;
+        }
+        if let Some(a) = self.shared.audit() {
+            if let Err(e) = a.flush().await {
+                tracing::error!(error = %e, "audit flush at shutdown failed");
+            }
+        }
+    }
+}

@@ -1,0 +1,447 @@
+//! The stage order, and the only code that knows it:
+//!
+//! ```text
+//! identify ─ route ─ authorize ─ read body ─ policy ─ validate ─ rate limit
+//!   ─ audit intent ─ inject ─ forward ─ respond ─ audit outcome + telemetry
+//! ```
+//!
+//! Each stage is a plain function over the per-request [`Ctx`] returning
+//! `Result<_, its own error>`; `From` impls below turn each stage error into a
+//! [`GatewayError`], which `error.rs` maps to status/type/message. `finish`
+//! always runs: outcome record, metrics, one access log line.
+
+pub mod body;
+pub mod forward;
+pub mod identify;
+pub mod inject;
+pub mod policy;
+pub mod rate_limit;
+pub mod respond;
+pub mod route;
+pub mod validate;
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use http::{HeaderMap, Request, Response, StatusCode};
+
+use crate::audit::{AuditEvent, Decision};
+use crate::config::{Caller, Snapshot};
+use crate::error::GatewayError;
+use crate::operations::BodyKind;
+use crate::state::{Runtime, Shared};
+use crate::telemetry;
+use respond::GatewayBody;
+use route::Routed;
+
+/// What one request has accumulated on its way through the stages.
+pub struct Ctx {
+    pub request_id: String,
+    pub trace_id: Option<String>,
+    pub started: Instant,
+    pub caller: Option<Arc<Caller>>,
+    pub routed: Option<Routed>,
+    pub fields: Vec<String>,
+    pub stripped: Vec<String>,
+    pub decision: Decision,
+    pub shadow_violation: bool,
+    pub upstream_status: Option<u16>,
+    pub upstream_latency: Option<Duration>,
+    pub rate_limit_wait: Option<Duration>,
+    pub key_fingerprint: Option<String>,
+    pub field_hmacs: Vec<(String, String)>,
+    pub error_type: Option<&'static str>,
+    pub security_event: bool,
+}
+
+impl Ctx {
+    fn new(request_id: String) -> Ctx {
+        Ctx {
+            request_id,
+            trace_id: None,
+            started: Instant::now(),
+            caller: None,
+            routed: None,
+            fields: Vec::new(),
+            stripped: Vec::new(),
+            decision: Decision::Allowed,
+            shadow_violation: false,
+            upstream_status: None,
+            upstream_latency: None,
+            rate_limit_wait: None,
+            key_fingerprint: None,
+            field_hmacs: Vec::new(),
+            error_type: None,
+            security_event: false,
+        }
+    }
+}
+
+/// Entry point for every gateway request.
+pub async fn handle<B>(shared: Arc<Shared>, req: Request<B>) -> Response<GatewayBody>
+where
+    B: http_body::Body<Data = Bytes> + Send + 'static,
+    B::Error: std::fmt::Display,
+{
+    let rt = shared.runtime();
+    let mut ctx = Ctx::new(telemetry::request_id(req.headers()));
+    ctx.trace_id = telemetry::incoming_trace_id(req.headers());
+    let in_flight = telemetry::InFlight::start();
+    let entered = shared.enter();
+    let resp = if shared.is_draining() {
+        Err(GatewayError::Draining)
+    } else {
+        run(&shared, &rt, &mut ctx, req).await
+    };
+    let resp = match resp {
+        Ok(r) => r,
+        Err(e) => {
+            ctx.error_type = Some(e.type_str());
+            if let Some(decision) = refusal_decision(&e) {
+                if matches!(ctx.decision, Decision::Allowed) {
+                    ctx.decision = decision;
+                }
+            }
+            if !matches!(ctx.decision, Decision::Allowed) {
+                ctx.security_event = true;
+            }
+            tracing::debug!(request_id = %ctx.request_id, error = %e, "request refused or failed");
+            let r = e.to_response(&ctx.request_id);
+            let (mut parts, body) = r.into_parts();
+            respond::decorate(&mut parts.headers, &ctx.request_id, &ctx.stripped);
+            Response::from_parts(parts, respond::full(body))
+        }
+    };
+    finish(&shared, &rt, &mut ctx, resp.status()).await;
+    drop(in_flight);
+    drop(entered);
+    resp
+}
+
+fn refusal_decision(e: &GatewayError) -> Option<Decision> {
+    use GatewayError::*;
+    Some(match e {
+        Unauthorized(_) => Decision::RefusedAuth,
+        Forbidden(_) => Decision::RefusedForbidden,
+        RouteNotFound | MethodNotAllowed { .. } | UriTooLong { .. } => Decision::RefusedRoute,
+        RateLimited { .. } => Decision::RefusedRateLimit,
+        AuditUnavailable => Decision::RefusedAudit,
+        InvalidRequest { .. } | PayloadTooLarge { .. } | UnsupportedMediaType => Decision::RefusedBody,
+        _ => return None,
+    })
+}
+
+async fn run<B>(shared: &Shared, rt: &Runtime, ctx: &mut Ctx, req: Request<B>) -> Result<Response<GatewayBody>, GatewayError>
+where
+    B: http_body::Body<Data = Bytes> + Send + 'static,
+    B::Error: std::fmt::Display,
+{
+    let snap: &Snapshot = &rt.snapshot;
+    let (parts, body) = req.into_parts();
+
+    // identify
+    let caller = identify::identify(snap, &parts.headers).inspect_err(|e| {
+        ctx.security_event = e.is_security_event();
+    })?;
+    ctx.caller = Some(caller.clone());
+
+    // route + authorize
+    let routed = route::route(&parts.method, &parts.uri, parts.version, snap.listener.max_uri_bytes)?;
+    let op = routed.op;
+    let def = op.def();
+    ctx.routed = Some(routed);
+    identify::authorize(&caller, op)?;
+    let tenant = &snap.tenants[caller.tenant];
+
+    // read body
+    let value = read_body(snap, ctx, def.body, &parts.headers, body, op).await?;
+
+    // policy
+    let mut value = value;
+    if let Some(v) = value.as_mut() {
+        ctx.fields = body::field_pointers(v);
+        let outcome = policy::apply(v, &tenant.rules[op.0 as usize]).inspect_err(|_| {
+            ctx.decision = Decision::RefusedPolicy;
+        })?;
+        ctx.stripped = outcome.stripped;
+    }
+
+    // validate
+    if let Some(v) = &value {
+        if snap.schemas.has(def.id) {
+            if let Err(failure) = snap.schemas.validate(def.id, v) {
+                telemetry::validation_refused(def.id, snap.shadow[op.0 as usize]);
+                if snap.shadow[op.0 as usize] {
+                    ctx.shadow_violation = true;
+                    tracing::warn!(request_id = %ctx.request_id, operation = def.id, param = %failure.param, "shadow validation failure (forwarded)");
+                } else {
+                    ctx.decision = Decision::RefusedValidation;
+                    return Err(failure.into());
+                }
+            }
+        }
+    }
+    let upstream_body = match &value {
+        Some(v) => Some(Bytes::from(
+            serde_json::to_vec(v).map_err(|e| GatewayError::Internal(e.to_string()))?,
+        )),
+        None => None,
+    };
+
+    // rate limit
+    let waited = shared.rate_limit(snap, &caller, tenant).await?;
+    ctx.rate_limit_wait = Some(waited);
+
+    // audit intent (write-ahead for anything that changes PII)
+    let key = tenant.key(caller.environment);
+    if let Some(audit) = shared.audit() {
+        ctx.key_fingerprint = key.map(|k| audit.key_fingerprint(k.expose()));
+        if let Some(v) = &value {
+            ctx.field_hmacs = audit.field_hmacs(v);
+        }
+        if def.changes_pii() {
+            let ev = audit_event(ctx, snap, "intent", None);
+            let t = Instant::now();
+            let r = audit.append(ev).await;
+            telemetry::audit_write(t.elapsed(), r.is_ok());
+            if r.is_err() {
+                ctx.decision = Decision::RefusedAudit;
+                return Err(GatewayError::AuditUnavailable);
+            }
+        }
+    }
+
+    // inject
+    let routed = ctx.routed.as_ref().ok_or_else(|| GatewayError::Internal("route lost".into()))?;
+    let (traceparent, tracestate) = telemetry::trace_headers(&parts.headers);
+    let upstream_req = inject::build(inject::UpstreamRequestParts {
+        method: parts.method.clone(),
+        base: &snap.upstream.base,
+        path_and_query: &routed.upstream_path,
+        caller_headers: &parts.headers,
+        key,
+        request_id: &ctx.request_id,
+        traceparent,
+        tracestate,
+        body: upstream_body,
+    })?;
+
+    // forward
+    let t = Instant::now();
+    let result = rt.upstream.send(upstream_req).await;
+    ctx.upstream_latency = Some(t.elapsed());
+    let resp = result?;
+    ctx.upstream_status = Some(resp.status().as_u16());
+    telemetry::upstream_response(def.id, resp.status(), t.elapsed());
+    if resp.status() == StatusCode::TOO_MANY_REQUESTS {
+        shared.upstream_429(&caller, tenant, resp.headers());
+    }
+
+    // respond
+    Ok(respond::from_upstream(resp, &ctx.request_id, &ctx.stripped))
+}
+
+async fn read_body<B>(
+    snap: &Snapshot,
+    ctx: &mut Ctx,
+    kind: BodyKind,
+    headers: &HeaderMap,
+    body: B,
+    op: crate::operations::OpIndex,
+) -> Result<Option<serde_json::Value>, GatewayError>
+where
+    B: http_body::Body<Data = Bytes> + Send + 'static,
+    B::Error: std::fmt::Display,
+{
+    let cap = snap.body_cap(op);
+    match kind {
+        BodyKind::None => {
+            // Bodiless operations: anything sent is refused, not silently dropped
+            // (Node's SDK sends a Content-Type on GET, which is harmless).
+            let bytes = body::read_capped(body, 1024).await.map_err(|e| body_error(ctx, e))?;
+            if !bytes.is_empty() {
+                return Err(GatewayError::invalid("this operation takes no request body"));
+            }
+            Ok(None)
+        }
+        BodyKind::Optional => {
+            let bytes = body::read_capped(body, cap).await.map_err(|e| body_error(ctx, e))?;
+            if bytes.is_empty() {
+                return Ok(None);
+            }
+            body::check_content_type(headers).map_err(|e| body_error(ctx, e))?;
+            let v = body::parse_strict(&bytes, snap.max_depth).map_err(|e| body_error(ctx, e))?;
+            Ok(Some(v))
+        }
+        BodyKind::Json | BodyKind::Upload => {
+            body::check_content_type(headers).map_err(|e| body_error(ctx, e))?;
+            let bytes = body::read_capped(body, cap).await.map_err(|e| body_error(ctx, e))?;
+            let v = body::parse_strict(&bytes, snap.max_depth).map_err(|e| body_error(ctx, e))?;
+            Ok(Some(v))
+        }
+    }
+}
+
+fn body_error(ctx: &mut Ctx, e: body::BodyError) -> GatewayError {
+    ctx.decision = Decision::RefusedBody;
+    e.into()
+}
+
+/// Build an audit record from what the request has accumulated. Only names,
+/// ids, pointers and numbers: there is no field in [`AuditEvent`] that could
+/// carry a body or query value.
+fn audit_event(ctx: &Ctx, snap: &Snapshot, kind: &'static str, status: Option<u16>) -> AuditEvent {
+    let caller = ctx.caller.as_deref();
+    let routed = ctx.routed.as_ref();
+    AuditEvent {
+        kind: kind.into(),
+        request_id: ctx.request_id.clone(),
+        trace_id: ctx.trace_id.clone(),
+        caller: caller.map(|c| c.id.clone()),
+        tenant: caller.map(|c| snap.tenants[c.tenant].id.clone()),
+        environment: caller.map(|c| c.environment.as_str().to_string()),
+        operation: routed.map(|r| r.op.def().id.to_string()),
+        resource_ids: routed
+            .map(|r| r.ids.iter().map(|(k, v)| ((*k).to_string(), v.clone())).collect())
+            .unwrap_or_default(),
+        fields: ctx.fields.clone(),
+        stripped: ctx.stripped.clone(),
+        query_params: routed.map(|r| r.query_names.clone()).unwrap_or_default(),
+        decision: ctx.decision,
+        reason: ctx.error_type.map(str::to_string),
+        shadow_violation: ctx.shadow_violation,
+        status,
+        latency_ms: (kind != "intent").then(|| ctx.started.elapsed().as_secs_f64() * 1000.0),
+        key_fingerprint: ctx.key_fingerprint.clone(),
+        field_hmacs: ctx.field_hmacs.iter().cloned().collect(),
+    }
+}
+
+/// Audit outcome, metrics and the access log line. Always runs.
+async fn finish(shared: &Shared, rt: &Runtime, ctx: &mut Ctx, status: StatusCode) {
+    let snap = &rt.snapshot;
+    let op = ctx.routed.as_ref().map(|r| r.op.def());
+    if let Some(audit) = shared.audit() {
+        let wanted = ctx.security_event
+            || !matches!(ctx.decision, Decision::Allowed)
+            || op.is_some_and(|o| o.touches_pii())
+            || audit.record_all();
+        if wanted {
+            let kind = if matches!(ctx.decision, Decision::Allowed) { "outcome" } else { "event" };
+            let ev = audit_event(ctx, snap, kind, Some(status.as_u16()));
+            let t = Instant::now();
+            let r = audit.append(ev).await;
+            telemetry::audit_write(t.elapsed(), r.is_ok());
+            if let Err(e) = r {
+                tracing::error!(request_id = %ctx.request_id, error = %e, "audit outcome not written");
+            }
+        }
+    }
+    let tenant = ctx.caller.as_ref().map(|c| snap.tenants[c.tenant].id.as_str());
+    telemetry::request_done(telemetry::RequestSummary {
+        request_id: &ctx.request_id,
+        operation: op.map(|o| o.id),
+        tenant,
+        caller: ctx.caller.as_ref().map(|c| c.id.as_str()),
+        environment: ctx.caller.as_ref().map(|c| c.environment.as_str()),
+        status,
+        error_type: ctx.error_type,
+        latency: ctx.started.elapsed(),
+        upstream_latency: ctx.upstream_latency,
+        stripped: ctx.stripped.len(),
+        rate_limit_wait: ctx.rate_limit_wait,
+    });
+}
+
+// ---- stage errors -> GatewayError (the mapping to status lives in error.rs)
+
+impl From<identify::IdentifyError> for GatewayError {
+    fn from(e: identify::IdentifyError) -> Self {
+        GatewayError::Unauthorized(match e {
+            identify::IdentifyError::Missing => "missing Authorization header: send your cubegate caller token",
+            identify::IdentifyError::Unknown => "the 'Authorization' header is invalid: unknown caller token",
+            identify::IdentifyError::RawComplyCubeKey => {
+                "a ComplyCube API key was sent: use your cubegate caller token instead, never a ComplyCube key"
+            }
+            identify::IdentifyError::Ambiguous => "more than one Authorization header",
+        })
+    }
+}
+
+impl From<identify::Forbidden> for GatewayError {
+    fn from(e: identify::Forbidden) -> Self {
+        GatewayError::Forbidden(e.to_string())
+    }
+}
+
+impl From<route::RouteError> for GatewayError {
+    fn from(e: route::RouteError) -> Self {
+        match e {
+            route::RouteError::BadTarget(m) => GatewayError::invalid(m),
+            route::RouteError::NotFound => GatewayError::RouteNotFound,
+            route::RouteError::MethodNotAllowed { allow } => GatewayError::MethodNotAllowed { allow },
+            route::RouteError::UriTooLong { limit } => GatewayError::UriTooLong { limit },
+            route::RouteError::BadQuery { message, param } => GatewayError::InvalidRequest {
+                message,
+                param: (!param.is_empty()).then_some(param),
+                errors: Vec::new(),
+            },
+        }
+    }
+}
+
+impl From<body::BodyError> for GatewayError {
+    fn from(e: body::BodyError) -> Self {
+        match e {
+            body::BodyError::UnsupportedMediaType => GatewayError::UnsupportedMediaType,
+            body::BodyError::TooLarge { limit } => GatewayError::PayloadTooLarge { limit },
+            body::BodyError::Malformed { reason, .. } => {
+                GatewayError::invalid(format!("malformed JSON body: {reason}"))
+            }
+            body::BodyError::Read(_) => GatewayError::invalid("the request body could not be read"),
+        }
+    }
+}
+
+impl From<policy::PolicyViolation> for GatewayError {
+    fn from(e: policy::PolicyViolation) -> Self {
+        let policy::PolicyViolation::Forbidden { pointer } = &e;
+        let param = pointer.trim_start_matches('/').replace('/', ".");
+        GatewayError::invalid_param(e.to_string(), param)
+    }
+}
+
+impl From<validate::ValidationFailure> for GatewayError {
+    fn from(f: validate::ValidationFailure) -> Self {
+        GatewayError::InvalidRequest {
+            message: f.message,
+            param: Some(f.param),
+            errors: f
+                .errors
+                .into_iter()
+                .map(|e| crate::error::FieldError {
+                    path: e.path,
+                    rule: e.rule,
+                    message: e.message,
+                })
+                .collect(),
+        }
+    }
+}
+
+impl From<inject::InjectError> for GatewayError {
+    fn from(e: inject::InjectError) -> Self {
+        GatewayError::Internal(e.to_string())
+    }
+}
+
+impl From<forward::ForwardError> for GatewayError {
+    fn from(e: forward::ForwardError) -> Self {
+        tracing::warn!(error = %e, "upstream call failed");
+        match e {
+            forward::ForwardError::Timeout(ms) => GatewayError::UpstreamTimeout(ms),
+            other => GatewayError::UpstreamUnavailable(other.to_string()),
+        }
+    }
+}

@@ -1,0 +1,135 @@
+//! Stage `forward`: one pooled hyper-util client over rustls to the configured
+//! upstream only. Connect timeout on the connector, response (headers)
+//! timeout around the call. Failures: connect/TLS/reset -> 502, no answer in
+//! time -> 504. Retries: hyper re-sends a request only when a pooled
+//! connection was found dead before anything was written; on top of that an
+//! idempotent GET is retried once after a connect failure (nothing was sent).
+//! A POST is never sent twice: a duplicated check costs money.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::{Method, Request, Response};
+use http_body_util::Full;
+use hyper::body::Incoming;
+use hyper_rustls::HttpsConnector;
+use hyper_util::client::legacy::Client;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::rt::{TokioExecutor, TokioTimer};
+use rustls_pki_types::CertificateDer;
+use rustls_pki_types::pem::PemObject;
+
+use crate::config::UpstreamTarget;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ForwardError {
+    #[error("connect: {0}")]
+    Connect(String),
+    #[error("no response within {0} ms")]
+    Timeout(u64),
+    #[error("upstream exchange failed: {0}")]
+    Failed(String),
+}
+
+pub struct Upstream {
+    client: Client<HttpsConnector<HttpConnector>, Full<Bytes>>,
+    response_timeout: Duration,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum UpstreamBuildError {
+    #[error("upstream CA file holds no usable certificate")]
+    NoCa,
+    #[error("TLS setup: {0}")]
+    Tls(String),
+}
+
+impl Upstream {
+    pub fn new(t: &UpstreamTarget) -> Result<Upstream, UpstreamBuildError> {
+        let mut roots = rustls::RootCertStore::empty();
+        if t.webpki_roots {
+            roots.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned());
+        }
+        if let Some(pem) = &t.ca_pem {
+            let mut added = 0;
+            for cert in CertificateDer::pem_slice_iter(pem).flatten() {
+                if roots.add(cert).is_ok() {
+                    added += 1;
+                }
+            }
+            if added == 0 {
+                return Err(UpstreamBuildError::NoCa);
+            }
+        }
+        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let tls = rustls::ClientConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()
+            .map_err(|e| UpstreamBuildError::Tls(e.to_string()))?
+            .with_root_certificates(roots)
+            .with_no_client_auth();
+        let mut http = HttpConnector::new();
+        http.enforce_http(false);
+        http.set_nodelay(true);
+        http.set_connect_timeout(Some(t.connect_timeout));
+        http.set_keepalive(Some(Duration::from_secs(30)));
+        let https = hyper_rustls::HttpsConnectorBuilder::new()
+            .with_tls_config(tls)
+            .https_only()
+            .enable_http1()
+            .enable_http2()
+            .wrap_connector(http);
+        let client = Client::builder(TokioExecutor::new())
+            .pool_timer(TokioTimer::new())
+            .timer(TokioTimer::new())
+            .pool_idle_timeout(t.pool_idle_timeout)
+            .pool_max_idle_per_host(t.pool_max_idle_per_host)
+            .retry_canceled_requests(true)
+            .build(https);
+        Ok(Upstream {
+            client,
+            response_timeout: t.response_timeout,
+        })
+    }
+
+    /// Send and wait for the response head. The body streams afterwards.
+    pub async fn send(&self, req: Request<Full<Bytes>>) -> Result<Response<Incoming>, ForwardError> {
+        let retry_copy = (req.method() == Method::GET).then(|| clone_request(&req));
+        match self.once(req).await {
+            Err(ForwardError::Connect(_)) if retry_copy.is_some() => match retry_copy {
+                Some(again) => self.once(again).await,
+                None => Err(ForwardError::Failed("unreachable".into())),
+            },
+            other => other,
+        }
+    }
+
+    async fn once(&self, req: Request<Full<Bytes>>) -> Result<Response<Incoming>, ForwardError> {
+        match tokio::time::timeout(self.response_timeout, self.client.request(req)).await {
+            Err(_) => Err(ForwardError::Timeout(self.response_timeout.as_millis() as u64)),
+            Ok(Ok(resp)) => Ok(resp),
+            Ok(Err(e)) if e.is_connect() => Err(ForwardError::Connect(error_chain(&e))),
+            Ok(Err(e)) => Err(ForwardError::Failed(error_chain(&e))),
+        }
+    }
+}
+
+fn clone_request(req: &Request<Full<Bytes>>) -> Request<Full<Bytes>> {
+    let mut r = Request::new(Full::new(Bytes::new()));
+    *r.method_mut() = req.method().clone();
+    *r.uri_mut() = req.uri().clone();
+    *r.headers_mut() = req.headers().clone();
+    r
+}
+
+/// The cause chain as one line (for logs; never shown to callers).
+pub fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut s = e.to_string();
+    let mut cur = e.source();
+    while let Some(c) = cur {
+        s.push_str(": ");
+        s.push_str(&c.to_string());
+        cur = c.source();
+    }
+    s
+}

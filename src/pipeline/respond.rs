@@ -1,0 +1,62 @@
+//! Stage `respond`: the upstream response goes back streamed and unchanged
+//! except for hop-by-hop headers (RFC 9110 §7.6.1, plus any named in
+//! `Connection`), with `X-Request-Id` and, when the policy removed fields,
+//! `X-Cubegate-Stripped` (field pointers, never values). A body that breaks
+//! off upstream breaks off here too: it is never presented as complete.
+
+use bytes::Bytes;
+use http::header::{self, HeaderName, HeaderValue};
+use http::Response;
+use http_body_util::BodyExt;
+use http_body_util::combinators::BoxBody;
+use hyper::body::Incoming;
+
+use crate::pipeline::inject::connection_tokens;
+
+pub type GatewayBody = BoxBody<Bytes, hyper::Error>;
+
+const HOP_BY_HOP: &[&str] = &[
+    "connection",
+    "keep-alive",
+    "proxy-connection",
+    "proxy-authenticate",
+    "proxy-authorization",
+    "te",
+    "trailer",
+    "transfer-encoding",
+    "upgrade",
+];
+
+pub static X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
+pub static X_STRIPPED: HeaderName = HeaderName::from_static("x-cubegate-stripped");
+
+pub fn full(b: Bytes) -> GatewayBody {
+    http_body_util::Full::new(b)
+        .map_err(|never| match never {})
+        .boxed()
+}
+
+pub fn from_upstream(resp: Response<Incoming>, request_id: &str, stripped: &[String]) -> Response<GatewayBody> {
+    let (mut parts, body) = resp.into_parts();
+    let named = connection_tokens(&parts.headers);
+    for n in named {
+        parts.headers.remove(n);
+    }
+    for h in HOP_BY_HOP {
+        parts.headers.remove(*h);
+    }
+    decorate(&mut parts.headers, request_id, stripped);
+    Response::from_parts(parts, body.boxed())
+}
+
+pub fn decorate(h: &mut http::HeaderMap, request_id: &str, stripped: &[String]) {
+    if let Ok(v) = HeaderValue::from_str(request_id) {
+        h.insert(X_REQUEST_ID.clone(), v);
+    }
+    if !stripped.is_empty() {
+        if let Ok(v) = HeaderValue::from_str(&stripped.join(", ")) {
+            h.insert(X_STRIPPED.clone(), v);
+        }
+    }
+    h.remove(header::SERVER);
+}

@@ -1,0 +1,171 @@
+//! Listeners: the gateway listener (HTTP/1.1 and h2c via hyper-util's auto
+//! builder) with limits on connections, header size and count, header-read
+//! time; the admin listener (`/healthz`, `/readyz`, `/metrics`); graceful
+//! shutdown: on drain the gateway answers 503 `draining` with
+//! `Connection: close`, in-flight requests finish within the drain time.
+
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::{Request, Response, StatusCode, header};
+use hyper::body::Incoming;
+use hyper::service::service_fn;
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use hyper_util::server::conn::auto;
+use tokio::net::TcpListener;
+use tokio::sync::{Semaphore, watch};
+
+use crate::config::ListenerSettings;
+use crate::pipeline;
+use crate::state::Shared;
+
+/// Open connections, for drain accounting.
+pub static OPEN_CONNECTIONS: AtomicUsize = AtomicUsize::new(0);
+
+struct ConnGuard;
+impl Drop for ConnGuard {
+    fn drop(&mut self) {
+        OPEN_CONNECTIONS.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+fn conn_builder(l: &ListenerSettings) -> auto::Builder<TokioExecutor> {
+    let mut b = auto::Builder::new(TokioExecutor::new());
+    b.http1()
+        .timer(TokioTimer::new())
+        .header_read_timeout(Duration::from_millis(l.header_read_timeout_ms))
+        .max_buf_size(l.max_header_bytes.max(8192))
+        .max_headers(l.max_headers)
+        .keep_alive(true);
+    b.http2()
+        .timer(TokioTimer::new())
+        .max_header_list_size(l.max_header_bytes as u32)
+        .max_concurrent_streams(256)
+        .keep_alive_interval(Some(Duration::from_secs(30)))
+        .keep_alive_timeout(Duration::from_secs(10));
+    b
+}
+
+/// Accept gateway connections until `stop` turns true, then wait for open
+/// connections to finish (bounded by the drain time).
+pub async fn run_gateway(listener: TcpListener, shared: Arc<Shared>, mut stop: watch::Receiver<bool>) {
+    let settings = shared.runtime().snapshot.listener.clone();
+    let builder = Arc::new(conn_builder(&settings));
+    let permits = Arc::new(Semaphore::new(settings.max_connections));
+    let graceful = hyper_util::server::graceful::GracefulShutdown::new();
+    loop {
+        let permit = tokio::select! {
+            p = permits.clone().acquire_owned() => match p { Ok(p) => p, Err(_) => break },
+            _ = stop.changed() => break,
+        };
+        let (stream, _peer) = tokio::select! {
+            r = listener.accept() => match r {
+                Ok(s) => s,
+                Err(e) => {
+                    tracing::warn!(error = %e, "accept failed");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+            _ = stop.changed() => break,
+        };
+        let _ = stream.set_nodelay(true);
+        OPEN_CONNECTIONS.fetch_add(1, Ordering::Relaxed);
+        let shared = shared.clone();
+        let svc = service_fn(move |req: Request<Incoming>| {
+            let shared = shared.clone();
+            async move { Ok::<_, Infallible>(pipeline::handle(shared, req).await) }
+        });
+        let conn = builder.serve_connection(TokioIo::new(stream), svc).into_owned();
+        let conn = graceful.watch(conn);
+        let idle = Duration::from_millis(settings.idle_timeout_ms);
+        tokio::spawn(async move {
+            let _g = ConnGuard;
+            let _permit = permit;
+            // A hard ceiling on a connection's life when idle timeouts are
+            // not enough (h2 keep-alive, pathological clients).
+            let _ = tokio::time::timeout(idle.max(Duration::from_secs(1)) * 60, conn).await;
+        });
+    }
+    let drain = Duration::from_millis(settings.drain_timeout_ms);
+    if tokio::time::timeout(drain, graceful.shutdown()).await.is_err() {
+        tracing::warn!("drain time over; closing remaining connections");
+    }
+}
+
+pub type AdminBody = http_body_util::Full<Bytes>;
+
+fn text(status: StatusCode, body: String, ctype: &'static str) -> Response<AdminBody> {
+    let mut r = Response::new(http_body_util::Full::new(Bytes::from(body)));
+    *r.status_mut() = status;
+    r.headers_mut()
+        .insert(header::CONTENT_TYPE, http::HeaderValue::from_static(ctype));
+    r
+}
+
+async fn admin(shared: Arc<Shared>, req: Request<Incoming>) -> Response<AdminBody> {
+    match req.uri().path() {
+        "/healthz" => text(StatusCode::OK, "{\"status\":\"ok\"}\n".into(), "application/json"),
+        "/readyz" => {
+            let (ready, checks) = readiness(&shared);
+            let status = if ready { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE };
+            text(status, checks.to_string(), "application/json")
+        }
+        "/metrics" => match crate::telemetry::metrics_handle() {
+            Some(h) => {
+                h.run_upkeep();
+                text(StatusCode::OK, h.render(), "text/plain; version=0.0.4")
+            }
+            None => text(StatusCode::SERVICE_UNAVAILABLE, "metrics recorder unavailable\n".into(), "text/plain"),
+        },
+        _ => text(StatusCode::NOT_FOUND, "{\"type\":\"route_not_found\"}\n".into(), "application/json"),
+    }
+}
+
+/// Ready when not draining and the audit log (if on) is writable.
+pub fn readiness(shared: &Shared) -> (bool, serde_json::Value) {
+    let draining = shared.is_draining();
+    let audit_ok = shared.audit().is_none_or(|a| a.is_healthy());
+    let ready = !draining && audit_ok;
+    (
+        ready,
+        serde_json::json!({
+            "ready": ready,
+            "draining": draining,
+            "audit_writable": audit_ok,
+            "config": shared.runtime().snapshot.source,
+        }),
+    )
+}
+
+pub async fn run_admin(listener: TcpListener, shared: Arc<Shared>, mut stop: watch::Receiver<bool>) {
+    let builder = hyper::server::conn::http1::Builder::new();
+    loop {
+        let (stream, _) = tokio::select! {
+            r = listener.accept() => match r { Ok(s) => s, Err(_) => continue },
+            _ = stop.changed() => break,
+        };
+        let shared = shared.clone();
+        let svc = service_fn(move |req| {
+            let shared = shared.clone();
+            async move { Ok::<_, Infallible>(admin(shared, req).await) }
+        });
+        let conn = builder.serve_connection(TokioIo::new(stream), svc);
+        tokio::spawn(async move {
+            let _ = tokio::time::timeout(Duration::from_secs(30), conn).await;
+        });
+    }
+}
+
+/// Bind a listener, naming the address in the error.
+pub async fn bind(addr: &str) -> anyhow::Result<(TcpListener, SocketAddr)> {
+    let l = TcpListener::bind(addr)
+        .await
+        .map_err(|e| anyhow::anyhow!("cannot listen on {addr}: {e}"))?;
+    let a = l.local_addr()?;
+    Ok((l, a))
+}
