@@ -1,0 +1,1 @@
+pub mod rate_limit;
