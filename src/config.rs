@@ -11,9 +11,11 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
-use serde::{Deserialize, Serialize};
+use serde::{Deserialize};
 
+use crate::audit::{AuditKeys, AuditLog, AuditSettings};
 use crate::operations::{self, OPERATIONS, OpIndex};
+use crate::pipeline::rate_limit::{Budget, LimiterSettings};
 use crate::secret::{self, EnvSource, Secret};
 
 /// Default body cap (DESIGN: 64 KiB) and the cap for image uploads (4 MB
@@ -21,7 +23,7 @@ use crate::secret::{self, EnvSource, Secret};
 pub const DEFAULT_BODY_CAP: usize = 64 * 1024;
 pub const UPLOAD_BODY_CAP: usize = 6 * 1024 * 1024 + 512 * 1024;
 
-#[derive(Debug, Clone, Deserialize, Serialize)]
+#[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RawConfig {
     #[serde(default)]
@@ -41,9 +43,35 @@ pub struct RawConfig {
     pub validation: ValidationSettings,
     #[serde(default)]
     pub telemetry: TelemetrySettings,
+    #[serde(default)]
+    pub rate_limit: LimiterSettings,
+    #[serde(default)]
+    pub audit: AuditSettings,
+    #[serde(default)]
+    pub audit_keys: AuditKeyRefs,
 }
 
-#[derive(Debug, Clone, Deserialize, Serialize)]
+/// References to the audit trail's keys (`env:`/`file:`), resolved at load.
+#[derive(Debug, Clone, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct AuditKeyRefs {
+    /// Signs checkpoints (HMAC-SHA256). Keep it away from the audit files.
+    pub checkpoint_key: Option<String>,
+    /// Keys the upstream-key fingerprint in each record.
+    pub fingerprint_key: Option<String>,
+    /// Keys `field_hmacs` (only needed with `audit.hmac_fields`).
+    pub field_hmac_key: Option<String>,
+}
+
+/// Per-tenant budget overrides.
+#[derive(Debug, Clone, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct TenantBudgets {
+    pub live: Option<Budget>,
+    pub test: Option<Budget>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct ListenerSettings {
     pub address: String,
@@ -73,7 +101,7 @@ impl Default for ListenerSettings {
     }
 }
 
-#[derive(Debug, Clone, Deserialize, Serialize)]
+#[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct AdminSettings {
     pub address: String,
@@ -89,7 +117,7 @@ impl Default for AdminSettings {
     }
 }
 
-#[derive(Debug, Clone, Deserialize, Serialize)]
+#[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct UpstreamSettings {
     /// `https://api.complycube.com/v1` in production.
@@ -126,7 +154,7 @@ fn yes() -> bool {
     true
 }
 
-#[derive(Debug, Clone, Deserialize, Serialize)]
+#[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RawTenant {
     pub id: String,
@@ -139,9 +167,11 @@ pub struct RawTenant {
     /// Field rules for this tenant only, on top of the global ones.
     #[serde(default)]
     pub policy: Vec<RawFieldRule>,
+    #[serde(default)]
+    pub rate_limit: TenantBudgets,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Deserialize, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Environment {
     Live,
@@ -163,7 +193,7 @@ impl Environment {
     }
 }
 
-#[derive(Debug, Clone, Deserialize, Serialize)]
+#[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RawCaller {
     pub id: String,
@@ -173,9 +203,15 @@ pub struct RawCaller {
     pub environment: Environment,
     /// Patterns: `*`, `clients.*`, `clients.get`.
     pub operations: Vec<String>,
+    /// This caller's own quota inside the tenant budget.
+    #[serde(default)]
+    pub quota: Option<Budget>,
+    /// Longest wait for a rate-limit slot before 429 (default: rate_limit.max_wait_ms).
+    #[serde(default)]
+    pub max_wait_ms: Option<u64>,
 }
 
-#[derive(Debug, Clone, Deserialize, Serialize)]
+#[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct BodySettings {
     pub default_max_bytes: usize,
@@ -196,7 +232,7 @@ impl Default for BodySettings {
     }
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize, Default)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
 #[serde(rename_all = "lowercase")]
 pub enum FieldAction {
     #[default]
@@ -204,7 +240,7 @@ pub enum FieldAction {
     Reject,
 }
 
-#[derive(Debug, Clone, Deserialize, Serialize)]
+#[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RawFieldRule {
     /// Operation id or pattern (`clients.update`, `clients.*`).
@@ -215,7 +251,7 @@ pub struct RawFieldRule {
     pub action: FieldAction,
 }
 
-#[derive(Debug, Clone, Deserialize, Serialize, Default)]
+#[derive(Debug, Clone, Deserialize, Default)]
 #[serde(deny_unknown_fields, default)]
 pub struct PolicySettings {
     /// What to do with a built-in forbidden field (`type` on clients.update).
@@ -223,7 +259,7 @@ pub struct PolicySettings {
     pub rules: Vec<RawFieldRule>,
 }
 
-#[derive(Debug, Clone, Deserialize, Serialize, Default)]
+#[derive(Debug, Clone, Deserialize, Default)]
 #[serde(deny_unknown_fields, default)]
 pub struct ValidationSettings {
     /// Schema directory overriding the schemas embedded in the binary.
@@ -232,7 +268,7 @@ pub struct ValidationSettings {
     pub shadow: Vec<String>,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize, Default)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
 #[serde(rename_all = "lowercase")]
 pub enum LogFormat {
     #[default]
@@ -240,7 +276,7 @@ pub enum LogFormat {
     Text,
 }
 
-#[derive(Debug, Clone, Deserialize, Serialize)]
+#[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct TelemetrySettings {
     pub log_format: LogFormat,
@@ -367,6 +403,8 @@ pub struct Caller {
     pub tenant: usize,
     pub environment: Environment,
     allowed: u128,
+    pub quota: Option<Budget>,
+    pub max_wait: Option<Duration>,
 }
 
 impl Caller {
@@ -382,9 +420,19 @@ pub struct Tenant {
     pub test_key: Option<Secret>,
     /// Field rules per operation index (built-in + global + tenant).
     pub rules: Vec<Arc<[crate::pipeline::policy::FieldRule]>>,
+    pub budgets: TenantBudgets,
 }
 
 impl Tenant {
+    /// The budget of this tenant's key in `env`: its override or the default.
+    pub fn budget(&self, env: Environment, defaults: &LimiterSettings) -> Budget {
+        let own = match env {
+            Environment::Live => self.budgets.live,
+            Environment::Test => self.budgets.test,
+        };
+        own.unwrap_or_else(|| *defaults.default_budget(env == Environment::Live))
+    }
+
     pub fn key(&self, env: Environment) -> Option<&Secret> {
         match env {
             Environment::Live => self.live_key.as_ref(),
@@ -420,6 +468,9 @@ pub struct Snapshot {
     pub max_depth: usize,
     pub shadow: Vec<bool>,
     pub schemas: Arc<crate::pipeline::validate::Schemas>,
+    pub rate_limit: LimiterSettings,
+    pub audit: AuditSettings,
+    audit_keys: Option<AuditKeys>,
 }
 
 impl fmt::Debug for Snapshot {
@@ -439,6 +490,20 @@ impl Snapshot {
     /// attacker cannot steer towards a valid token (no timing oracle).
     pub fn caller_by_token_hash(&self, hash: &[u8; 32]) -> Option<&Arc<Caller>> {
         self.callers.get(hash)
+    }
+
+    /// Open the audit log this snapshot describes (None when disabled).
+    pub fn open_audit(&self) -> anyhow::Result<Option<AuditLog>> {
+        if !self.audit.enabled {
+            return Ok(None);
+        }
+        let keys = self
+            .audit_keys
+            .clone()
+            .ok_or_else(|| anyhow::anyhow!("audit keys missing"))?;
+        AuditLog::open(&self.audit, keys)
+            .map(Some)
+            .map_err(|e| anyhow::anyhow!("audit log at {}: {e}", self.audit.dir.display()))
     }
 
     pub fn body_cap(&self, op: OpIndex) -> usize {
@@ -511,6 +576,7 @@ pub fn compile(
             live_key,
             test_key,
             rules,
+            budgets: t.rate_limit.clone(),
         });
     }
 
@@ -553,6 +619,8 @@ pub fn compile(
             tenant,
             environment: c.environment,
             allowed,
+            quota: c.quota,
+            max_wait: c.max_wait_ms.map(Duration::from_millis),
         });
         if callers.insert(hash, caller).is_some() {
             return Err(err(source, format!("{key}.token_sha256"), "two callers share one token"));
@@ -590,8 +658,20 @@ pub fn compile(
     }
     .map_err(|e| err(source, "validation.schemas_dir", e.to_string()))?;
 
+    raw.rate_limit
+        .validate()
+        .map_err(|e| err(source, "rate_limit", e.to_string()))?;
+    let audit_keys = compile_audit(&raw, source, env, base_dir)?;
+    let mut audit = raw.audit.clone();
+    if audit.dir.is_relative() {
+        audit.dir = base_dir.join(&audit.dir);
+    }
+
     Ok(Snapshot {
         source: source.to_string(),
+        rate_limit: raw.rate_limit.clone(),
+        audit,
+        audit_keys,
         listener: raw.listener.clone(),
         upstream,
         tenants,
@@ -603,6 +683,42 @@ pub fn compile(
         schemas: Arc::new(schemas),
         raw,
     })
+}
+
+fn compile_audit(
+    raw: &RawConfig,
+    source: &str,
+    env: &dyn EnvSource,
+    base_dir: &Path,
+) -> Result<Option<AuditKeys>, ConfigError> {
+    if !raw.audit.enabled {
+        return Ok(None);
+    }
+    raw.audit
+        .instance_id()
+        .map_err(|e| err(source, "audit.instance", e.to_string()))?;
+    raw.audit
+        .hmac_pointers()
+        .map_err(|e| err(source, "audit.hmac_fields", e.to_string()))?;
+    let get = |name: &str, r: &Option<String>, required: bool| -> Result<Vec<u8>, ConfigError> {
+        match r {
+            Some(r) => secret::resolve(r, env, base_dir)
+                .map(|s| s.expose().as_bytes().to_vec())
+                .map_err(|e| err(source, format!("audit_keys.{name}"), e.to_string())),
+            None if required => Err(err(
+                source,
+                format!("audit_keys.{name}"),
+                "required while audit.enabled (a reference env:NAME or file:PATH)",
+            )),
+            None => Ok(Vec::new()),
+        }
+    };
+    let k = &raw.audit_keys;
+    Ok(Some(AuditKeys {
+        checkpoint_key: get("checkpoint_key", &k.checkpoint_key, true)?,
+        fingerprint_key: get("fingerprint_key", &k.fingerprint_key, true)?,
+        field_hmac_key: get("field_hmac_key", &k.field_hmac_key, !raw.audit.hmac_fields.is_empty())?,
+    }))
 }
 
 fn compile_upstream(u: &UpstreamSettings, source: &str, base_dir: &Path) -> Result<UpstreamTarget, ConfigError> {
