@@ -30,7 +30,7 @@ pub enum QuerySpec {
     Only(&'static [&'static str]),
 }
 
-#[derive(Clone, Copy, Debug)]
+#[derive(Clone, Debug)]
 pub struct OperationDef {
     pub id: &'static str,
     pub method: Method,

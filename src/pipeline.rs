@@ -20,13 +20,14 @@ pub mod respond;
 pub mod route;
 pub mod validate;
 
+use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use http::{HeaderMap, Request, Response, StatusCode};
 
-use crate::audit::{AuditEvent, Decision};
+use crate::audit::{AuditEvent, Decision, Digest, Fingerprint, Kind, Pointer};
 use crate::config::{Caller, Snapshot};
 use crate::error::GatewayError;
 use crate::operations::BodyKind;
@@ -49,8 +50,8 @@ pub struct Ctx {
     pub upstream_status: Option<u16>,
     pub upstream_latency: Option<Duration>,
     pub rate_limit_wait: Option<Duration>,
-    pub key_fingerprint: Option<String>,
-    pub field_hmacs: Vec<(String, String)>,
+    pub key_fingerprint: Option<Fingerprint>,
+    pub field_hmacs: BTreeMap<Pointer, Digest>,
     pub error_type: Option<&'static str>,
     pub security_event: bool,
 }
@@ -71,7 +72,7 @@ impl Ctx {
             upstream_latency: None,
             rate_limit_wait: None,
             key_fingerprint: None,
-            field_hmacs: Vec::new(),
+            field_hmacs: BTreeMap::new(),
             error_type: None,
             security_event: false,
         }
@@ -196,16 +197,19 @@ where
     // audit intent (write-ahead for anything that changes PII)
     let key = tenant.key(caller.environment);
     if let Some(audit) = shared.audit() {
-        ctx.key_fingerprint = key.map(|k| audit.key_fingerprint(k.expose()));
+        ctx.key_fingerprint = key.map(|k| audit.fingerprint(k.expose()));
         if let Some(v) = &value {
             ctx.field_hmacs = audit.field_hmacs(v);
         }
         if def.changes_pii() {
-            let ev = audit_event(ctx, snap, "intent", None);
             let t = Instant::now();
-            let r = audit.append(ev).await;
+            let r = match audit_event(ctx, snap, Kind::Intent, None) {
+                Some(ev) => audit.append(ev).await.map_err(|e| e.to_string()),
+                None => Err("request id not recordable".to_string()),
+            };
             telemetry::audit_write(t.elapsed(), r.is_ok());
-            if r.is_err() {
+            if let Err(e) = r {
+                tracing::error!(request_id = %ctx.request_id, error = %e, "audit intent not written; refusing");
                 ctx.decision = Decision::RefusedAudit;
                 return Err(GatewayError::AuditUnavailable);
             }
@@ -289,33 +293,46 @@ fn body_error(ctx: &mut Ctx, e: body::BodyError) -> GatewayError {
 }
 
 /// Build an audit record from what the request has accumulated. Only names,
-/// ids, pointers and numbers: there is no field in [`AuditEvent`] that could
-/// carry a body or query value.
-fn audit_event(ctx: &Ctx, snap: &Snapshot, kind: &'static str, status: Option<u16>) -> AuditEvent {
-    let caller = ctx.caller.as_deref();
-    let routed = ctx.routed.as_ref();
-    AuditEvent {
-        kind: kind.into(),
-        request_id: ctx.request_id.clone(),
-        trace_id: ctx.trace_id.clone(),
-        caller: caller.map(|c| c.id.clone()),
-        tenant: caller.map(|c| snap.tenants[c.tenant].id.clone()),
-        environment: caller.map(|c| c.environment.as_str().to_string()),
-        operation: routed.map(|r| r.op.def().id.to_string()),
-        resource_ids: routed
-            .map(|r| r.ids.iter().map(|(k, v)| ((*k).to_string(), v.clone())).collect())
-            .unwrap_or_default(),
-        fields: ctx.fields.clone(),
-        stripped: ctx.stripped.clone(),
-        query_params: routed.map(|r| r.query_names.clone()).unwrap_or_default(),
-        decision: ctx.decision,
-        reason: ctx.error_type.map(str::to_string),
-        shadow_violation: ctx.shadow_violation,
-        status,
-        latency_ms: (kind != "intent").then(|| ctx.started.elapsed().as_secs_f64() * 1000.0),
-        key_fingerprint: ctx.key_fingerprint.clone(),
-        field_hmacs: ctx.field_hmacs.iter().cloned().collect(),
+/// ids, pointers, numbers and keyed digests: [`AuditEvent`]'s field types
+/// cannot hold a body or query value. Returns None only if the request id is
+/// not recordable (never for ids cubegate generates or accepts).
+fn audit_event(ctx: &Ctx, snap: &Snapshot, kind: Kind, status: Option<u16>) -> Option<AuditEvent> {
+    use crate::audit::{Environment as AuditEnv, Name, Pointer, RequestId, ResourceId};
+    let mut ev = AuditEvent::new(kind, RequestId::new(ctx.request_id.clone()).ok()?, ctx.decision);
+    let name = |s: &str| Name::new(s.to_string()).ok();
+    let pointers = |v: &[String]| v.iter().filter_map(|p| Pointer::new(p.clone()).ok()).collect();
+    ev.trace_id = ctx.trace_id.as_ref().and_then(|t| RequestId::new(t.clone()).ok());
+    if let Some(c) = ctx.caller.as_deref() {
+        ev.caller = name(&c.id);
+        ev.tenant = name(&snap.tenants[c.tenant].id);
+        ev.environment = Some(match c.environment {
+            crate::config::Environment::Live => AuditEnv::Live,
+            crate::config::Environment::Test => AuditEnv::Test,
+        });
     }
+    if let Some(r) = &ctx.routed {
+        ev.operation = name(r.op.def().id);
+        ev.resource_ids = r
+            .ids
+            .iter()
+            .filter_map(|(k, v)| Some((name(k)?, ResourceId::new(v.clone()).ok()?)))
+            .collect();
+        ev.query_params = r.query_names.iter().filter_map(|q| name(q)).collect();
+    }
+    ev.fields = pointers(&ctx.fields);
+    ev.stripped = pointers(&ctx.stripped);
+    ev.reason = ctx
+        .error_type
+        .map(|t| if ctx.shadow_violation { "shadow_validation_failure" } else { t })
+        .or(ctx.shadow_violation.then_some("shadow_validation_failure"))
+        .and_then(name);
+    ev.status = status;
+    if kind != Kind::Intent {
+        ev.latency_ms = Some(ctx.started.elapsed().as_millis() as u64);
+    }
+    ev.key_fingerprint = ctx.key_fingerprint.clone();
+    ev.field_hmacs = ctx.field_hmacs.clone();
+    Some(ev)
 }
 
 /// Audit outcome, metrics and the access log line. Always runs.
@@ -326,10 +343,9 @@ async fn finish(shared: &Shared, rt: &Runtime, ctx: &mut Ctx, status: StatusCode
         let wanted = ctx.security_event
             || !matches!(ctx.decision, Decision::Allowed)
             || op.is_some_and(|o| o.touches_pii())
-            || audit.record_all();
-        if wanted {
-            let kind = if matches!(ctx.decision, Decision::Allowed) { "outcome" } else { "event" };
-            let ev = audit_event(ctx, snap, kind, Some(status.as_u16()));
+            || snap.audit.record_all;
+        let kind = if matches!(ctx.decision, Decision::Allowed) { Kind::Outcome } else { Kind::Event };
+        if let Some(ev) = audit_event(ctx, snap, kind, Some(status.as_u16())).filter(|_| wanted) {
             let t = Instant::now();
             let r = audit.append(ev).await;
             telemetry::audit_write(t.elapsed(), r.is_ok());
