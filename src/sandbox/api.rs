@@ -1,0 +1,785 @@
+//! ComplyCube v1 behaviour of the sandbox, independent of HTTP plumbing.
+//!
+//! Input: an authenticated key (its data partition), the method, the path
+//! after `/v1` (no trailing slash), the decoded query pairs and the raw body.
+//! Output: a [`Reply`] (status + optional JSON body) shaped like ComplyCube's:
+//! creates 200, deletes 204 without body, lists in the paging envelope,
+//! errors `{type, message, param?}`.
+//! Failures are replies: 400 `invalid_request` for bad bodies or queries, 404
+//! `resource_not_found` for unknown ids and paths. Clients, addresses,
+//! documents, live photos, checks and webhooks are stored; the other
+//! documented operations answer with plausible fixed bodies.
+
+use serde_json::{Map, Value, json};
+
+use super::store::{Kind, Obj, Store, merge, now_iso};
+
+/// What the sandbox answers to one API call.
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) struct Reply {
+    pub status: u16,
+    pub body: Option<Value>,
+}
+
+impl Reply {
+    fn ok(v: Value) -> Reply {
+        Reply {
+            status: 200,
+            body: Some(v),
+        }
+    }
+
+    fn no_content() -> Reply {
+        Reply {
+            status: 204,
+            body: None,
+        }
+    }
+
+    pub(crate) fn error(status: u16, kind: &str, message: &str, param: Option<&str>) -> Reply {
+        let mut b = json!({"type": kind, "message": message});
+        if let (Some(p), Value::Object(m)) = (param, &mut b) {
+            m.insert("param".into(), Value::String(p.to_string()));
+        }
+        Reply {
+            status,
+            body: Some(b),
+        }
+    }
+
+    fn invalid(param: &str, message: &str) -> Reply {
+        Reply::error(400, "invalid_request", message, Some(param))
+    }
+
+    fn not_found(what: &str, id: &str) -> Reply {
+        Reply::error(
+            404,
+            "resource_not_found",
+            &format!("Invalid {what} id '{id}'"),
+            None,
+        )
+    }
+
+    pub(crate) fn unknown_route() -> Reply {
+        Reply::error(
+            404,
+            "resource_not_found",
+            "The requested resource does not exist",
+            None,
+        )
+    }
+}
+
+/// Request context handed to every handler.
+struct Ctx<'a> {
+    store: &'a mut Store,
+    key: &'a str,
+    query: &'a [(String, String)],
+    body: &'a [u8],
+}
+
+impl Ctx<'_> {
+    /// The body as a JSON object; an empty body counts as `{}` because some
+    /// SDK calls (redact, complete) send none.
+    fn obj(&self) -> Result<Obj, Reply> {
+        if self.body.iter().all(u8::is_ascii_whitespace) {
+            return Ok(Map::new());
+        }
+        match serde_json::from_slice::<Value>(self.body) {
+            Ok(Value::Object(m)) => Ok(m),
+            Ok(_) => Err(Reply::error(
+                400,
+                "invalid_request",
+                "The request body must be a JSON object",
+                None,
+            )),
+            Err(_) => Err(Reply::error(
+                400,
+                "invalid_request",
+                "The request body is not valid JSON",
+                None,
+            )),
+        }
+    }
+
+    fn q(&self, name: &str) -> Option<&str> {
+        self.query
+            .iter()
+            .find(|(k, _)| k == name)
+            .map(|(_, v)| v.as_str())
+    }
+
+    fn get(&self, kind: Kind, id: &str) -> Reply {
+        match self.store.get(self.key, kind, id) {
+            Some(o) => Reply::ok(Value::Object(o.clone())),
+            None => Reply::not_found(kind.name(), id),
+        }
+    }
+
+    fn delete(&mut self, kind: Kind, id: &str) -> Reply {
+        match self.store.remove(self.key, kind, id) {
+            Some(_) => Reply::no_content(),
+            None => Reply::not_found(kind.name(), id),
+        }
+    }
+
+    fn list(&self, kind: Kind, client_required: bool) -> Reply {
+        if client_required && self.q("clientId").is_none() {
+            return Reply::invalid("clientId", "'clientId' must be provided");
+        }
+        match self.store.list(self.key, kind, self.query) {
+            Ok(v) => Reply::ok(v),
+            Err(e) => Reply::invalid(e.param, e.message),
+        }
+    }
+
+    fn client_exists(&self, body: &Obj) -> Result<(), Reply> {
+        let id = required_str(body, "clientId")?;
+        match self.store.get(self.key, Kind::Client, id) {
+            Some(_) => Ok(()),
+            None => Err(Reply::not_found("client", id)),
+        }
+    }
+
+    /// Stores `fields` as a new object: `id` first, then the fields, then
+    /// the timestamps, the order ComplyCube's responses use.
+    fn create(&mut self, kind: Kind, fields: Obj) -> Obj {
+        let now = now_iso();
+        let mut o = Map::new();
+        o.insert("id".into(), Value::String(self.store.new_id()));
+        for (k, v) in fields {
+            if !matches!(k.as_str(), "id" | "createdAt" | "updatedAt") && !v.is_null() {
+                o.insert(k, v);
+            }
+        }
+        o.insert("createdAt".into(), Value::String(now.clone()));
+        o.insert("updatedAt".into(), Value::String(now));
+        self.store.insert(self.key, kind, o.clone());
+        o
+    }
+
+    /// Partial update: nested objects merge; ids and timestamps are not
+    /// the caller's to change.
+    fn update(&mut self, kind: Kind, id: &str, mut patch: Obj) -> Reply {
+        for k in ["id", "createdAt", "updatedAt", "clientId"] {
+            patch.remove(k);
+        }
+        let Some(o) = self.store.get_mut(self.key, kind, id) else {
+            return Reply::not_found(kind.name(), id);
+        };
+        merge(o, &patch);
+        o.insert("updatedAt".into(), Value::String(now_iso()));
+        Reply::ok(Value::Object(o.clone()))
+    }
+}
+
+fn required_str<'a>(body: &'a Obj, field: &'static str) -> Result<&'a str, Reply> {
+    match body.get(field) {
+        Some(Value::String(s)) if !s.is_empty() => Ok(s),
+        Some(Value::String(_)) | None | Some(Value::Null) => {
+            Err(Reply::invalid(field, &format!("'{field}' is required")))
+        }
+        Some(_) => Err(Reply::invalid(field, &format!("'{field}' must be a string"))),
+    }
+}
+
+fn require(body: &Obj, fields: &[&'static str]) -> Result<(), Reply> {
+    for f in fields {
+        if body.get(*f).is_none_or(Value::is_null) {
+            return Err(Reply::invalid(f, &format!("'{f}' is required")));
+        }
+    }
+    Ok(())
+}
+
+/// Handles one authenticated ComplyCube API call.
+pub(crate) fn handle(
+    store: &mut Store,
+    key: &str,
+    method: &str,
+    path: &str,
+    query: &[(String, String)],
+    body: &[u8],
+) -> Reply {
+    let segs: Vec<&str> = path.trim_start_matches('/').split('/').collect();
+    let mut c = Ctx {
+        store,
+        key,
+        query,
+        body,
+    };
+    match route(&mut c, method, &segs) {
+        Ok(r) | Err(r) => r,
+    }
+}
+
+fn route(c: &mut Ctx<'_>, method: &str, segs: &[&str]) -> Result<Reply, Reply> {
+    use Kind::*;
+    let r = match (method, segs) {
+        // clients
+        ("POST", ["clients"]) => create_client(c)?,
+        ("GET", ["clients"]) => c.list(Client, false),
+        ("GET", ["clients", id]) => c.get(Client, id),
+        ("POST", ["clients", id]) => update_client(c, id)?,
+        ("DELETE", ["clients", id]) => c.delete(Client, id),
+        ("GET", ["clients", id, "riskProfile"]) => risk_profile(c, id),
+        // addresses
+        ("POST", ["addresses"]) => {
+            let b = c.obj()?;
+            c.client_exists(&b)?;
+            require(&b, &["line", "city", "country"])?;
+            Reply::ok(Value::Object(c.create(Address, b)))
+        }
+        ("GET", ["addresses"]) => c.list(Address, true),
+        ("GET", ["addresses", id]) => c.get(Address, id),
+        ("POST", ["addresses", id]) => c.update(Address, id, c.obj()?),
+        ("DELETE", ["addresses", id]) => c.delete(Address, id),
+        // documents
+        ("POST", ["documents"]) => {
+            let b = c.obj()?;
+            c.client_exists(&b)?;
+            required_str(&b, "type")?;
+            Reply::ok(Value::Object(c.create(Document, b)))
+        }
+        ("GET", ["documents"]) => c.list(Document, true),
+        ("GET", ["documents", id]) => c.get(Document, id),
+        ("POST", ["documents", id]) => c.update(Document, id, c.obj()?),
+        ("DELETE", ["documents", id]) => c.delete(Document, id),
+        ("POST", ["documents", id, "upload", side]) => upload_image(c, id, side)?,
+        ("GET", ["documents", id, "download", side]) => {
+            side_ok(side)?;
+            exists(c, Document, id)?;
+            Reply::ok(image_payload(&format!("{side}.jpg"), "image/jpeg"))
+        }
+        ("DELETE", ["documents", id, side]) => {
+            side_ok(side)?;
+            exists(c, Document, id)?;
+            Reply::no_content()
+        }
+        ("POST", ["documents", id, "redact"]) => {
+            c.obj()?;
+            c.get(Document, id)
+        }
+        // live photos
+        ("POST", ["livePhotos"]) => {
+            let mut b = c.obj()?;
+            c.client_exists(&b)?;
+            require(&b, &["data"])?;
+            // Image bytes are not kept: only metadata comes back, as upstream.
+            b.remove("data");
+            b.entry("performLivenessCheck").or_insert(Value::Bool(true));
+            Reply::ok(Value::Object(c.create(LivePhoto, b)))
+        }
+        ("GET", ["livePhotos"]) => c.list(LivePhoto, true),
+        ("GET", ["livePhotos", id]) => c.get(LivePhoto, id),
+        ("DELETE", ["livePhotos", id]) => c.delete(LivePhoto, id),
+        ("GET", ["livePhotos", id, "download"]) => {
+            exists(c, LivePhoto, id)?;
+            Reply::ok(image_payload("live_photo.jpg", "image/jpeg"))
+        }
+        ("POST", ["livePhotos", id, "redact"]) => c.get(LivePhoto, id),
+        // live videos: only the mobile/web SDKs create them, so none exist here
+        ("GET", ["liveVideos"]) => c.list_empty(),
+        ("GET", ["liveVideos", id]) | ("POST", ["liveVideos", id, "redact"]) => {
+            Reply::ok(json!({"id": id, "createdAt": now_iso(), "updatedAt": now_iso()}))
+        }
+        ("DELETE", ["liveVideos", _]) => Reply::no_content(),
+        // checks
+        ("POST", ["checks"]) => {
+            let mut b = c.obj()?;
+            c.client_exists(&b)?;
+            required_str(&b, "type")?;
+            b.insert("status".into(), Value::String("pending".into()));
+            Reply::ok(Value::Object(c.create(Check, b)))
+        }
+        ("GET", ["checks"]) => c.list(Check, false),
+        ("GET", ["checks", id]) => c.get(Check, id),
+        ("POST", ["checks", id]) => {
+            let b = c.obj()?;
+            let mut patch = Map::new();
+            if let Some(v) = b.get("enableMonitoring") {
+                patch.insert("enableMonitoring".into(), v.clone());
+            }
+            c.update(Check, id, patch)
+        }
+        ("POST", ["checks", id, "validate"]) => {
+            let b = c.obj()?;
+            required_str(&b, "outcome")?;
+            exists(c, Check, id)?;
+            Reply::ok(json!({"outcome": b["outcome"]}))
+        }
+        ("POST", ["checks", id, "redact"]) => {
+            c.obj()?;
+            c.get(Check, id)
+        }
+        // webhooks
+        ("POST", ["webhooks"]) => {
+            let b = c.obj()?;
+            required_str(&b, "url")?;
+            require(&b, &["enabled", "events"])?;
+            let mut o = c.create(Webhook, b);
+            // The secret is returned at creation only, never stored for reads.
+            o.insert(
+                "secret".into(),
+                Value::String(format!("whsec_{}", c.store.new_id())),
+            );
+            Reply::ok(Value::Object(o))
+        }
+        ("GET", ["webhooks"]) => c.list(Webhook, false),
+        ("GET", ["webhooks", id]) => c.get(Webhook, id),
+        ("POST", ["webhooks", id]) => c.update(Webhook, id, c.obj()?),
+        ("DELETE", ["webhooks", id]) => c.delete(Webhook, id),
+        // workflow sessions
+        ("GET", ["workflowSessions"]) => c.list_empty(),
+        ("GET", ["workflowSessions", id]) => Reply::ok(json!({
+            "id": id, "status": "in_progress", "createdAt": now_iso(), "updatedAt": now_iso()
+        })),
+        ("POST", ["workflowSessions", id, "complete"]) => Reply::ok(json!({
+            "id": id, "status": "completed", "createdAt": now_iso(), "updatedAt": now_iso()
+        })),
+        // hosted flow and SDK tokens
+        ("POST", ["flow", "sessions"]) => {
+            let b = c.obj()?;
+            c.client_exists(&b)?;
+            Reply::ok(json!({"redirectUrl": format!("https://flow.complycube.com/{}", c.store.new_id())}))
+        }
+        ("POST", ["tokens"]) => {
+            let b = c.obj()?;
+            c.client_exists(&b)?;
+            Reply::ok(json!({"token": format!("eyJhbGciOiJIUzI1NiJ9.sandbox.{}", c.store.new_id())}))
+        }
+        // reports
+        ("GET", ["reports"]) => {
+            if let Some(id) = c.q("clientId") {
+                exists(c, Client, id)?;
+            } else if let Some(id) = c.q("checkId") {
+                exists(c, Check, id)?;
+            } else {
+                return Err(Reply::invalid(
+                    "clientId",
+                    "'clientId' or 'checkId' must be provided",
+                ));
+            }
+            // "%PDF-1.4\n%sandbox\n" in base64.
+            Reply::ok(json!({"contentType": "application/pdf", "data": "JVBERi0xLjQKJXNhbmRib3gK"}))
+        }
+        // read-only account data
+        ("GET", ["teamMembers"] | ["auditLogs"] | ["customLists"]) => c.list_empty(),
+        ("GET", ["teamMembers", id]) => Reply::ok(json!({
+            "id": id, "firstName": "Sandbox", "lastName": "Member", "role": "developer", "createdAt": now_iso()
+        })),
+        ("GET", ["auditLogs", id]) => Reply::ok(json!({
+            "id": id, "resourceType": "client", "action": "update", "trigger": "api", "createdAt": now_iso()
+        })),
+        ("GET", ["accountInfo"]) => Reply::ok(json!({
+            "username": "sandbox", "plan": "sandbox", "remainingCredit": 1000
+        })),
+        ("GET", ["customLists", id]) => Reply::ok(json!({
+            "id": id, "name": "Sandbox list", "personCount": 0, "companyCount": 0, "createdAt": now_iso()
+        })),
+        ("POST", ["customLists", _, "records"]) => {
+            let b = c.obj()?;
+            require(&b, &["entityType", "names"])?;
+            let mut o = Map::new();
+            o.insert("id".into(), Value::String(c.store.new_id()));
+            o.extend(b);
+            o.insert("createdAt".into(), Value::String(now_iso()));
+            Reply::ok(Value::Object(o))
+        }
+        // lookups
+        ("POST", ["lookup", "companies"] | ["lookup", "addresses"]) => {
+            c.obj()?;
+            Reply::ok(json!({"totalItems": 0, "items": []}))
+        }
+        ("GET", ["lookup", "companies", id]) => Reply::ok(json!({
+            "id": id, "name": "Sandbox Ltd", "incorporationCountry": "GB", "officers": [], "owners": []
+        })),
+        // static data and autofill
+        ("GET", ["static", "screeningLists"]) => Reply::ok(json!([
+            "EU Consolidated Sanctions", "UK HMT Sanctions", "US OFAC SDN", "UN Consolidated Sanctions"
+        ])),
+        ("GET", ["static", "supportedDocuments"]) => Reply::ok(json!([
+            {"country": "GB", "documentTypes": ["passport", "driving_license", "national_identity_card"]},
+            {"country": "US", "documentTypes": ["passport", "driving_license"]}
+        ])),
+        ("POST", ["autofill"]) => {
+            let b = c.obj()?;
+            require(&b, &["data"])?;
+            Reply::ok(json!({"personDetails": {"firstName": "Jane", "lastName": "Doe"}, "addresses": []}))
+        }
+        _ => Reply::unknown_route(),
+    };
+    Ok(r)
+}
+
+impl Ctx<'_> {
+    fn list_empty(&self) -> Reply {
+        let size = self
+            .q("pageSize")
+            .and_then(|v| v.parse::<u64>().ok())
+            .unwrap_or(100);
+        Reply::ok(json!({"page": 1, "pageSize": size, "totalItems": 0, "pages": 0, "items": []}))
+    }
+}
+
+fn exists(c: &Ctx<'_>, kind: Kind, id: &str) -> Result<(), Reply> {
+    match c.store.get(c.key, kind, id) {
+        Some(_) => Ok(()),
+        None => Err(Reply::not_found(kind.name(), id)),
+    }
+}
+
+fn side_ok(side: &str) -> Result<(), Reply> {
+    if side == "front" || side == "back" {
+        Ok(())
+    } else {
+        Err(Reply::invalid(
+            "documentSide",
+            "'documentSide' must be one of [front, back]",
+        ))
+    }
+}
+
+fn image_payload(file_name: &str, content_type: &str) -> Value {
+    // A 1x1 white JPEG would do; what matters is the envelope shape.
+    json!({"fileName": file_name, "contentType": content_type, "data": "/9j/4AAQSkZJRgABAQ=="})
+}
+
+fn create_client(c: &mut Ctx<'_>) -> Result<Reply, Reply> {
+    let mut b = c.obj()?;
+    let ty = required_str(&b, "type")?.to_string();
+    if ty != "person" && ty != "company" {
+        return Err(Reply::invalid(
+            "type",
+            "'type' must be one of [person, company]",
+        ));
+    }
+    required_str(&b, "email")?;
+    let (details, other) = if ty == "person" {
+        ("personDetails", "companyDetails")
+    } else {
+        ("companyDetails", "personDetails")
+    };
+    let Some(Value::Object(d)) = b.get(details) else {
+        return Err(Reply::invalid(
+            details,
+            &format!("'{details}' must be provided when type is '{ty}'"),
+        ));
+    };
+    let needed: &[&'static str] = if ty == "person" {
+        &["firstName", "lastName"]
+    } else {
+        &["name"]
+    };
+    for f in needed {
+        if required_str(d, f).is_err() {
+            return Err(Reply::invalid(
+                details,
+                &format!("'{details}.{f}' is required"),
+            ));
+        }
+    }
+    // The SDK models refuse a details object of the other type, and upstream
+    // ignores it, so it is not kept.
+    b.remove(other);
+    let mut fields = Map::new();
+    fields.insert("type".into(), Value::String(ty));
+    fields.insert("entityName".into(), entity_name(&b));
+    fields.extend(b);
+    let o = c.create(Kind::Client, fields);
+    Ok(Reply::ok(Value::Object(o)))
+}
+
+fn update_client(c: &mut Ctx<'_>, id: &str) -> Result<Reply, Reply> {
+    let mut b = c.obj()?;
+    let Some(stored) = c.store.get(c.key, Kind::Client, id) else {
+        return Ok(Reply::not_found("client", id));
+    };
+    let stored_type = stored
+        .get("type")
+        .and_then(Value::as_str)
+        .unwrap_or("person")
+        .to_string();
+    if let Some(t) = b.remove("type") {
+        if t.as_str() != Some(stored_type.as_str()) {
+            return Err(Reply::invalid(
+                "type",
+                "'type' cannot be changed once the client is created",
+            ));
+        }
+    }
+    b.remove("entityName");
+    b.remove(if stored_type == "person" {
+        "companyDetails"
+    } else {
+        "personDetails"
+    });
+    let r = c.update(Kind::Client, id, b);
+    if let Some(o) = c.store.get_mut(c.key, Kind::Client, id) {
+        let name = entity_name(o);
+        o.insert("entityName".into(), name);
+        return Ok(Reply::ok(Value::Object(o.clone())));
+    }
+    Ok(r)
+}
+
+fn entity_name(o: &Obj) -> Value {
+    let s = |v: Option<&Value>| v.and_then(Value::as_str).unwrap_or_default().to_string();
+    let name = match o.get("type").and_then(Value::as_str) {
+        Some("company") => s(o.get("companyDetails").and_then(|d| d.get("name"))),
+        _ => {
+            let d = o.get("personDetails");
+            let first = s(d.and_then(|d| d.get("firstName")));
+            let last = s(d.and_then(|d| d.get("lastName")));
+            format!("{first} {last}").trim().to_string()
+        }
+    };
+    Value::String(name)
+}
+
+fn risk_profile(c: &Ctx<'_>, id: &str) -> Reply {
+    let Some(o) = c.store.get(c.key, Kind::Client, id) else {
+        return Reply::not_found("client", id);
+    };
+    // Sandbox trigger from the docs: middle name "medium-risk" gives medium.
+    let medium = o
+        .get("personDetails")
+        .and_then(|d| d.get("middleName"))
+        .and_then(Value::as_str)
+        == Some("medium-risk");
+    let level = if medium { "medium" } else { "low" };
+    Reply::ok(json!({
+        "overall": level,
+        "countryRisk": {"risk": "low"},
+        "occupationRisk": {"risk": "low"},
+        "politicalExposureRisk": {"risk": level},
+        "watchlistRisk": {"risk": "low"},
+        "updatedAt": now_iso(),
+    }))
+}
+
+fn upload_image(c: &mut Ctx<'_>, id: &str, side: &str) -> Result<Reply, Reply> {
+    side_ok(side)?;
+    let b = c.obj()?;
+    exists(c, Kind::Document, id)?;
+    let file_name = required_str(&b, "fileName")?.to_string();
+    required_str(&b, "data")?;
+    let image_id = c.store.new_id();
+    let ct = if file_name.ends_with(".png") {
+        "image/png"
+    } else if file_name.ends_with(".pdf") {
+        "application/pdf"
+    } else {
+        "image/jpeg"
+    };
+    let img = json!({
+        "id": image_id,
+        "fileName": file_name,
+        "documentSide": side,
+        "downloadLink": format!("/documents/{id}/images/{image_id}/download"),
+        "contentType": ct,
+        "size": b["data"].as_str().map(|d| d.len() * 3 / 4).unwrap_or(0),
+        "createdAt": now_iso(),
+        "updatedAt": now_iso(),
+    });
+    if let Some(doc) = c.store.get_mut(c.key, Kind::Document, id) {
+        // A side uploaded again replaces the earlier image of that side.
+        if let Value::Array(a) = doc.entry("images").or_insert_with(|| json!([])) {
+            a.retain(|i| i["documentSide"] != side);
+            a.push(img.clone());
+        }
+    }
+    Ok(Reply::ok(img))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn call(s: &mut Store, key: &str, m: &str, p: &str, q: &str, body: Value) -> Reply {
+        let query: Vec<(String, String)> = q
+            .split('&')
+            .filter(|x| !x.is_empty())
+            .filter_map(|kv| kv.split_once('='))
+            .map(|(a, b)| (a.to_string(), b.to_string()))
+            .collect();
+        let b = if body.is_null() {
+            Vec::new()
+        } else {
+            body.to_string().into_bytes()
+        };
+        handle(s, key, m, p, &query, &b)
+    }
+
+    #[test]
+    fn person_client_needs_details_and_email() {
+        let mut s = Store::new();
+        let r = call(
+            &mut s,
+            "test_k1",
+            "POST",
+            "/clients",
+            "",
+            json!({"type": "person", "email": "a@b.c"}),
+        );
+        assert_eq!(r.status, 400);
+        let b = r.body.unwrap();
+        assert_eq!(b["type"], "invalid_request");
+        assert_eq!(b["param"], "personDetails");
+        assert_eq!(
+            b["message"],
+            "'personDetails' must be provided when type is 'person'"
+        );
+        let r = call(
+            &mut s,
+            "test_k1",
+            "POST",
+            "/clients",
+            "",
+            json!({"type": "company", "companyDetails": {"name": "X"}}),
+        );
+        assert_eq!(r.body.unwrap()["param"], "email");
+        let r = call(
+            &mut s,
+            "test_k1",
+            "POST",
+            "/clients",
+            "",
+            json!({"type": "robot", "email": "a@b.c"}),
+        );
+        assert_eq!(r.body.unwrap()["param"], "type");
+    }
+
+    #[test]
+    fn company_client_entity_name_and_dependents() {
+        let mut s = Store::new();
+        let r = call(
+            &mut s,
+            "live_k1",
+            "POST",
+            "/clients",
+            "",
+            json!({"type": "company", "email": "x@y.z", "companyDetails": {"name": "Acme"}}),
+        );
+        assert_eq!(r.status, 200);
+        let client = r.body.unwrap();
+        assert_eq!(client["entityName"], "Acme");
+        let cid = client["id"].as_str().unwrap();
+        let r = call(
+            &mut s,
+            "live_k1",
+            "POST",
+            "/addresses",
+            "",
+            json!({"clientId": cid, "line": "1 Road", "city": "Town", "country": "GB"}),
+        );
+        assert_eq!(r.status, 200);
+        let addr = r.body.unwrap();
+        let r = call(
+            &mut s,
+            "live_k1",
+            "GET",
+            "/addresses",
+            &format!("clientId={cid}"),
+            Value::Null,
+        );
+        assert_eq!(r.body.unwrap()["items"][0]["id"], addr["id"]);
+        let r = call(&mut s, "live_k1", "GET", "/addresses", "", Value::Null);
+        assert_eq!(r.status, 400);
+        let r = call(
+            &mut s,
+            "live_k1",
+            "POST",
+            "/documents",
+            "",
+            json!({"clientId": "5f0000000000000000000000", "type": "passport"}),
+        );
+        assert_eq!(r.status, 404);
+        assert_eq!(
+            r.body.unwrap()["message"],
+            "Invalid client id '5f0000000000000000000000'"
+        );
+        let r = call(
+            &mut s,
+            "live_k1",
+            "POST",
+            "/checks",
+            "",
+            json!({"clientId": cid, "type": "standard_screening_check"}),
+        );
+        let check = r.body.unwrap();
+        assert_eq!(check["status"], "pending");
+        assert_eq!(check["clientId"], cid);
+        let r = call(
+            &mut s,
+            "live_k1",
+            "GET",
+            "/static/screeningLists",
+            "",
+            Value::Null,
+        );
+        assert!(r.body.unwrap()[0].is_string());
+        let r = call(&mut s, "live_k1", "GET", "/nope", "", Value::Null);
+        assert_eq!(r.status, 404);
+        assert_eq!(r.body.unwrap()["type"], "resource_not_found");
+    }
+
+    #[test]
+    fn document_upload_records_image_per_side() {
+        let mut s = Store::new();
+        let c = call(
+            &mut s,
+            "test_k",
+            "POST",
+            "/clients",
+            "",
+            json!({"type": "person", "email": "a@b.c", "personDetails": {"firstName": "A", "lastName": "B"}}),
+        )
+        .body
+        .unwrap();
+        let d = call(
+            &mut s,
+            "test_k",
+            "POST",
+            "/documents",
+            "",
+            json!({"clientId": c["id"], "type": "passport"}),
+        )
+        .body
+        .unwrap();
+        let p = format!("/documents/{}/upload/front", d["id"].as_str().unwrap());
+        for _ in 0..2 {
+            let r = call(
+                &mut s,
+                "test_k",
+                "POST",
+                &p,
+                "",
+                json!({"fileName": "f.png", "data": "AAAA"}),
+            );
+            assert_eq!(r.status, 200);
+        }
+        let got = call(
+            &mut s,
+            "test_k",
+            "GET",
+            &format!("/documents/{}", d["id"].as_str().unwrap()),
+            "",
+            Value::Null,
+        )
+        .body
+        .unwrap();
+        assert_eq!(got["images"].as_array().unwrap().len(), 1);
+        assert_eq!(got["images"][0]["contentType"], "image/png");
+        let bad = format!("/documents/{}/upload/side", d["id"].as_str().unwrap());
+        let r = call(
+            &mut s,
+            "test_k",
+            "POST",
+            &bad,
+            "",
+            json!({"fileName": "f.png", "data": "AAAA"}),
+        );
+        assert_eq!(r.status, 400);
+    }
+}
