@@ -156,7 +156,10 @@ mod tests {
         let mut t = Tats::default();
         let now = 10_000 * MS;
         for _ in 0..3 {
-            assert_eq!(t.decide(now, (key, &g), None, 0), Decision::Admit { at: now });
+            assert_eq!(
+                t.decide(now, (key, &g), None, 0),
+                Decision::Admit { at: now }
+            );
         }
         assert_eq!(
             t.decide(now, (key, &g), None, 0),
