@@ -3,6 +3,9 @@
 //! port; the bench fails if the binary is missing). Budgets are large enough
 //! that every request is admitted, so this measures the decision, not waiting.
 
+// Test support code: a failed setup step must stop the run loudly.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
 use std::hint::black_box;
 use std::net::TcpListener;
 use std::process::{Child, Command, Stdio};

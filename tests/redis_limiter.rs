@@ -9,6 +9,9 @@
 //! call within a bounded time and `fail = "local"` admits at budget ÷ replicas.
 //! A missing `redis-server` binary is a test failure, never a skip.
 
+// Test support code: a failed setup step must stop the run loudly.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
 use std::net::TcpListener;
 use std::process::{Child, Command, Stdio};
 use std::sync::Arc;

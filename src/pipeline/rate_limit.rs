@@ -153,7 +153,9 @@ pub struct LimiterSettings {
     pub replicas: u32,
     /// Default longest wait for a slot before refusing.
     pub max_wait_ms: u64,
-    /// Most requests waiting at once per budget key.
+    /// Most requests waiting at once per budget key (per replica). A request
+    /// holds a place while its decision is made, so with Redis a very large
+    /// number of concurrent decisions can also fill it.
     pub max_waiters: usize,
     /// Default budget of a live key: 80 % of ComplyCube's 10/s.
     pub default_live: Budget,
@@ -544,10 +546,11 @@ impl RateLimiter {
                 by_caller,
             } => {
                 let (reason, policy) = match (by_caller, caller) {
-                    (true, Some((_, quota))) => (RefusalReason::CallerQuota, quota),
+                    // Would have waited, had there been room in the queue.
                     _ if guard.is_none() && earliest <= max_wait => {
                         (RefusalReason::QueueFull, budget)
                     }
+                    (true, Some((_, quota))) => (RefusalReason::CallerQuota, quota),
                     _ => (RefusalReason::Budget, budget),
                 };
                 Err(refusal(reason, earliest, policy, 0))
@@ -838,6 +841,26 @@ mod tests {
         // A long idle restores exactly the burst, not more.
         clock.advance(Duration::from_secs(3600));
         burst_then_limited(&l, key, &b).await;
+    }
+
+    #[tokio::test]
+    async fn a_flooding_tenant_does_not_delay_another() {
+        let (l, _clock) = limiter(LimiterSettings::default());
+        let flood = BudgetKey::new("noisy", true);
+        let calm = BudgetKey::new("calm", true);
+        let b = budget(8.0, 2);
+        for _ in 0..160 {
+            let _ = now(&l, flood, &b, None, Duration::ZERO).await;
+        }
+        for _ in 0..2 {
+            let a = now(&l, calm, &b, None, 300 * MS).await;
+            assert_eq!(
+                a,
+                Ok(Admission {
+                    waited: Duration::ZERO
+                })
+            );
+        }
     }
 
     #[tokio::test]
