@@ -6,7 +6,8 @@
 //! admit exactly `burst`); with shaping over a 2 s window the replicas
 //! together admit at most rate x time + burst; caller quotas and upstream
 //! pauses are shared; when Redis dies mid-run, `fail = "closed"` refuses every
-//! call within a bounded time and `fail = "local"` admits at budget ÷ replicas.
+//! call within a bounded time and `fail = "local"` admits at budget ÷ replicas;
+//! a hung (SIGSTOPped) Redis costs one timeout, then recovery is automatic.
 //! A missing `redis-server` binary is a test failure, never a skip.
 
 // Test support code: a failed setup step must stop the run loudly.
@@ -371,4 +372,57 @@ async fn redis_dying_mid_run_applies_the_fail_mode_and_nothing_hangs() {
         "fail=closed call took {closed_slowest:?}"
     );
     assert!(slowest < bound, "fail=local call took {slowest:?}");
+}
+
+fn signal(server: &RedisServer, sig: &str) {
+    let status = Command::new("kill")
+        .args([sig, &server.child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(status.success(), "kill {sig} failed");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_hung_redis_costs_at_most_the_timeout_and_recovery_is_automatic() {
+    let server = RedisServer::start().await;
+    let timeout_ms = 100;
+    let l = RateLimiter::new(&settings(&server.url, FailMode::Closed, timeout_ms))
+        .await
+        .unwrap();
+    let key = BudgetKey::new("acme", true);
+    let budget = Budget {
+        per_second: 1000.0,
+        burst: 1000,
+    };
+    assert!(l.acquire(key, &budget, None, Duration::ZERO).await.is_ok());
+    // A stopped process keeps its socket open but never answers: only our
+    // timeout can end the call.
+    signal(&server, "-STOP");
+    let mut slowest = Duration::ZERO;
+    for _ in 0..20 {
+        let t = Instant::now();
+        let r = l
+            .acquire(key, &budget, None, Duration::ZERO)
+            .await
+            .unwrap_err();
+        assert_eq!(r.reason, RefusalReason::BackendUnavailable);
+        slowest = slowest.max(t.elapsed());
+    }
+    // One call waited for the timeout; the rest skipped Redis for a second.
+    assert_eq!(l.stats().redis_errors, 1);
+    assert!(
+        slowest < Duration::from_millis(2 * timeout_ms + 300),
+        "a call took {slowest:?}"
+    );
+    signal(&server, "-CONT");
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while l.acquire(key, &budget, None, Duration::ZERO).await.is_err() {
+        assert!(
+            Instant::now() < deadline,
+            "never recovered after Redis came back"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    println!("hung redis: slowest refusal {slowest:?}, then recovered");
 }
