@@ -513,8 +513,9 @@ impl RateLimiter {
         if let Some(left) = shared.paused_for(key, now) {
             return Err(refusal(RefusalReason::Paused, left, budget, 0));
         }
-        // Take a waiter place before deciding, so that the count is exact
-        // even when the decision happens on another replica's clock.
+        // Take a waiter place before deciding: Redis reserves the slot in the
+        // same step that tells us we must wait, so the bound must be known
+        // beforehand (no place left = may not wait at all).
         let guard = WaiterGuard::enter(shared, key);
         let allowed_wait = if guard.is_some() {
             max_wait
