@@ -156,7 +156,10 @@ mod tests {
         let mut t = Tats::default();
         let now = 10_000 * MS;
         for _ in 0..3 {
-            assert_eq!(t.decide(now, (key, &g), None, 0), Decision::Admit { at: now });
+            assert_eq!(
+                t.decide(now, (key, &g), None, 0),
+                Decision::Admit { at: now }
+            );
         }
         assert_eq!(
             t.decide(now, (key, &g), None, 0),
@@ -174,5 +177,39 @@ mod tests {
             t.decide(now, (key, &g), None, 1000 * MS),
             Decision::Admit { at: now + 250 * MS }
         );
+    }
+
+    // Any arrival pattern, any max_wait: in every window [a, b] the admitted
+    // slots number at most burst + (b - a) / T, and slots follow arrival order.
+    #[test]
+    fn no_window_ever_exceeds_burst_plus_rate_times_length() {
+        fn prop(rate: u8, burst: u8, gaps: Vec<u16>, waits: Vec<u16>) -> bool {
+            let g = gcra(f64::from(rate % 20 + 1), u32::from(burst % 10 + 1));
+            let key = Slot::Budget(BudgetKey::new("t", true));
+            let mut t = Tats::default();
+            let mut now = 5_000 * MS;
+            let mut slots = Vec::new();
+            for (i, gap) in gaps.iter().enumerate() {
+                now += u64::from(gap % 300) * MS;
+                let max_wait = u64::from(waits.get(i).copied().unwrap_or(0) % 500) * MS;
+                if let Decision::Admit { at } = t.decide(now, (key, &g), None, max_wait) {
+                    if at < now || at > now + max_wait {
+                        return false;
+                    }
+                    slots.push(at);
+                }
+            }
+            if slots.windows(2).any(|w| w[0] > w[1]) {
+                return false;
+            }
+            (0..slots.len()).all(|i| {
+                (i..slots.len()).all(|j| {
+                    (j - i + 1) as u64 <= u64::from(g.burst) + (slots[j] - slots[i]) / g.interval
+                })
+            })
+        }
+        quickcheck::QuickCheck::new()
+            .tests(500)
+            .quickcheck(prop as fn(u8, u8, Vec<u16>, Vec<u16>) -> bool);
     }
 }

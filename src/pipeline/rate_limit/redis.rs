@@ -113,8 +113,7 @@ impl RedisBackend {
             .set_response_timeout(Some(timeout))
             .set_number_of_retries(2)
             .set_max_delay(Duration::from_millis(500));
-        let conn =
-            ConnectionManager::new_lazy_with_config(client, config).map_err(|e| e.kind())?;
+        let conn = ConnectionManager::new_lazy_with_config(client, config).map_err(|e| e.kind())?;
         Ok(Self {
             conn,
             script: redis::Script::new(SCRIPT),
@@ -144,10 +143,11 @@ impl RedisBackend {
                 .arg(c.tolerance);
         }
         let mut conn = self.conn.clone();
-        let (code, us): (i64, i64) = tokio::time::timeout(self.timeout, inv.invoke_async(&mut conn))
-            .await
-            .map_err(|_| BackendError::Timeout)?
-            .map_err(|e| BackendError::Redis(e.kind()))?;
+        let (code, us): (i64, i64) =
+            tokio::time::timeout(self.timeout, inv.invoke_async(&mut conn))
+                .await
+                .map_err(|_| BackendError::Timeout)?
+                .map_err(|e| BackendError::Redis(e.kind()))?;
         let d = Duration::from_micros(u64::try_from(us).map_err(|_| BackendError::BadReply)?);
         match code {
             0 => Ok(Verdict::Admit { wait: d }),
