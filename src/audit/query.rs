@@ -342,3 +342,179 @@ pub fn render_table(rows: &[QueryRow]) -> String {
     }
     out
 }
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::super::record::{AuditEvent, Name, RequestId};
+    use super::super::test_util::*;
+    use super::super::{AuditLog, Pointer};
+    use super::*;
+
+    /// req-1: update of client A by svc-a, 200. req-2: update of client B by
+    /// svc-b, crashed before the outcome. req-3: a 401 refusal. req-4: a read
+    /// of client A (one outcome record). req-5: a policy refusal.
+    async fn sample(dir: &std::path::Path) {
+        let log = AuditLog::open(&settings(dir), keys()).unwrap();
+        let i1 = event(Kind::Intent, "req-1", "svc-a", "clientA");
+        log.append(i1.clone()).await.unwrap();
+        log.append(event(Kind::Intent, "req-2", "svc-b", "clientB"))
+            .await
+            .unwrap();
+        let mut refused = AuditEvent::new(
+            Kind::Event,
+            RequestId::new("req-3").unwrap(),
+            Decision::RefusedAuth,
+        );
+        refused.status = Some(401);
+        refused.reason = Some(Name::new("unauthorized").unwrap());
+        log.append(refused).await.unwrap();
+        log.append(i1.outcome(200, 12)).await.unwrap();
+        let mut read = event(Kind::Outcome, "req-4", "svc-a", "clientA");
+        read.operation = Some(Name::new("clients.get").unwrap());
+        read.fields.clear();
+        read.stripped.clear();
+        read.status = Some(200);
+        log.append(read).await.unwrap();
+        let mut pol = event(Kind::Event, "req-5", "svc-b", "clientB");
+        pol.decision = Decision::RefusedPolicy;
+        pol.status = Some(400);
+        pol.stripped = vec![Pointer::new("/type").unwrap()];
+        log.append(pol).await.unwrap();
+        log.flush().await.unwrap();
+    }
+
+    fn ids(rows: &[QueryRow]) -> Vec<&str> {
+        rows.iter().map(|r| r.request_id.as_str()).collect()
+    }
+
+    #[tokio::test]
+    async fn joins_intent_and_outcome_and_reports_unknown() {
+        let d = tempfile::tempdir().unwrap();
+        sample(d.path()).await;
+        let all = query(&[d.path().to_path_buf()], &QueryFilter::default()).unwrap();
+        assert_eq!(ids(&all), ["req-1", "req-2", "req-3", "req-4", "req-5"]);
+        let r1 = &all[0];
+        assert_eq!((r1.seq, r1.outcome_seq), (1, Some(4)));
+        assert_eq!(r1.status, Some(200));
+        assert_eq!(r1.outcome, "200");
+        assert_eq!(r1.latency_ms, Some(12));
+        assert_eq!(r1.resource_ids["id"], "clientA");
+        assert_eq!(r1.fields, ["/email", "/type"]);
+        assert_eq!(r1.stripped, ["/type"]);
+        assert_eq!(all[1].outcome, "outcome_unknown");
+        assert_eq!(all[1].status, None);
+        assert_eq!(all[2].outcome, "401");
+        assert_eq!(all[2].decision, "refused_auth");
+    }
+
+    #[tokio::test]
+    async fn filters() {
+        let d = tempfile::tempdir().unwrap();
+        sample(d.path()).await;
+        let q = |f: QueryFilter| ids(&query(&[d.path().to_path_buf()], &f).unwrap()).join(" ");
+        let client = |c: &str| QueryFilter {
+            client: Some(c.into()),
+            ..Default::default()
+        };
+        assert_eq!(q(client("clientA")), "req-1 req-4");
+        assert_eq!(q(client("nobody")), "");
+        assert_eq!(
+            q(QueryFilter {
+                caller: Some("svc-b".into()),
+                ..Default::default()
+            }),
+            "req-2 req-5"
+        );
+        assert_eq!(
+            q(QueryFilter {
+                operation: Some("clients.get".into()),
+                tenant: Some("acme".into()),
+                ..Default::default()
+            }),
+            "req-4"
+        );
+        let outcome = |o: &str| QueryFilter {
+            outcome: Some(o.into()),
+            ..Default::default()
+        };
+        assert_eq!(q(outcome("outcome_unknown")), "req-2");
+        assert_eq!(q(outcome("2xx")), "req-1 req-4");
+        assert_eq!(q(outcome("4xx")), "req-3 req-5");
+        assert_eq!(q(outcome("401")), "req-3");
+        assert_eq!(q(outcome("refused")), "req-3 req-5");
+        assert_eq!(q(outcome("refused_policy")), "req-5");
+        let now = SystemTime::now();
+        let hour = Duration::from_secs(3600);
+        assert_eq!(
+            q(QueryFilter {
+                since: Some(now + hour),
+                ..Default::default()
+            }),
+            ""
+        );
+        assert_eq!(
+            q(QueryFilter {
+                until: Some(now - hour),
+                ..Default::default()
+            }),
+            ""
+        );
+        assert_eq!(
+            q(QueryFilter {
+                since: Some(now - hour),
+                until: Some(now + hour),
+                client: Some("clientB".into()),
+                ..Default::default()
+            }),
+            "req-2 req-5"
+        );
+    }
+
+    #[tokio::test]
+    async fn renders_table_and_json_lines() {
+        let d = tempfile::tempdir().unwrap();
+        sample(d.path()).await;
+        let rows = query(&[d.path().to_path_buf()], &QueryFilter::default()).unwrap();
+        let t = render_table(&rows);
+        let tl: Vec<&str> = t.lines().collect();
+        assert_eq!(tl.len(), 6);
+        assert!(tl[0].starts_with("TIME") && tl[0].contains("OUTCOME"));
+        // Columns line up: OPERATION starts at the same offset on every line.
+        let col = tl[0].find("OPERATION").unwrap();
+        assert!(tl[1][col..].starts_with("clients.update"));
+        assert!(tl[2].contains("outcome_unknown"));
+        assert!(tl[3].contains("401 refused_auth"));
+        assert!(tl[1].contains("stripped:/type"));
+        let j = render_json_lines(&rows);
+        let parsed: Vec<serde_json::Value> = j
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect();
+        assert_eq!(parsed.len(), 5);
+        assert_eq!(parsed[1]["outcome"], "outcome_unknown");
+    }
+
+    #[tokio::test]
+    async fn torn_tail_is_skipped_and_corrupt_lines_are_named() {
+        let d = tempfile::tempdir().unwrap();
+        sample(d.path()).await;
+        let f = log_files(d.path()).pop().unwrap();
+        let mut data = std::fs::read(&f).unwrap();
+        data.extend_from_slice(b"{\"v\":1,\"se");
+        std::fs::write(&f, &data).unwrap();
+        assert_eq!(
+            query(std::slice::from_ref(&f), &QueryFilter::default())
+                .unwrap()
+                .len(),
+            5
+        );
+        data.extend_from_slice(b"\n");
+        std::fs::write(&f, &data).unwrap();
+        match query(&[f], &QueryFilter::default()) {
+            Err(AuditError::Corrupt { line, .. }) => assert_eq!(line, 7),
+            other => panic!("{other:?}"),
+        }
+    }
+}

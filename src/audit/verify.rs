@@ -488,3 +488,211 @@ fn verify_instance(
     report.unanchored = report.last_seq - last_cp;
     Ok(report)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::super::AuditSettings;
+    use super::super::test_util::*;
+    use super::*;
+
+    /// A 3+-file chain of 30 records with a checkpoint at the end.
+    async fn chain(dir: &Path) -> Vec<PathBuf> {
+        let s = AuditSettings {
+            rotate_bytes: 3000,
+            ..settings(dir)
+        };
+        drop(write_n(&s, 30).await);
+        let files = log_files(dir);
+        assert!(files.len() >= 3, "{files:?}");
+        files
+    }
+
+    fn lines(p: &Path) -> Vec<String> {
+        std::fs::read_to_string(p)
+            .unwrap()
+            .lines()
+            .map(String::from)
+            .collect()
+    }
+
+    fn write_lines(p: &Path, l: &[String]) {
+        let mut s = l.join("\n");
+        if !l.is_empty() {
+            s.push('\n');
+        }
+        std::fs::write(p, s).unwrap();
+    }
+
+    fn seq_of(line: &str) -> u64 {
+        serde_json::from_str::<serde_json::Value>(line).unwrap()["seq"]
+            .as_u64()
+            .unwrap()
+    }
+
+    fn run(dir: &Path) -> Result<VerifyReport, VerifyFailure> {
+        verify(&[dir.to_path_buf()], Some(CP_KEY))
+    }
+
+    #[tokio::test]
+    async fn untouched_multi_file_chain_passes() {
+        let d = tempfile::tempdir().unwrap();
+        let files = chain(d.path()).await;
+        let r = run(d.path()).unwrap();
+        let i = &r.instances["t1"];
+        assert_eq!((i.records, i.last_seq, i.files), (30, 30, files.len()));
+        assert!(i.checkpoints >= 1 && i.macs_verified);
+        assert!(r.to_string().contains("t1: OK"));
+        // Files listed one by one work too (checkpoints found beside them).
+        assert_eq!(verify(&files, Some(CP_KEY)).unwrap(), r);
+        // Without the key the chain is still checked, MACs are not.
+        assert!(!verify(&files, None).unwrap().instances["t1"].macs_verified);
+    }
+
+    #[tokio::test]
+    async fn deleted_record_is_named() {
+        let d = tempfile::tempdir().unwrap();
+        let files = chain(d.path()).await;
+        let mut l = lines(&files[0]);
+        let gone = l.remove(2);
+        write_lines(&files[0], &l);
+        let f = run(d.path()).unwrap_err();
+        assert_eq!(f.kind, FailureKind::Deleted, "{f}");
+        assert_eq!(f.file, files[0].canonicalize().unwrap());
+        assert_eq!(f.line, Some(3));
+        assert_eq!(f.seq, Some(seq_of(&gone) + 1));
+        assert!(f.to_string().contains("deleted"));
+    }
+
+    #[tokio::test]
+    async fn changed_field_is_named() {
+        let d = tempfile::tempdir().unwrap();
+        let files = chain(d.path()).await;
+        let mut l = lines(&files[1]);
+        let target = seq_of(&l[1]);
+        l[1] = l[1].replace("\"svc-a\"", "\"svc-b\"");
+        write_lines(&files[1], &l);
+        let f = run(d.path()).unwrap_err();
+        assert_eq!(f.kind, FailureKind::Changed, "{f}");
+        assert_eq!(f.seq, Some(target));
+        assert_eq!(f.line, Some(2));
+        assert_eq!(f.file, files[1].canonicalize().unwrap());
+    }
+
+    #[tokio::test]
+    async fn changed_last_record_caught_by_checkpoint() {
+        let d = tempfile::tempdir().unwrap();
+        let files = chain(d.path()).await;
+        let last = files.last().unwrap();
+        let mut l = lines(last);
+        let n = l.len();
+        l[n - 1] = l[n - 1].replace("\"status\":200", "\"status\":201");
+        write_lines(last, &l);
+        let f = run(d.path()).unwrap_err();
+        assert_eq!(f.kind, FailureKind::Changed, "{f}");
+        assert_eq!(f.seq, Some(30));
+    }
+
+    #[tokio::test]
+    async fn swapped_records_are_named() {
+        let d = tempfile::tempdir().unwrap();
+        let files = chain(d.path()).await;
+        let mut l = lines(&files[0]);
+        let first = seq_of(&l[3]);
+        l.swap(3, 4);
+        write_lines(&files[0], &l);
+        let f = run(d.path()).unwrap_err();
+        assert_eq!(f.kind, FailureKind::Reordered, "{f}");
+        assert_eq!(f.line, Some(4));
+        assert_eq!(f.seq, Some(first + 1));
+    }
+
+    #[tokio::test]
+    async fn truncated_tail_is_detected() {
+        let d = tempfile::tempdir().unwrap();
+        let files = chain(d.path()).await;
+        // Cut the last three records.
+        let last = files.last().unwrap();
+        let mut l = lines(last);
+        l.truncate(l.len() - 3);
+        write_lines(last, &l);
+        let f = run(d.path()).unwrap_err();
+        assert_eq!(f.kind, FailureKind::Truncated, "{f}");
+        assert_eq!(f.seq, Some(28));
+        // Removing the whole last file is truncation too.
+        std::fs::remove_file(last).unwrap();
+        assert_eq!(run(d.path()).unwrap_err().kind, FailureKind::Truncated);
+    }
+
+    #[tokio::test]
+    async fn missing_middle_file_is_named() {
+        let d = tempfile::tempdir().unwrap();
+        let files = chain(d.path()).await;
+        std::fs::remove_file(&files[1]).unwrap();
+        let f = run(d.path()).unwrap_err();
+        assert_eq!(f.kind, FailureKind::FileMissing, "{f}");
+        assert!(f.file.ends_with("audit-t1-000002.jsonl"), "{f}");
+        // And the first file of the chain.
+        std::fs::remove_file(&files[0]).unwrap();
+        let f = run(d.path()).unwrap_err();
+        assert_eq!(f.kind, FailureKind::FileMissing);
+        assert!(f.file.ends_with("audit-t1-000001.jsonl"), "{f}");
+    }
+
+    #[tokio::test]
+    async fn forged_checkpoints_and_wrong_key_fail() {
+        let d = tempfile::tempdir().unwrap();
+        chain(d.path()).await;
+        assert_eq!(
+            verify(&[d.path().to_path_buf()], Some(b"wrong"))
+                .unwrap_err()
+                .kind,
+            FailureKind::BadCheckpoint
+        );
+        // An attacker who truncates and re-signs without the key.
+        let cp = d.path().join("t1.checkpoints");
+        let forged = Checkpoint::sign(b"guess", "t1", 5, "00", "2026-01-01T00:00:00.000Z");
+        std::fs::write(
+            &cp,
+            format!("{}\n", serde_json::to_string(&forged).unwrap()),
+        )
+        .unwrap();
+        assert_eq!(run(d.path()).unwrap_err().kind, FailureKind::BadCheckpoint);
+        // Deleting the checkpoint file is noticed when a key is given.
+        std::fs::remove_file(&cp).unwrap();
+        assert_eq!(run(d.path()).unwrap_err().kind, FailureKind::BadCheckpoint);
+    }
+
+    #[tokio::test]
+    async fn malformed_and_torn_lines_fail() {
+        let d = tempfile::tempdir().unwrap();
+        let files = chain(d.path()).await;
+        let mut l = lines(&files[0]);
+        l[0] = "{not json".into();
+        write_lines(&files[0], &l);
+        let f = run(d.path()).unwrap_err();
+        assert_eq!((f.kind, f.line), (FailureKind::Malformed, Some(1)));
+    }
+
+    #[test]
+    fn nothing_to_verify_fails() {
+        let d = tempfile::tempdir().unwrap();
+        assert!(run(d.path()).is_err());
+        let other = d.path().join("notes.txt");
+        std::fs::write(&other, "x").unwrap();
+        assert_eq!(verify(&[other], None).unwrap_err().kind, FailureKind::Io);
+    }
+
+    #[tokio::test]
+    async fn instances_are_verified_separately() {
+        let d = tempfile::tempdir().unwrap();
+        chain(d.path()).await;
+        let s2 = AuditSettings {
+            instance: Some("web-2".into()),
+            ..settings(d.path())
+        };
+        drop(write_n(&s2, 4).await);
+        let r = run(d.path()).unwrap();
+        assert_eq!(r.instances["t1"].records, 30);
+        assert_eq!(r.instances["web-2"].records, 4);
+    }
+}

@@ -626,10 +626,9 @@ impl Writer {
         }
 
         let res = match &mut self.file {
-            Some(f) => {
-                f.write_all(&buf)
-                    .and_then(|()| if self.fsync { f.sync_data() } else { Ok(()) })
-            }
+            Some(f) => f
+                .write_all(&buf)
+                .and_then(|()| if self.fsync { f.sync_data() } else { Ok(()) }),
             None => Err(std::io::Error::other("no audit file open")),
         };
         if let Err(e) = res {
