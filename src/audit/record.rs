@@ -18,6 +18,18 @@
 //! A value can therefore only get in if someone deliberately passes a
 //! PII value that happens to look like an identifier as an id — which is why
 //! resource ids must come from the route's validated path parameters only.
+//!
+//! A line (shown wrapped; optional keys are omitted when empty):
+//!
+//! ```text
+//! {"v":1,"seq":42,"time":"2026-11-29T10:00:00.123Z","instance":"web-1",
+//!  "kind":"outcome","request_id":"6f1c…","trace_id":"4bf9…","caller":"onboarding",
+//!  "tenant":"acme","environment":"live","operation":"clients.update",
+//!  "resource_ids":{"id":"5f3b1c2d9e8a7b6c5d4e3f2a"},"fields":["/email","/type"],
+//!  "stripped":["/type"],"query_params":[],"decision":"allowed","status":200,
+//!  "latency_ms":87,"key_fingerprint":"9c1e0a7b3d5f2e4a",
+//!  "field_hmacs":{"/email":"<64 hex>"},"prev":"<64 hex: SHA-256 of line 41>"}
+//! ```
 
 use std::collections::BTreeMap;
 use std::fmt;

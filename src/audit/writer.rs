@@ -33,6 +33,9 @@ use super::{AuditError, AuditKeys, AuditSettings, io_err};
 /// Most appends taken into one batch; bounds the memory of one write.
 const MAX_BATCH: usize = 4096;
 
+/// Pause before retrying a failed checkpoint.
+const CP_RETRY: Duration = Duration::from_secs(1);
+
 /// Counters since open. `fsyncs` counts fsyncs of the log file by batches,
 /// so `records / fsyncs` is the group-commit factor.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -289,7 +292,10 @@ struct Writer {
     cp_len: u64,
     cp_dirty: bool,
     last_cp_seq: u64,
-    last_cp_at: Instant,
+    /// When the next time-based checkpoint (or a retry of a failed one) is
+    /// due; a failed checkpoint is retried after a pause, not in a tight
+    /// loop that would hammer a broken disk.
+    cp_due: Instant,
 
     counters: Arc<Counters>,
     healthy: Arc<AtomicBool>,
@@ -335,7 +341,7 @@ impl Writer {
             cp_len: 0,
             cp_dirty: false,
             last_cp_seq: 0,
-            last_cp_at: Instant::now(),
+            cp_due: Instant::now() + Duration::from_secs(s.checkpoint_every_secs.max(1)),
             counters,
             healthy,
         };
@@ -416,6 +422,12 @@ impl Writer {
             .create(true)
             .open(&path)
             .map_err(io_err(&path))?;
+        if self.fsync {
+            // The new directory entry must survive a crash too.
+            File::open(&self.dir)
+                .and_then(|d| d.sync_all())
+                .map_err(io_err(&self.dir))?;
+        }
         self.file = Some(f);
         Ok(())
     }
@@ -452,14 +464,14 @@ impl Writer {
     fn run(mut self, rx: mpsc::Receiver<Cmd>) {
         loop {
             let wait = if self.seq > self.last_cp_seq {
-                self.cp_every.saturating_sub(self.last_cp_at.elapsed())
+                self.cp_due.saturating_duration_since(Instant::now())
             } else {
                 Duration::from_secs(3600)
             };
             let first = match rx.recv_timeout(wait) {
                 Ok(c) => c,
                 Err(mpsc::RecvTimeoutError::Timeout) => {
-                    if self.seq > self.last_cp_seq && self.last_cp_at.elapsed() >= self.cp_every {
+                    if self.seq > self.last_cp_seq && Instant::now() >= self.cp_due {
                         let _ = self.checkpoint();
                     }
                     continue;
@@ -499,7 +511,7 @@ impl Writer {
                     let _ = tx.send(r);
                 }
             } else if self.seq >= self.last_cp_seq + self.cp_every_records
-                || (self.seq > self.last_cp_seq && self.last_cp_at.elapsed() >= self.cp_every)
+                || (self.seq > self.last_cp_seq && Instant::now() >= self.cp_due)
             {
                 let _ = self.checkpoint();
             }
@@ -670,6 +682,14 @@ impl Writer {
     /// Signs the current head into the checkpoint file (after making the log
     /// durable, so a checkpoint never covers records a crash could lose).
     fn checkpoint(&mut self) -> Result<(), ()> {
+        let res = self.try_checkpoint();
+        if res.is_err() {
+            self.cp_due = Instant::now() + self.cp_every.min(CP_RETRY);
+        }
+        res
+    }
+
+    fn try_checkpoint(&mut self) -> Result<(), ()> {
         if self.unsynced {
             match self.file.as_ref().map(|f| f.sync_data()) {
                 Some(Ok(())) => self.unsynced = false,
@@ -723,7 +743,7 @@ impl Writer {
         match res {
             Ok(()) => {
                 self.last_cp_seq = self.seq;
-                self.last_cp_at = Instant::now();
+                self.cp_due = Instant::now() + self.cp_every;
                 self.counters.checkpoints.fetch_add(1, Ordering::Relaxed);
                 Ok(())
             }
@@ -1017,5 +1037,88 @@ mod tests {
         assert_eq!(again, ev.field_hmacs);
         let dbg = format!("{log:?}");
         assert!(!dbg.contains("fp-key") && !dbg.contains("field-key"));
+    }
+
+    #[tokio::test]
+    async fn failed_checkpoints_back_off_instead_of_spinning() {
+        let d = tempfile::tempdir().unwrap();
+        let s = AuditSettings {
+            checkpoint_every_secs: 1,
+            ..settings(d.path())
+        };
+        let log = AuditLog::open(&s, keys()).unwrap();
+        log.append(event(Kind::Intent, "r", "svc-a", "c1"))
+            .await
+            .unwrap();
+        let frozen = testing::freeze_dir(d.path()).unwrap();
+        tokio::time::sleep(Duration::from_millis(3500)).await;
+        let failures = log.stats().failures;
+        frozen.thaw().unwrap();
+        // Due after 1 s, then retried about once a second: a handful, not
+        // thousands.
+        assert!((1..=6).contains(&failures), "{failures}");
+        assert!(!log.is_healthy());
+        log.flush().await.unwrap();
+        assert_eq!(verify_ok(d.path()).instances["t1"].unanchored, 0);
+    }
+
+    /// Figures for the issue's note, not a pass/fail test:
+    /// `cargo test --lib audit::writer::tests::measure -- --ignored --nocapture`.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    #[ignore]
+    async fn measure_append_latency_and_group_commit() {
+        for fsync in [true, false] {
+            let d = tempfile::tempdir().unwrap();
+            let s = AuditSettings {
+                fsync,
+                ..settings(d.path())
+            };
+            let log = AuditLog::open(&s, keys()).unwrap();
+            let mut lat = Vec::new();
+            for i in 0..500 {
+                let t = Instant::now();
+                log.append(event(Kind::Intent, &format!("r{i}"), "svc-a", "c1"))
+                    .await
+                    .unwrap();
+                lat.push(t.elapsed());
+            }
+            lat.sort();
+            println!(
+                "fsync={fsync} sequential: p50 {:?} p99 {:?}",
+                lat[lat.len() / 2],
+                lat[lat.len() * 99 / 100]
+            );
+            for conc in [8usize, 64, 256] {
+                let before = log.stats();
+                let t = Instant::now();
+                let mut tasks = Vec::new();
+                for i in 0..conc * 10 {
+                    let log = log.clone();
+                    tasks.push(tokio::spawn(async move {
+                        let t = Instant::now();
+                        log.append(event(Kind::Intent, &format!("c{i}"), "svc-a", "c1"))
+                            .await
+                            .unwrap();
+                        t.elapsed()
+                    }));
+                    if tasks.len() == conc {
+                        // keep at most `conc` in flight
+                        let mut l = Vec::new();
+                        for t in tasks.drain(..) {
+                            l.push(t.await.unwrap());
+                        }
+                        lat.extend(l);
+                    }
+                }
+                let after = log.stats();
+                let recs = after.records - before.records;
+                let batches = after.batches - before.batches;
+                println!(
+                    "fsync={fsync} waves of {conc}: {recs} records in {batches} batches ({:.1} per write+fsync), {:?} total",
+                    recs as f64 / batches as f64,
+                    t.elapsed()
+                );
+            }
+        }
     }
 }
