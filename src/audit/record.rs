@@ -1,0 +1,568 @@
+//! The audit record schema (version 1) and the value types it is built from.
+//!
+//! Input: what the pipeline knows about a request — names, JSON pointers,
+//! path ids, enums and numbers — filled into an [`AuditEvent`].
+//! Output: one [`Record`] per line of an audit file (`"v": 1`).
+//! Failures: every text field is a validated newtype; a constructor refuses
+//! anything outside its narrow alphabet with a [`RecordError`] that names the
+//! field kind, never the rejected text.
+//!
+//! Why newtypes and not `String`: the audit trail must never hold a value
+//! from a body, a query string or a response (PII). `AuditEvent` therefore has
+//! no field that accepts free text. A [`Name`] is a short identifier
+//! (`[A-Za-z0-9_.:-]`, no `@`, no spaces), a [`Pointer`] is a JSON pointer
+//! whose segments are identifier-like (an e-mail address or a sentence is not
+//! a valid segment), ids are `[A-Za-z0-9_-]`, and the two digest types
+//! ([`Fingerprint`], [`Digest`]) can only be produced by the keyed HMAC
+//! functions in this module (or parsed back from a file as lowercase hex).
+//! A value can therefore only get in if someone deliberately passes a
+//! PII value that happens to look like an identifier as an id — which is why
+//! resource ids must come from the route's validated path parameters only.
+//!
+//! A line (shown wrapped; optional keys are omitted when empty):
+//!
+//! ```text
+//! {"v":1,"seq":42,"time":"2026-11-29T10:00:00.123Z","instance":"web-1",
+//!  "kind":"outcome","request_id":"6f1c…","trace_id":"4bf9…","caller":"onboarding",
+//!  "tenant":"acme","environment":"live","operation":"clients.update",
+//!  "resource_ids":{"id":"5f3b1c2d9e8a7b6c5d4e3f2a"},"fields":["/email","/type"],
+//!  "stripped":["/type"],"query_params":[],"decision":"allowed","status":200,
+//!  "latency_ms":87,"key_fingerprint":"9c1e0a7b3d5f2e4a",
+//!  "field_hmacs":{"/email":"<64 hex>"},"prev":"<64 hex: SHA-256 of line 41>"}
+//! ```
+
+use std::collections::BTreeMap;
+use std::fmt;
+
+use ring::hmac;
+use serde::{Deserialize, Serialize};
+
+/// The schema version written into every record as `"v"`.
+pub const SCHEMA_VERSION: u32 = 1;
+
+/// A value refused by one of the newtype constructors. Names the field kind,
+/// never the refused text (it may be PII).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("invalid audit {kind}: must be {rule}")]
+pub struct RecordError {
+    /// Which newtype refused (`name`, `pointer`, `id`, `digest`).
+    pub kind: &'static str,
+    /// The rule that was broken, in words.
+    pub rule: &'static str,
+}
+
+fn check(
+    s: &str,
+    kind: &'static str,
+    rule: &'static str,
+    max: usize,
+    ok: impl Fn(char) -> bool,
+) -> Result<(), RecordError> {
+    if s.is_empty() || s.len() > max || !s.chars().all(ok) {
+        return Err(RecordError { kind, rule });
+    }
+    Ok(())
+}
+
+macro_rules! text_newtype {
+    ($(#[$doc:meta])* $name:ident, $kind:literal, $rule:literal, $max:expr, $pred:expr) => {
+        $(#[$doc])*
+        #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+        #[serde(try_from = "String", into = "String")]
+        pub struct $name(String);
+
+        impl $name {
+            /// Validates and wraps `s`; the error never contains `s`.
+            pub fn new(s: impl Into<String>) -> Result<Self, RecordError> {
+                let s = s.into();
+                check(&s, $kind, $rule, $max, $pred)?;
+                Ok(Self(s))
+            }
+
+            /// The validated text.
+            pub fn as_str(&self) -> &str {
+                &self.0
+            }
+        }
+
+        impl TryFrom<String> for $name {
+            type Error = RecordError;
+            fn try_from(s: String) -> Result<Self, RecordError> {
+                Self::new(s)
+            }
+        }
+
+        impl From<$name> for String {
+            fn from(v: $name) -> String {
+                v.0
+            }
+        }
+
+        impl fmt::Display for $name {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str(&self.0)
+            }
+        }
+    };
+}
+
+fn is_name_char(c: char) -> bool {
+    c.is_ascii_alphanumeric() || matches!(c, '_' | '.' | ':' | '-')
+}
+
+fn is_id_char(c: char) -> bool {
+    c.is_ascii_alphanumeric() || matches!(c, '_' | '-')
+}
+
+fn is_hex_char(c: char) -> bool {
+    c.is_ascii_digit() || ('a'..='f').contains(&c)
+}
+
+text_newtype!(
+    /// A short identifier: caller, tenant, operation id, instance, reason,
+    /// query parameter name, path parameter name.
+    Name, "name", "1-64 chars of [A-Za-z0-9_.:-]", 64, is_name_char
+);
+
+text_newtype!(
+    /// A resource id taken from a validated path parameter (a ComplyCube id).
+    ResourceId, "id", "1-64 chars of [A-Za-z0-9_-]", 64, is_id_char
+);
+
+text_newtype!(
+    /// A request or trace id (gateway-generated or W3C trace id).
+    RequestId, "request id", "1-128 chars of [A-Za-z0-9_-]", 128, is_id_char
+);
+
+/// A JSON pointer (RFC 6901) naming a body field, e.g. `/address/line`.
+/// Segments are limited to `[A-Za-z0-9_-]` plus the `~0`/`~1` escapes, so a
+/// free-text value cannot pass as a pointer by accident.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(try_from = "String", into = "String")]
+pub struct Pointer(String);
+
+const POINTER_RULE: &str =
+    "a JSON pointer of at most 256 chars whose segments are 1-64 chars of [A-Za-z0-9_~-]";
+
+impl Pointer {
+    /// Validates and wraps a pointer; the error never contains `s`.
+    pub fn new(s: impl Into<String>) -> Result<Self, RecordError> {
+        let s = s.into();
+        let bad = RecordError {
+            kind: "pointer",
+            rule: POINTER_RULE,
+        };
+        if s.len() > 256 || !s.starts_with('/') {
+            return Err(bad);
+        }
+        for seg in s[1..].split('/') {
+            let chars_ok = seg
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '~'));
+            // A lone `~` not followed by 0/1 is not a valid pointer escape.
+            let escapes_ok = seg
+                .match_indices('~')
+                .all(|(i, _)| matches!(seg.as_bytes().get(i + 1), Some(b'0') | Some(b'1')));
+            if seg.is_empty() || seg.len() > 64 || !chars_ok || !escapes_ok {
+                return Err(bad);
+            }
+        }
+        Ok(Self(s))
+    }
+
+    /// The validated pointer text.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl TryFrom<String> for Pointer {
+    type Error = RecordError;
+    fn try_from(s: String) -> Result<Self, RecordError> {
+        Self::new(s)
+    }
+}
+
+impl From<Pointer> for String {
+    fn from(v: Pointer) -> String {
+        v.0
+    }
+}
+
+impl fmt::Display for Pointer {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+/// First 16 hex chars of HMAC-SHA256(fingerprint key, upstream key): tells
+/// which upstream key was used without revealing it. Only [`key_fingerprint`]
+/// creates one (deserialising checks the shape).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(try_from = "String", into = "String")]
+pub struct Fingerprint(String);
+
+impl TryFrom<String> for Fingerprint {
+    type Error = RecordError;
+    fn try_from(s: String) -> Result<Self, RecordError> {
+        check(&s, "fingerprint", "16 lowercase hex chars", 16, is_hex_char)?;
+        if s.len() != 16 {
+            return Err(RecordError {
+                kind: "fingerprint",
+                rule: "16 lowercase hex chars",
+            });
+        }
+        Ok(Self(s))
+    }
+}
+
+impl From<Fingerprint> for String {
+    fn from(v: Fingerprint) -> String {
+        v.0
+    }
+}
+
+impl Fingerprint {
+    /// The hex text.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+/// Full hex HMAC-SHA256 of a field value under the field-HMAC key. Only
+/// [`field_hmac`] creates one (deserialising checks the shape).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(try_from = "String", into = "String")]
+pub struct Digest(String);
+
+impl TryFrom<String> for Digest {
+    type Error = RecordError;
+    fn try_from(s: String) -> Result<Self, RecordError> {
+        check(&s, "digest", "64 lowercase hex chars", 64, is_hex_char)?;
+        if s.len() != 64 {
+            return Err(RecordError {
+                kind: "digest",
+                rule: "64 lowercase hex chars",
+            });
+        }
+        Ok(Self(s))
+    }
+}
+
+impl From<Digest> for String {
+    fn from(v: Digest) -> String {
+        v.0
+    }
+}
+
+impl Digest {
+    /// The hex text.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+pub(crate) fn hex(bytes: &[u8]) -> String {
+    const HEX: &[u8; 16] = b"0123456789abcdef";
+    let mut out = String::with_capacity(bytes.len() * 2);
+    for b in bytes {
+        out.push(char::from(HEX[usize::from(b >> 4)]));
+        out.push(char::from(HEX[usize::from(b & 0x0f)]));
+    }
+    out
+}
+
+fn hmac_hex(key: &[u8], data: &[u8]) -> String {
+    let k = hmac::Key::new(hmac::HMAC_SHA256, key);
+    hex(hmac::sign(&k, data).as_ref())
+}
+
+/// Keyed fingerprint of an upstream (ComplyCube) key: the first 16 hex chars
+/// of HMAC-SHA256(`key`, `upstream_key`). Without `key` it cannot be
+/// brute-forced from the log; it never contains the upstream key.
+pub fn key_fingerprint(key: &[u8], upstream_key: &str) -> String {
+    let mut h = hmac_hex(key, upstream_key.as_bytes());
+    h.truncate(16);
+    h
+}
+
+/// Typed form of [`key_fingerprint`] for an [`AuditEvent`].
+pub fn fingerprint(key: &[u8], upstream_key: &str) -> Fingerprint {
+    Fingerprint(key_fingerprint(key, upstream_key))
+}
+
+/// Hex HMAC-SHA256 of a field value under the field-HMAC key, so equal values
+/// can be matched across records without storing them.
+pub fn field_hmac(key: &[u8], value_bytes: &[u8]) -> String {
+    hmac_hex(key, value_bytes)
+}
+
+/// Typed form of [`field_hmac`] for [`AuditEvent::field_hmacs`].
+pub fn field_digest(key: &[u8], value_bytes: &[u8]) -> Digest {
+    Digest(field_hmac(key, value_bytes))
+}
+
+/// Which step of a request a record describes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Kind {
+    /// Written (durably) before a PII request goes upstream.
+    Intent,
+    /// What happened: upstream or gateway status, latency.
+    Outcome,
+    /// A security event with no intent: a refusal (auth, policy, …).
+    Event,
+}
+
+/// The ComplyCube environment the caller acts in.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Environment {
+    /// `live_` keys.
+    Live,
+    /// `test_` keys.
+    Test,
+}
+
+/// What the gateway decided about the request.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Decision {
+    /// Forwarded (or about to be) upstream.
+    Allowed,
+    /// 401: no/unknown credential, raw ComplyCube key presented.
+    RefusedAuth,
+    /// 403: caller may not use this operation or environment.
+    RefusedForbidden,
+    /// 404/405 or a refused path (dot segments, odd ids).
+    RefusedRoute,
+    /// 400/413/415 before the schema: malformed JSON, too large, wrong type.
+    RefusedBody,
+    /// A field the operation must not send.
+    RefusedPolicy,
+    /// JSON Schema violation.
+    RefusedValidation,
+    /// 429 after the allowed wait.
+    RefusedRateLimit,
+    /// 503 `audit_unavailable` (recorded later if the log comes back).
+    RefusedAudit,
+}
+
+impl Decision {
+    /// The snake_case wire name (`refused_policy`).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Decision::Allowed => "allowed",
+            Decision::RefusedAuth => "refused_auth",
+            Decision::RefusedForbidden => "refused_forbidden",
+            Decision::RefusedRoute => "refused_route",
+            Decision::RefusedBody => "refused_body",
+            Decision::RefusedPolicy => "refused_policy",
+            Decision::RefusedValidation => "refused_validation",
+            Decision::RefusedRateLimit => "refused_rate_limit",
+            Decision::RefusedAudit => "refused_audit",
+        }
+    }
+}
+
+/// What the pipeline fills in for one record. Every field is a name, pointer,
+/// id, enum, number or keyed digest — there is deliberately no field that can
+/// hold a body, query or response value (see the module docs).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AuditEvent {
+    /// intent / outcome / event.
+    pub kind: Kind,
+    /// The gateway request id (`X-Request-Id`); joins intent and outcome.
+    pub request_id: RequestId,
+    /// W3C trace id when tracing is on.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub trace_id: Option<RequestId>,
+    /// The identified caller; `None` when identification failed.
+    #[serde(default)]
+    pub caller: Option<Name>,
+    /// The caller's tenant.
+    #[serde(default)]
+    pub tenant: Option<Name>,
+    /// live / test.
+    #[serde(default)]
+    pub environment: Option<Environment>,
+    /// Operation id (`clients.update`); `None` when routing failed.
+    #[serde(default)]
+    pub operation: Option<Name>,
+    /// Path parameter name -> id (`{"id": "5f…"}`).
+    #[serde(default)]
+    pub resource_ids: BTreeMap<Name, ResourceId>,
+    /// JSON pointers of the fields present in the body as received.
+    #[serde(default)]
+    pub fields: Vec<Pointer>,
+    /// JSON pointers removed by policy.
+    #[serde(default)]
+    pub stripped: Vec<Pointer>,
+    /// Query parameter names (values carry PII and are never recorded).
+    #[serde(default)]
+    pub query_params: Vec<Name>,
+    /// The gateway's decision.
+    pub decision: Decision,
+    /// Short error type (`unauthorized`, `invalid_request`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<Name>,
+    /// Upstream or gateway status (outcome and event records).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub status: Option<u16>,
+    /// Time from accept to response, in milliseconds.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub latency_ms: Option<u64>,
+    /// Keyed fingerprint of the upstream key used.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub key_fingerprint: Option<Fingerprint>,
+    /// Pointer -> keyed HMAC of that field's value, configured pointers only.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub field_hmacs: BTreeMap<Pointer, Digest>,
+}
+
+impl AuditEvent {
+    /// An event with only the mandatory parts; the pipeline sets the rest.
+    pub fn new(kind: Kind, request_id: RequestId, decision: Decision) -> Self {
+        Self {
+            kind,
+            request_id,
+            trace_id: None,
+            caller: None,
+            tenant: None,
+            environment: None,
+            operation: None,
+            resource_ids: BTreeMap::new(),
+            fields: Vec::new(),
+            stripped: Vec::new(),
+            query_params: Vec::new(),
+            decision,
+            reason: None,
+            status: None,
+            latency_ms: None,
+            key_fingerprint: None,
+            field_hmacs: BTreeMap::new(),
+        }
+    }
+
+    /// The matching outcome of this intent: same identity, new kind, status
+    /// and latency.
+    pub fn outcome(&self, status: u16, latency_ms: u64) -> Self {
+        let mut o = self.clone();
+        o.kind = Kind::Outcome;
+        o.status = Some(status);
+        o.latency_ms = Some(latency_ms);
+        o
+    }
+}
+
+/// One line of an audit file.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Record {
+    /// Schema version, [`SCHEMA_VERSION`].
+    pub v: u32,
+    /// Per-instance sequence number, from 1, continuing across files.
+    pub seq: u64,
+    /// RFC 3339 UTC with milliseconds.
+    pub time: String,
+    /// The writing instance.
+    pub instance: Name,
+    /// The event itself.
+    #[serde(flatten)]
+    pub event: AuditEvent,
+    /// Hex SHA-256 of the previous record's line bytes (without the newline),
+    /// or of the instance's genesis marker for seq 1.
+    pub prev: String,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_refuse_free_text_without_echoing_it() {
+        for bad in ["john@example.com", "John Smith", "", "a/b", "x\n", "é"] {
+            let e = Name::new(bad).unwrap_err();
+            assert!(bad.is_empty() || !e.to_string().contains(bad));
+        }
+        assert!(Name::new("clients.update").is_ok());
+        assert!(Name::new("a".repeat(65)).is_err());
+    }
+
+    #[test]
+    fn pointers_accept_field_paths_only() {
+        for ok in [
+            "/email",
+            "/address/line",
+            "/personDetails/dob",
+            "/a~1b",
+            "/items/0",
+        ] {
+            assert!(Pointer::new(ok).is_ok(), "{ok}");
+        }
+        for bad in [
+            "email",
+            "/",
+            "/john@example.com",
+            "/a b",
+            "/a//b",
+            "/a~2",
+            "/x~",
+        ] {
+            assert!(Pointer::new(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn ids_refuse_dots_and_at() {
+        assert!(ResourceId::new("5f3b1c2d9e8a7b6c5d4e3f2a").is_ok());
+        assert!(ResourceId::new("../x").is_err());
+        assert!(ResourceId::new("a@b").is_err());
+    }
+
+    #[test]
+    fn fingerprint_is_keyed_and_hides_the_key() {
+        let upstream = "live_abcdefghijklmnopqrstuvwxyz0123456789";
+        let a = key_fingerprint(b"k1", upstream);
+        let b = key_fingerprint(b"k2", upstream);
+        assert_eq!(a.len(), 16);
+        assert_ne!(a, b);
+        assert!(!a.contains("live_"));
+        assert!(!upstream.contains(&a));
+        assert_eq!(a, key_fingerprint(b"k1", upstream));
+        // Known answer: HMAC-SHA256("key", "The quick brown fox jumps over the lazy dog").
+        assert_eq!(
+            field_hmac(b"key", b"The quick brown fox jumps over the lazy dog"),
+            "f7bc83f430538424b13298e6aa6fb143ef4d59a14946175997479dbc2d1a3cd8"
+        );
+    }
+
+    #[test]
+    fn digests_from_files_must_be_hex() {
+        assert!(Digest::try_from("zz".to_string()).is_err());
+        assert!(Fingerprint::try_from("0123456789abcdef".to_string()).is_ok());
+        assert!(Fingerprint::try_from("0123456789ABCDEF".to_string()).is_err());
+    }
+
+    #[test]
+    fn record_round_trips_and_rejects_smuggled_values() {
+        let mut ev = AuditEvent::new(
+            Kind::Intent,
+            RequestId::new("req-1").unwrap(),
+            Decision::Allowed,
+        );
+        ev.fields.push(Pointer::new("/email").unwrap());
+        let rec = Record {
+            v: 1,
+            seq: 1,
+            time: "2026-01-01T00:00:00.000Z".into(),
+            instance: Name::new("i1").unwrap(),
+            event: ev,
+            prev: "00".into(),
+        };
+        let line = serde_json::to_string(&rec).unwrap();
+        let back: Record = serde_json::from_str(&line).unwrap();
+        assert_eq!(back, rec);
+        let smuggled = line.replace("\"/email\"", "\"john@example.com\"");
+        assert!(serde_json::from_str::<Record>(&smuggled).is_err());
+    }
+}

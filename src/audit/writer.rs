@@ -1,0 +1,1124 @@
+//! The audit writer: one dedicated thread per log, group commit, rotation,
+//! checkpoints, resume after restart, self-healing after I/O errors.
+//!
+//! Input: [`AuditEvent`]s through [`AuditLog::append`] from any task.
+//! Output: the record's `seq`, returned only once its line is written and
+//! (with `fsync = true`) fsynced; concurrent appends that arrive while a
+//! batch is being written share the next single write + fsync.
+//! Failures: any I/O error in a batch fails every append of that batch with
+//! [`AuditError::Unavailable`]. The file is cut back to its last good length
+//! (now, or before the next batch if the cut fails too) and the chain state
+//! is rolled back, so a half-written line never stays in the chain; the next
+//! append simply tries again, which is how the log recovers by itself.
+//!
+//! Why a plain thread and not a tokio task: every step is a blocking
+//! syscall (write, fsync, ftruncate); a thread keeps them off the runtime's
+//! workers and lets `recv_timeout` drive the time-based checkpoints.
+
+use std::collections::BTreeMap;
+use std::fs::{File, OpenOptions};
+use std::io::{Read, Seek, SeekFrom, Write};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::mpsc;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use tokio::sync::oneshot;
+
+use super::chain::{self, Checkpoint};
+use super::record::{self, AuditEvent, Digest, Fingerprint, Name, Pointer, Record};
+use super::{AuditError, AuditKeys, AuditSettings, io_err};
+
+/// Most appends taken into one batch; bounds the memory of one write.
+const MAX_BATCH: usize = 4096;
+
+/// Pause before retrying a failed checkpoint.
+const CP_RETRY: Duration = Duration::from_secs(1);
+
+/// Counters since open. `fsyncs` counts fsyncs of the log file by batches,
+/// so `records / fsyncs` is the group-commit factor.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct AuditStats {
+    /// Records made durable.
+    pub records: u64,
+    /// Successful batches (one write each).
+    pub batches: u64,
+    /// fsyncs of the log file for batches.
+    pub fsyncs: u64,
+    /// Failed batches and failed checkpoint writes.
+    pub failures: u64,
+    /// Checkpoints written.
+    pub checkpoints: u64,
+}
+
+#[derive(Default)]
+struct Counters {
+    records: AtomicU64,
+    batches: AtomicU64,
+    fsyncs: AtomicU64,
+    failures: AtomicU64,
+    checkpoints: AtomicU64,
+}
+
+enum Cmd {
+    Append(Box<AuditEvent>, oneshot::Sender<Result<u64, AuditError>>),
+    Flush(oneshot::Sender<Result<(), AuditError>>),
+}
+
+struct Inner {
+    tx: Option<mpsc::Sender<Cmd>>,
+    counters: Arc<Counters>,
+    healthy: Arc<AtomicBool>,
+    instance: Name,
+    dir: PathBuf,
+    fingerprint_key: Vec<u8>,
+    field_hmac_key: Vec<u8>,
+    hmac_pointers: Vec<Pointer>,
+}
+
+/// Handle to the audit trail; clone freely (one `Arc`). The writer thread
+/// stops, after a final checkpoint, when the last clone is dropped; call
+/// [`AuditLog::flush`] on graceful shutdown so that happens before exit.
+#[derive(Clone)]
+pub struct AuditLog {
+    inner: Arc<Inner>,
+}
+
+impl std::fmt::Debug for AuditLog {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AuditLog")
+            .field("instance", &self.inner.instance)
+            .field("dir", &self.inner.dir)
+            .field("enabled", &self.inner.tx.is_some())
+            .finish_non_exhaustive()
+    }
+}
+
+impl AuditLog {
+    /// Opens (or resumes) this instance's chain in `settings.dir` and starts
+    /// the writer thread. A torn last line from a crash is cut off. With
+    /// `enabled = false` nothing is opened and `append` returns `Ok(0)`.
+    pub fn open(settings: &AuditSettings, keys: AuditKeys) -> Result<AuditLog, AuditError> {
+        let instance = settings.instance_id()?;
+        let hmac_pointers = settings.hmac_pointers()?;
+        let counters = Arc::new(Counters::default());
+        let healthy = Arc::new(AtomicBool::new(true));
+        let mut inner = Inner {
+            tx: None,
+            counters: counters.clone(),
+            healthy: healthy.clone(),
+            instance: instance.clone(),
+            dir: settings.dir.clone(),
+            fingerprint_key: keys.fingerprint_key,
+            field_hmac_key: keys.field_hmac_key,
+            hmac_pointers,
+        };
+        if !settings.enabled {
+            return Ok(AuditLog {
+                inner: Arc::new(inner),
+            });
+        }
+        if keys.checkpoint_key.is_empty() {
+            return Err(AuditError::Settings("checkpoint key must not be empty"));
+        }
+        if settings.rotate_bytes == 0 || settings.checkpoint_every_records == 0 {
+            return Err(AuditError::Settings(
+                "rotate_bytes and checkpoint_every_records must be > 0",
+            ));
+        }
+        let writer = Writer::resume(
+            settings,
+            instance.as_str(),
+            keys.checkpoint_key,
+            counters,
+            healthy,
+        )?;
+        let (tx, rx) = mpsc::channel();
+        std::thread::Builder::new()
+            .name(format!("audit-{}", instance.as_str()))
+            .spawn(move || writer.run(rx))
+            .map_err(io_err(&settings.dir))?;
+        inner.tx = Some(tx);
+        Ok(AuditLog {
+            inner: Arc::new(inner),
+        })
+    }
+
+    /// Appends one record; resolves with its `seq` once it is durable.
+    /// `Err(Unavailable)` means it is not in the log: do not forward.
+    pub async fn append(&self, ev: AuditEvent) -> Result<u64, AuditError> {
+        let Some(tx) = &self.inner.tx else {
+            return Ok(0);
+        };
+        let (otx, orx) = oneshot::channel();
+        tx.send(Cmd::Append(Box::new(ev), otx))
+            .map_err(|_| AuditError::Closed)?;
+        orx.await.map_err(|_| AuditError::Closed)?
+    }
+
+    /// Waits until every record appended before this call is fsynced and a
+    /// checkpoint covers it.
+    pub async fn flush(&self) -> Result<(), AuditError> {
+        let Some(tx) = &self.inner.tx else {
+            return Ok(());
+        };
+        let (otx, orx) = oneshot::channel();
+        tx.send(Cmd::Flush(otx)).map_err(|_| AuditError::Closed)?;
+        orx.await.map_err(|_| AuditError::Closed)?
+    }
+
+    /// False after a failed batch until the next successful one.
+    pub fn is_healthy(&self) -> bool {
+        self.inner.healthy.load(Ordering::Relaxed)
+    }
+
+    /// Counters since open.
+    pub fn stats(&self) -> AuditStats {
+        let c = &self.inner.counters;
+        AuditStats {
+            records: c.records.load(Ordering::Relaxed),
+            batches: c.batches.load(Ordering::Relaxed),
+            fsyncs: c.fsyncs.load(Ordering::Relaxed),
+            failures: c.failures.load(Ordering::Relaxed),
+            checkpoints: c.checkpoints.load(Ordering::Relaxed),
+        }
+    }
+
+    /// This log's instance id.
+    pub fn instance(&self) -> &Name {
+        &self.inner.instance
+    }
+
+    /// The audit directory (for the "audit trail at …" start-up line).
+    pub fn dir(&self) -> &Path {
+        &self.inner.dir
+    }
+
+    /// Fingerprint of the upstream key for [`AuditEvent::key_fingerprint`].
+    pub fn fingerprint(&self, upstream_key: &str) -> Fingerprint {
+        record::fingerprint(&self.inner.fingerprint_key, upstream_key)
+    }
+
+    /// Keyed HMACs of the configured `hmac_fields` present in `body`. A
+    /// string is hashed as its UTF-8 bytes, anything else as compact JSON.
+    pub fn field_hmacs(&self, body: &serde_json::Value) -> BTreeMap<Pointer, Digest> {
+        let mut out = BTreeMap::new();
+        for p in &self.inner.hmac_pointers {
+            let Some(v) = body.pointer(p.as_str()) else {
+                continue;
+            };
+            let bytes = match v {
+                serde_json::Value::String(s) => s.as_bytes().to_vec(),
+                other => serde_json::to_vec(other).unwrap_or_default(),
+            };
+            out.insert(
+                p.clone(),
+                record::field_digest(&self.inner.field_hmac_key, &bytes),
+            );
+        }
+        out
+    }
+}
+
+fn now_rfc3339(t: SystemTime) -> String {
+    humantime::format_rfc3339_millis(t).to_string()
+}
+
+fn day_of(t: SystemTime) -> u64 {
+    t.duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs() / 86_400)
+        .unwrap_or(0)
+}
+
+/// The last complete line of `file` and the length up to and including its
+/// newline. Bytes after the last newline are a torn write; the caller cuts
+/// them off. Reads backwards so resuming a large file stays cheap.
+fn last_line(file: &mut File) -> std::io::Result<(u64, Option<Vec<u8>>)> {
+    const CHUNK: u64 = 64 * 1024;
+    let len = file.metadata()?.len();
+    let mut buf: Vec<u8> = Vec::new();
+    let mut pos = len;
+    let mut good_len: Option<u64> = None;
+    loop {
+        if let Some(gl) = good_len {
+            // Need the newline before the last line (or the file start).
+            let end = usize::try_from(gl - 1 - pos).unwrap_or(usize::MAX);
+            if let Some(i) = buf[..end.min(buf.len())].iter().rposition(|&b| b == b'\n') {
+                return Ok((gl, Some(buf[i + 1..end].to_vec())));
+            }
+            if pos == 0 {
+                return Ok((gl, Some(buf[..end].to_vec())));
+            }
+        } else if let Some(i) = buf.iter().rposition(|&b| b == b'\n') {
+            good_len = Some(pos + i as u64 + 1);
+            continue;
+        } else if pos == 0 {
+            return Ok((0, None));
+        }
+        let start = pos.saturating_sub(CHUNK);
+        let mut chunk = vec![0u8; usize::try_from(pos - start).unwrap_or(0)];
+        file.seek(SeekFrom::Start(start))?;
+        file.read_exact(&mut chunk)?;
+        chunk.extend_from_slice(&buf);
+        buf = chunk;
+        pos = start;
+    }
+}
+
+struct Writer {
+    dir: PathBuf,
+    instance: String,
+    fsync: bool,
+    rotate_bytes: u64,
+    rotate_daily: bool,
+    cp_every_records: u64,
+    cp_every: Duration,
+    cp_key: Vec<u8>,
+
+    file: Option<File>,
+    file_no: u64,
+    /// Length of the file up to its last durable, complete line.
+    file_len: u64,
+    file_day: Option<u64>,
+    /// A failed write may have left bytes past `file_len`.
+    dirty: bool,
+    /// Records written but not fsynced (fsync = false).
+    unsynced: bool,
+    seq: u64,
+    head: String,
+
+    cp_file: Option<File>,
+    cp_len: u64,
+    cp_dirty: bool,
+    last_cp_seq: u64,
+    /// When the next time-based checkpoint (or a retry of a failed one) is
+    /// due; a failed checkpoint is retried after a pause, not in a tight
+    /// loop that would hammer a broken disk.
+    cp_due: Instant,
+
+    counters: Arc<Counters>,
+    healthy: Arc<AtomicBool>,
+}
+
+impl Writer {
+    fn resume(
+        s: &AuditSettings,
+        instance: &str,
+        cp_key: Vec<u8>,
+        counters: Arc<Counters>,
+        healthy: Arc<AtomicBool>,
+    ) -> Result<Writer, AuditError> {
+        let dir = s.dir.clone();
+        std::fs::create_dir_all(&dir).map_err(io_err(&dir))?;
+        let mut numbers: Vec<u64> = std::fs::read_dir(&dir)
+            .map_err(io_err(&dir))?
+            .filter_map(|e| e.ok())
+            .filter_map(|e| chain::parse_log_file_name(&e.path()))
+            .filter(|(i, _)| i == instance)
+            .map(|(_, n)| n)
+            .collect();
+        numbers.sort_unstable();
+
+        let mut w = Writer {
+            dir: dir.clone(),
+            instance: instance.to_string(),
+            fsync: s.fsync,
+            rotate_bytes: s.rotate_bytes,
+            rotate_daily: s.rotate_daily,
+            cp_every_records: s.checkpoint_every_records,
+            cp_every: Duration::from_secs(s.checkpoint_every_secs.max(1)),
+            cp_key,
+            file: None,
+            file_no: numbers.last().copied().unwrap_or(1),
+            file_len: 0,
+            file_day: None,
+            dirty: false,
+            unsynced: false,
+            seq: 0,
+            head: chain::genesis(instance),
+            cp_file: None,
+            cp_len: 0,
+            cp_dirty: false,
+            last_cp_seq: 0,
+            cp_due: Instant::now() + Duration::from_secs(s.checkpoint_every_secs.max(1)),
+            counters,
+            healthy,
+        };
+
+        // The newest file is where writing continues; the chain head is the
+        // last complete line of the newest non-empty file.
+        let mut head_found = false;
+        for (idx, &n) in numbers.iter().enumerate().rev() {
+            let path = dir.join(chain::log_file_name(instance, n));
+            let mut f = OpenOptions::new()
+                .read(true)
+                .append(true)
+                .open(&path)
+                .map_err(io_err(&path))?;
+            let (good_len, last) = last_line(&mut f).map_err(io_err(&path))?;
+            let len = f.metadata().map_err(io_err(&path))?.len();
+            if good_len < len {
+                tracing::warn!(file = %path.display(), cut_bytes = len - good_len, "audit: cutting torn last line left by a crash");
+                f.set_len(good_len).map_err(io_err(&path))?;
+                f.sync_all().map_err(io_err(&path))?;
+            }
+            if idx + 1 == numbers.len() {
+                w.file_len = good_len;
+            }
+            if let Some(line) = last {
+                let rec: Record =
+                    serde_json::from_slice(&line).map_err(|e| AuditError::Corrupt {
+                        path: path.clone(),
+                        line: 0,
+                        detail: format!(
+                            "last line is not a valid record ({:?} error at column {})",
+                            e.classify(),
+                            e.column()
+                        ),
+                    })?;
+                if rec.instance.as_str() != instance {
+                    return Err(AuditError::Corrupt {
+                        path,
+                        line: 0,
+                        detail: "last record belongs to another instance".into(),
+                    });
+                }
+                w.seq = rec.seq;
+                w.head = chain::line_hash(&line);
+                if idx + 1 == numbers.len() {
+                    w.file_day = humantime::parse_rfc3339(&rec.time).ok().map(day_of);
+                }
+                head_found = true;
+            }
+            if idx + 1 == numbers.len() {
+                w.file = Some(f);
+            }
+            if head_found {
+                break;
+            }
+        }
+        if w.file.is_none() {
+            w.open_log_file()?;
+        }
+        w.resume_checkpoints()?;
+        Ok(w)
+    }
+
+    fn log_path(&self) -> PathBuf {
+        self.dir
+            .join(chain::log_file_name(&self.instance, self.file_no))
+    }
+
+    fn cp_path(&self) -> PathBuf {
+        self.dir.join(chain::checkpoint_file_name(&self.instance))
+    }
+
+    fn open_log_file(&mut self) -> Result<(), AuditError> {
+        let path = self.log_path();
+        let f = OpenOptions::new()
+            .read(true)
+            .append(true)
+            .create(true)
+            .open(&path)
+            .map_err(io_err(&path))?;
+        if self.fsync {
+            // The new directory entry must survive a crash too.
+            File::open(&self.dir)
+                .and_then(|d| d.sync_all())
+                .map_err(io_err(&self.dir))?;
+        }
+        self.file = Some(f);
+        Ok(())
+    }
+
+    fn resume_checkpoints(&mut self) -> Result<(), AuditError> {
+        let path = self.cp_path();
+        let mut f = OpenOptions::new()
+            .read(true)
+            .append(true)
+            .create(true)
+            .open(&path)
+            .map_err(io_err(&path))?;
+        let (good_len, last) = last_line(&mut f).map_err(io_err(&path))?;
+        if good_len < f.metadata().map_err(io_err(&path))?.len() {
+            f.set_len(good_len).map_err(io_err(&path))?;
+        }
+        self.cp_len = good_len;
+        if let Some(line) = last
+            && let Ok(cp) = serde_json::from_slice::<Checkpoint>(&line)
+        {
+            if cp.seq > self.seq {
+                tracing::error!(
+                    checkpoint_seq = cp.seq,
+                    log_seq = self.seq,
+                    "audit: log ends before its last checkpoint; verify will report the loss"
+                );
+            }
+            self.last_cp_seq = cp.seq.min(self.seq);
+        }
+        self.cp_file = Some(f);
+        Ok(())
+    }
+
+    fn run(mut self, rx: mpsc::Receiver<Cmd>) {
+        loop {
+            let wait = if self.seq > self.last_cp_seq {
+                self.cp_due.saturating_duration_since(Instant::now())
+            } else {
+                Duration::from_secs(3600)
+            };
+            let first = match rx.recv_timeout(wait) {
+                Ok(c) => c,
+                Err(mpsc::RecvTimeoutError::Timeout) => {
+                    if self.seq > self.last_cp_seq && Instant::now() >= self.cp_due {
+                        let _ = self.checkpoint();
+                    }
+                    continue;
+                }
+                Err(mpsc::RecvTimeoutError::Disconnected) => {
+                    let _ = self.checkpoint();
+                    return;
+                }
+            };
+            let mut appends = Vec::new();
+            let mut flushes = Vec::new();
+            let mut take = |c: Cmd| match c {
+                Cmd::Append(ev, tx) => appends.push((ev, tx)),
+                Cmd::Flush(tx) => flushes.push(tx),
+            };
+            take(first);
+            let mut n = 1;
+            while n < MAX_BATCH {
+                match rx.try_recv() {
+                    Ok(c) => {
+                        take(c);
+                        n += 1;
+                    }
+                    Err(_) => break,
+                }
+            }
+            if !appends.is_empty() {
+                self.write_batch(appends);
+            }
+            if !flushes.is_empty() {
+                let res = self.checkpoint();
+                for tx in flushes {
+                    let r = match &res {
+                        Ok(()) => Ok(()),
+                        Err(_) => Err(AuditError::Unavailable),
+                    };
+                    let _ = tx.send(r);
+                }
+            } else if self.seq >= self.last_cp_seq + self.cp_every_records
+                || (self.seq > self.last_cp_seq && Instant::now() >= self.cp_due)
+            {
+                let _ = self.checkpoint();
+            }
+        }
+    }
+
+    fn fail(&self, what: &'static str, e: &std::io::Error) {
+        self.counters.failures.fetch_add(1, Ordering::Relaxed);
+        self.healthy.store(false, Ordering::Relaxed);
+        tracing::error!(dir = %self.dir.display(), error = %e, "audit: {what} failed");
+    }
+
+    /// Brings the file back to its last good length after a failed write.
+    fn repair(&mut self) -> std::io::Result<()> {
+        if self.file.is_none() {
+            let path = self.log_path();
+            self.file = Some(
+                OpenOptions::new()
+                    .read(true)
+                    .append(true)
+                    .create(true)
+                    .open(path)?,
+            );
+        }
+        if self.dirty {
+            if let Some(f) = &self.file {
+                f.set_len(self.file_len)?;
+            }
+            self.dirty = false;
+        }
+        Ok(())
+    }
+
+    fn maybe_rotate(&mut self, now: SystemTime) {
+        if self.file_len == 0 {
+            return;
+        }
+        let by_size = self.file_len >= self.rotate_bytes;
+        let by_day = self.rotate_daily && self.file_day.is_some_and(|d| d != day_of(now));
+        if !by_size && !by_day {
+            return;
+        }
+        // The old file must be durable before the chain moves on.
+        if let Some(f) = &self.file
+            && self.unsynced
+            && f.sync_data().is_err()
+        {
+            return;
+        }
+        let next = self
+            .dir
+            .join(chain::log_file_name(&self.instance, self.file_no + 1));
+        match OpenOptions::new()
+            .read(true)
+            .append(true)
+            .create_new(true)
+            .open(&next)
+        {
+            Ok(f) => {
+                if self.fsync {
+                    // The new directory entry must survive a crash too.
+                    let _ = File::open(&self.dir).and_then(|d| d.sync_all());
+                }
+                self.file = Some(f);
+                self.file_no += 1;
+                self.file_len = 0;
+                self.file_day = None;
+                self.unsynced = false;
+            }
+            // Keep writing the current file; rotation is retried next batch.
+            Err(e) => self.fail("rotation", &e),
+        }
+    }
+
+    #[allow(clippy::type_complexity)]
+    fn write_batch(
+        &mut self,
+        appends: Vec<(Box<AuditEvent>, oneshot::Sender<Result<u64, AuditError>>)>,
+    ) {
+        let reply_all =
+            |appends: Vec<(Box<AuditEvent>, oneshot::Sender<Result<u64, AuditError>>)>| {
+                for (_, tx) in appends {
+                    let _ = tx.send(Err(AuditError::Unavailable));
+                }
+            };
+        if let Err(e) = self.repair() {
+            self.fail("repair after earlier failure", &e);
+            self.file = None;
+            reply_all(appends);
+            return;
+        }
+        let now = SystemTime::now();
+        self.maybe_rotate(now);
+        let time = now_rfc3339(now);
+
+        let mut buf = Vec::with_capacity(appends.len() * 512);
+        let mut seq = self.seq;
+        let mut head = self.head.clone();
+        let mut seqs = Vec::with_capacity(appends.len());
+        let Ok(instance) = Name::new(self.instance.clone()) else {
+            reply_all(appends);
+            return;
+        };
+        for (ev, _) in &appends {
+            let rec = Record {
+                v: record::SCHEMA_VERSION,
+                seq: seq + 1,
+                time: time.clone(),
+                instance: instance.clone(),
+                event: (**ev).clone(),
+                prev: head.clone(),
+            };
+            match serde_json::to_vec(&rec) {
+                Ok(line) => {
+                    seq += 1;
+                    head = chain::line_hash(&line);
+                    buf.extend_from_slice(&line);
+                    buf.push(b'\n');
+                    seqs.push(Some(seq));
+                }
+                // Cannot happen with these types; refuse just this record.
+                Err(_) => seqs.push(None),
+            }
+        }
+
+        let res = match &mut self.file {
+            Some(f) => f
+                .write_all(&buf)
+                .and_then(|()| if self.fsync { f.sync_data() } else { Ok(()) }),
+            None => Err(std::io::Error::other("no audit file open")),
+        };
+        if let Err(e) = res {
+            self.fail("write", &e);
+            self.dirty = true;
+            // Cut the partial batch off now if possible; otherwise repair()
+            // does it before the next write. Reopening also drops a
+            // descriptor whose fsync error state is unknown.
+            if let Some(f) = &self.file
+                && f.set_len(self.file_len).is_ok()
+            {
+                self.dirty = false;
+            }
+            if self.dirty {
+                self.file = None;
+            }
+            reply_all(appends);
+            return;
+        }
+
+        self.file_len += buf.len() as u64;
+        self.seq = seq;
+        self.head = head;
+        self.file_day.get_or_insert(day_of(now));
+        self.unsynced = !self.fsync;
+        let c = &self.counters;
+        c.records
+            .fetch_add(seqs.iter().flatten().count() as u64, Ordering::Relaxed);
+        c.batches.fetch_add(1, Ordering::Relaxed);
+        if self.fsync {
+            c.fsyncs.fetch_add(1, Ordering::Relaxed);
+        }
+        self.healthy.store(true, Ordering::Relaxed);
+        for ((_, tx), s) in appends.into_iter().zip(seqs) {
+            let _ = tx.send(s.ok_or(AuditError::Unavailable));
+        }
+    }
+
+    /// Signs the current head into the checkpoint file (after making the log
+    /// durable, so a checkpoint never covers records a crash could lose).
+    fn checkpoint(&mut self) -> Result<(), ()> {
+        let res = self.try_checkpoint();
+        if res.is_err() {
+            self.cp_due = Instant::now() + self.cp_every.min(CP_RETRY);
+        }
+        res
+    }
+
+    fn try_checkpoint(&mut self) -> Result<(), ()> {
+        if self.unsynced {
+            match self.file.as_ref().map(|f| f.sync_data()) {
+                Some(Ok(())) => self.unsynced = false,
+                Some(Err(e)) => {
+                    self.fail("fsync before checkpoint", &e);
+                    return Err(());
+                }
+                None => return Err(()),
+            }
+        }
+        if self.dirty {
+            // The log is in an unknown state; the next batch repairs it.
+            return Err(());
+        }
+        if self.seq == self.last_cp_seq {
+            return Ok(());
+        }
+        let res = (|| -> std::io::Result<()> {
+            if self.cp_file.is_none() {
+                self.cp_file = Some(
+                    OpenOptions::new()
+                        .read(true)
+                        .append(true)
+                        .create(true)
+                        .open(self.cp_path())?,
+                );
+            }
+            let Some(f) = &mut self.cp_file else {
+                return Err(std::io::Error::other("no checkpoint file"));
+            };
+            if self.cp_dirty {
+                f.set_len(self.cp_len)?;
+                self.cp_dirty = false;
+            }
+            let cp = Checkpoint::sign(
+                &self.cp_key,
+                &self.instance,
+                self.seq,
+                &self.head,
+                &now_rfc3339(SystemTime::now()),
+            );
+            let mut line = serde_json::to_vec(&cp).map_err(std::io::Error::other)?;
+            line.push(b'\n');
+            if let Err(e) = f.write_all(&line).and_then(|()| f.sync_data()) {
+                self.cp_dirty = true;
+                return Err(e);
+            }
+            self.cp_len += line.len() as u64;
+            Ok(())
+        })();
+        match res {
+            Ok(()) => {
+                self.last_cp_seq = self.seq;
+                self.cp_due = Instant::now() + self.cp_every;
+                self.counters.checkpoints.fetch_add(1, Ordering::Relaxed);
+                Ok(())
+            }
+            Err(e) => {
+                self.fail("checkpoint", &e);
+                if self.cp_dirty {
+                    self.cp_file = None;
+                }
+                Err(())
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::test_util::*;
+    use super::super::{Kind, testing, verify};
+    use super::*;
+
+    fn verify_ok(dir: &Path) -> super::super::VerifyReport {
+        match verify(&[dir.to_path_buf()], Some(CP_KEY)) {
+            Ok(r) => r,
+            Err(f) => panic!("verify failed: {f}"),
+        }
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn group_commit_shares_fsyncs_and_keeps_seqs_contiguous() {
+        let d = tempfile::tempdir().unwrap();
+        let log = AuditLog::open(&settings(d.path()), keys()).unwrap();
+        let mut tasks = Vec::new();
+        for i in 0..200 {
+            let log = log.clone();
+            tasks.push(tokio::spawn(async move {
+                log.append(event(Kind::Intent, &format!("r{i}"), "svc-a", "c1"))
+                    .await
+            }));
+        }
+        let mut seqs = Vec::new();
+        for t in tasks {
+            seqs.push(t.await.unwrap().unwrap());
+        }
+        seqs.sort_unstable();
+        assert_eq!(seqs, (1..=200).collect::<Vec<u64>>());
+        let st = log.stats();
+        assert_eq!(st.records, 200);
+        assert_eq!(st.failures, 0);
+        assert!(st.fsyncs < 200, "no group commit: {st:?}");
+        assert_eq!(st.fsyncs, st.batches);
+        log.flush().await.unwrap();
+        let r = verify_ok(d.path());
+        assert_eq!(r.instances["t1"].records, 200);
+        assert_eq!(r.instances["t1"].unanchored, 0);
+    }
+
+    #[tokio::test]
+    async fn restart_resumes_the_chain() {
+        let d = tempfile::tempdir().unwrap();
+        let s = settings(d.path());
+        drop(write_n(&s, 5).await);
+        let log = AuditLog::open(&s, keys()).unwrap();
+        let seq = log
+            .append(event(Kind::Intent, "after", "svc-a", "c1"))
+            .await
+            .unwrap();
+        assert_eq!(seq, 6);
+        log.flush().await.unwrap();
+        let r = verify_ok(d.path());
+        assert_eq!(r.instances["t1"].records, 6);
+        assert_eq!(r.instances["t1"].files, 1);
+    }
+
+    #[tokio::test]
+    async fn torn_last_line_is_cut_and_chain_continues() {
+        let d = tempfile::tempdir().unwrap();
+        let s = settings(d.path());
+        drop(write_n(&s, 3).await);
+        let file = log_files(d.path()).pop().unwrap();
+        let good = std::fs::read(&file).unwrap();
+        let mut torn = good.clone();
+        torn.extend_from_slice(br#"{"v":1,"seq":4,"time":"2026-"#);
+        std::fs::write(&file, &torn).unwrap();
+        // Torn as found after a crash: verify must refuse it…
+        assert!(verify(&[d.path().to_path_buf()], Some(CP_KEY)).is_err());
+        // …and a restart cuts it and continues.
+        let log = AuditLog::open(&s, keys()).unwrap();
+        assert_eq!(std::fs::read(&file).unwrap(), good);
+        let seq = log
+            .append(event(Kind::Intent, "next", "svc-a", "c1"))
+            .await
+            .unwrap();
+        assert_eq!(seq, 4);
+        log.flush().await.unwrap();
+        assert_eq!(verify_ok(d.path()).instances["t1"].records, 4);
+    }
+
+    #[tokio::test]
+    async fn rotates_by_size_and_chain_spans_files() {
+        let d = tempfile::tempdir().unwrap();
+        let s = AuditSettings {
+            rotate_bytes: 1500,
+            ..settings(d.path())
+        };
+        drop(write_n(&s, 20).await);
+        let files = log_files(d.path());
+        assert!(files.len() >= 3, "{files:?}");
+        assert!(files[0].ends_with("audit-t1-000001.jsonl"));
+        let r = verify_ok(d.path());
+        assert_eq!(r.instances["t1"].records, 20);
+        assert_eq!(r.instances["t1"].files, files.len());
+        // Restart continues in the newest file and the chain still verifies.
+        drop(write_n(&s, 4).await);
+        assert_eq!(verify_ok(d.path()).instances["t1"].records, 24);
+    }
+
+    #[test]
+    fn rotates_when_the_day_changes_and_cuts_partial_writes() {
+        let d = tempfile::tempdir().unwrap();
+        let s = settings(d.path());
+        let c = Arc::new(Counters::default());
+        let h = Arc::new(AtomicBool::new(true));
+        let mut w = Writer::resume(&s, "t1", CP_KEY.to_vec(), c, h.clone()).unwrap();
+        let batch = |n: usize| {
+            let mut v = Vec::new();
+            let mut rx = Vec::new();
+            for i in 0..n {
+                let (tx, r) = oneshot::channel();
+                v.push((
+                    Box::new(event(Kind::Intent, &format!("x{i}"), "svc-a", "c1")),
+                    tx,
+                ));
+                rx.push(r);
+            }
+            (v, rx)
+        };
+        let (b, mut rx) = batch(2);
+        w.write_batch(b);
+        assert_eq!(rx[1].try_recv().unwrap().unwrap(), 2);
+        // Pretend the file was started yesterday.
+        w.file_day = w.file_day.map(|d| d - 1);
+        // Simulate a half-written line from a failed write (disk full).
+        let p = w.log_path();
+        std::fs::OpenOptions::new()
+            .append(true)
+            .open(&p)
+            .unwrap()
+            .write_all(b"{\"v\":1,\"se")
+            .unwrap();
+        w.dirty = true;
+        let (b, mut rx) = batch(1);
+        w.write_batch(b);
+        assert_eq!(rx[0].try_recv().unwrap().unwrap(), 3);
+        assert_eq!(w.file_no, 2);
+        assert!(h.load(Ordering::Relaxed));
+        w.checkpoint().unwrap();
+        let r = verify_ok(d.path());
+        assert_eq!(r.instances["t1"].files, 2);
+        assert_eq!(r.instances["t1"].records, 3);
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn write_failure_fails_the_batch_then_recovers() {
+        let d = tempfile::tempdir().unwrap();
+        let log = write_n(&settings(d.path()), 3).await;
+        assert!(log.is_healthy());
+
+        // chattr +i: EPERM on write/truncate/create even for root. If this
+        // cannot be set up, the test fails (it must not silently skip).
+        let frozen = testing::freeze_dir(d.path()).expect("chattr +i must work here");
+        let mut tasks = Vec::new();
+        for i in 0..10 {
+            let log = log.clone();
+            tasks.push(tokio::spawn(async move {
+                log.append(event(Kind::Intent, &format!("f{i}"), "svc-a", "c1"))
+                    .await
+            }));
+        }
+        for t in tasks {
+            assert!(matches!(t.await.unwrap(), Err(AuditError::Unavailable)));
+        }
+        assert!(!log.is_healthy());
+        assert!(log.stats().failures >= 1);
+        // Still failing on a later try while the disk is bad.
+        assert!(
+            log.append(event(Kind::Intent, "g", "svc-a", "c1"))
+                .await
+                .is_err()
+        );
+        frozen.thaw().unwrap();
+
+        let seq = log
+            .append(event(Kind::Intent, "back", "svc-a", "c1"))
+            .await
+            .unwrap();
+        assert_eq!(seq, 4, "failed records must not use up seqs");
+        assert!(log.is_healthy());
+        log.flush().await.unwrap();
+        assert_eq!(verify_ok(d.path()).instances["t1"].records, 4);
+    }
+
+    #[tokio::test]
+    async fn checkpoints_by_count_and_by_time() {
+        let d = tempfile::tempdir().unwrap();
+        let s = AuditSettings {
+            checkpoint_every_records: 10,
+            checkpoint_every_secs: 1,
+            ..settings(d.path())
+        };
+        let log = AuditLog::open(&s, keys()).unwrap();
+        for i in 0..25 {
+            log.append(event(Kind::Intent, &format!("r{i}"), "svc-a", "c1"))
+                .await
+                .unwrap();
+        }
+        // Sequential appends are separate batches: one checkpoint per 10.
+        assert!(log.stats().checkpoints >= 2, "{:?}", log.stats());
+        let before = log.stats().checkpoints;
+        // The remaining 5 get a checkpoint from the timer, without any call.
+        let mut waited = 0;
+        while log.stats().checkpoints == before && waited < 100 {
+            tokio::time::sleep(Duration::from_millis(100)).await;
+            waited += 1;
+        }
+        assert_eq!(log.stats().checkpoints, before + 1);
+        let r = verify_ok(d.path());
+        assert_eq!(r.instances["t1"].unanchored, 0);
+    }
+
+    #[tokio::test]
+    async fn disabled_log_writes_nothing() {
+        let d = tempfile::tempdir().unwrap();
+        let s = AuditSettings {
+            enabled: false,
+            dir: d.path().join("never"),
+            ..settings(d.path())
+        };
+        let log = AuditLog::open(&s, AuditKeys::default()).unwrap();
+        assert_eq!(
+            log.append(event(Kind::Intent, "r", "svc-a", "c1"))
+                .await
+                .unwrap(),
+            0
+        );
+        assert!(!d.path().join("never").exists());
+    }
+
+    #[tokio::test]
+    async fn empty_checkpoint_key_is_refused() {
+        let d = tempfile::tempdir().unwrap();
+        let k = AuditKeys {
+            checkpoint_key: Vec::new(),
+            ..keys()
+        };
+        assert!(matches!(
+            AuditLog::open(&settings(d.path()), k),
+            Err(AuditError::Settings(_))
+        ));
+    }
+
+    #[tokio::test]
+    async fn canary_values_never_reach_the_files() {
+        const CANARY: &str = "Canary-Jane-Doe-4242@example.org";
+        const KEY: &str = "test_CANARYKEY0123456789abcdef";
+        let d = tempfile::tempdir().unwrap();
+        let s = AuditSettings {
+            hmac_fields: vec!["/email".into(), "/missing".into()],
+            ..settings(d.path())
+        };
+        let log = AuditLog::open(&s, keys()).unwrap();
+        let body = serde_json::json!({"email": CANARY, "type": "person"});
+        let mut ev = event(Kind::Intent, "r1", "svc-a", "c1");
+        ev.key_fingerprint = Some(log.fingerprint(KEY));
+        ev.field_hmacs = log.field_hmacs(&body);
+        assert_eq!(ev.field_hmacs.len(), 1);
+        // The body value cannot be smuggled in through any typed field.
+        assert!(Name::new(CANARY).is_err());
+        assert!(Pointer::new(format!("/{CANARY}")).is_err());
+        assert!(super::super::ResourceId::new(CANARY).is_err());
+        log.append(ev.clone()).await.unwrap();
+        log.append(ev.outcome(200, 5)).await.unwrap();
+        log.flush().await.unwrap();
+        for e in std::fs::read_dir(d.path()).unwrap() {
+            let text = std::fs::read_to_string(e.unwrap().path()).unwrap();
+            assert!(!text.contains(CANARY));
+            assert!(!text.contains("CANARYKEY"));
+            assert!(!text.contains(KEY));
+        }
+        // Same value -> same HMAC (answers "was it used twice?").
+        let again = log.field_hmacs(&body);
+        assert_eq!(again, ev.field_hmacs);
+        let dbg = format!("{log:?}");
+        assert!(!dbg.contains("fp-key") && !dbg.contains("field-key"));
+    }
+
+    #[tokio::test]
+    async fn failed_checkpoints_back_off_instead_of_spinning() {
+        let d = tempfile::tempdir().unwrap();
+        let s = AuditSettings {
+            checkpoint_every_secs: 1,
+            ..settings(d.path())
+        };
+        let log = AuditLog::open(&s, keys()).unwrap();
+        log.append(event(Kind::Intent, "r", "svc-a", "c1"))
+            .await
+            .unwrap();
+        let frozen = testing::freeze_dir(d.path()).unwrap();
+        tokio::time::sleep(Duration::from_millis(3500)).await;
+        let failures = log.stats().failures;
+        frozen.thaw().unwrap();
+        // Due after 1 s, then retried about once a second: a handful, not
+        // thousands.
+        assert!((1..=6).contains(&failures), "{failures}");
+        assert!(!log.is_healthy());
+        log.flush().await.unwrap();
+        assert_eq!(verify_ok(d.path()).instances["t1"].unanchored, 0);
+    }
+
+    /// Figures for the issue's note, not a pass/fail test:
+    /// `cargo test --lib audit::writer::tests::measure -- --ignored --nocapture`.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    #[ignore]
+    async fn measure_append_latency_and_group_commit() {
+        for fsync in [true, false] {
+            let d = tempfile::tempdir().unwrap();
+            let s = AuditSettings {
+                fsync,
+                ..settings(d.path())
+            };
+            let log = AuditLog::open(&s, keys()).unwrap();
+            let mut lat = Vec::new();
+            for i in 0..500 {
+                let t = Instant::now();
+                log.append(event(Kind::Intent, &format!("r{i}"), "svc-a", "c1"))
+                    .await
+                    .unwrap();
+                lat.push(t.elapsed());
+            }
+            lat.sort();
+            println!(
+                "fsync={fsync} sequential: p50 {:?} p99 {:?}",
+                lat[lat.len() / 2],
+                lat[lat.len() * 99 / 100]
+            );
+            for conc in [8usize, 64, 256] {
+                let before = log.stats();
+                let t = Instant::now();
+                let mut tasks = Vec::new();
+                for i in 0..conc * 10 {
+                    let log = log.clone();
+                    tasks.push(tokio::spawn(async move {
+                        let t = Instant::now();
+                        log.append(event(Kind::Intent, &format!("c{i}"), "svc-a", "c1"))
+                            .await
+                            .unwrap();
+                        t.elapsed()
+                    }));
+                    if tasks.len() == conc {
+                        // keep at most `conc` in flight
+                        let mut l = Vec::new();
+                        for t in tasks.drain(..) {
+                            l.push(t.await.unwrap());
+                        }
+                        lat.extend(l);
+                    }
+                }
+                let after = log.stats();
+                let recs = after.records - before.records;
+                let batches = after.batches - before.batches;
+                println!(
+                    "fsync={fsync} waves of {conc}: {recs} records in {batches} batches ({:.1} per write+fsync), {:?} total",
+                    recs as f64 / batches as f64,
+                    t.elapsed()
+                );
+            }
+        }
+    }
+}
