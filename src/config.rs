@@ -11,7 +11,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
-use serde::{Deserialize};
+use serde::Deserialize;
 
 use crate::audit::{AuditKeys, AuditLog, AuditSettings};
 use crate::operations::{self, OPERATIONS, OpIndex};
@@ -317,7 +317,10 @@ impl std::error::Error for ConfigError {}
 pub enum ConfigSource<'a> {
     File(&'a Path),
     /// Embedded TOML text, named for error messages.
-    Text { name: &'a str, toml: &'a str },
+    Text {
+        name: &'a str,
+        toml: &'a str,
+    },
 }
 
 impl ConfigSource<'_> {
@@ -536,18 +539,35 @@ pub fn compile(
             .map_err(|_| err(source, key, "must be host:port with an IP address"))?;
     }
     if raw.listener.max_connections == 0 {
-        return Err(err(source, "listener.max_connections", "must be at least 1"));
+        return Err(err(
+            source,
+            "listener.max_connections",
+            "must be at least 1",
+        ));
     }
 
     let mut tenant_index = HashMap::new();
     let mut tenants = Vec::new();
     for (i, t) in raw.tenants.iter().enumerate() {
         let key = format!("tenants[{i}]");
-        if t.id.is_empty() || !t.id.chars().all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c)) {
-            return Err(err(source, format!("{key}.id"), "must be non-empty [A-Za-z0-9._-]"));
+        if t.id.is_empty()
+            || !t
+                .id
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c))
+        {
+            return Err(err(
+                source,
+                format!("{key}.id"),
+                "must be non-empty [A-Za-z0-9._-]",
+            ));
         }
         if tenant_index.insert(t.id.clone(), i).is_some() {
-            return Err(err(source, format!("{key}.id"), format!("duplicate tenant id {}", t.id)));
+            return Err(err(
+                source,
+                format!("{key}.id"),
+                format!("duplicate tenant id {}", t.id),
+            ));
         }
         let resolve_key = |slot: &str, r: &Option<String>, env_kind: Environment| {
             let Some(r) = r else { return Ok(None) };
@@ -584,18 +604,41 @@ pub fn compile(
     let mut caller_ids = HashMap::new();
     for (i, c) in raw.callers.iter().enumerate() {
         let key = format!("callers[{i}]");
-        if c.id.is_empty() || !c.id.chars().all(|c| c.is_ascii_alphanumeric() || "-_.:@".contains(c)) {
-            return Err(err(source, format!("{key}.id"), "must be non-empty [A-Za-z0-9._:@-]"));
+        if c.id.is_empty()
+            || !c
+                .id
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || "-_.:@".contains(c))
+        {
+            return Err(err(
+                source,
+                format!("{key}.id"),
+                "must be non-empty [A-Za-z0-9._:@-]",
+            ));
         }
         if caller_ids.insert(c.id.clone(), i).is_some() {
-            return Err(err(source, format!("{key}.id"), format!("duplicate caller id {}", c.id)));
+            return Err(err(
+                source,
+                format!("{key}.id"),
+                format!("duplicate caller id {}", c.id),
+            ));
         }
         let hash: [u8; 32] = secret::unhex(&c.token_sha256)
             .and_then(|v| v.try_into().ok())
-            .ok_or_else(|| err(source, format!("{key}.token_sha256"), "must be 64 hex characters (SHA-256 of the token)"))?;
-        let tenant = *tenant_index
-            .get(&c.tenant)
-            .ok_or_else(|| err(source, format!("{key}.tenant"), format!("unknown tenant {}", c.tenant)))?;
+            .ok_or_else(|| {
+                err(
+                    source,
+                    format!("{key}.token_sha256"),
+                    "must be 64 hex characters (SHA-256 of the token)",
+                )
+            })?;
+        let tenant = *tenant_index.get(&c.tenant).ok_or_else(|| {
+            err(
+                source,
+                format!("{key}.tenant"),
+                format!("unknown tenant {}", c.tenant),
+            )
+        })?;
         if tenants[tenant].key(c.environment).is_none() {
             return Err(err(
                 source,
@@ -606,7 +649,11 @@ pub fn compile(
         let mut allowed = 0u128;
         for (j, p) in c.operations.iter().enumerate() {
             if !operations::pattern_is_known(p) {
-                return Err(err(source, format!("{key}.operations[{j}]"), format!("matches no operation: {p}")));
+                return Err(err(
+                    source,
+                    format!("{key}.operations[{j}]"),
+                    format!("matches no operation: {p}"),
+                ));
             }
             for (idx, o) in OPERATIONS.iter().enumerate() {
                 if operations::pattern_matches(p, o.id) {
@@ -623,7 +670,11 @@ pub fn compile(
             max_wait: c.max_wait_ms.map(Duration::from_millis),
         });
         if callers.insert(hash, caller).is_some() {
-            return Err(err(source, format!("{key}.token_sha256"), "two callers share one token"));
+            return Err(err(
+                source,
+                format!("{key}.token_sha256"),
+                "two callers share one token",
+            ));
         }
     }
 
@@ -635,8 +686,13 @@ pub fn compile(
         })
         .collect();
     for (id, cap) in &raw.body.max_bytes {
-        let idx = operations::by_id(id)
-            .ok_or_else(|| err(source, format!("body.max_bytes.{id}"), "unknown operation id"))?;
+        let idx = operations::by_id(id).ok_or_else(|| {
+            err(
+                source,
+                format!("body.max_bytes.{id}"),
+                "unknown operation id",
+            )
+        })?;
         body_caps[idx.0 as usize] = *cap;
     }
     if raw.body.max_depth == 0 || raw.body.max_depth > 128 {
@@ -646,7 +702,11 @@ pub fn compile(
     let mut shadow = vec![false; OPERATIONS.len()];
     for (j, p) in raw.validation.shadow.iter().enumerate() {
         if !operations::pattern_is_known(p) {
-            return Err(err(source, format!("validation.shadow[{j}]"), format!("matches no operation: {p}")));
+            return Err(err(
+                source,
+                format!("validation.shadow[{j}]"),
+                format!("matches no operation: {p}"),
+            ));
         }
         for (idx, o) in OPERATIONS.iter().enumerate() {
             shadow[idx] |= operations::pattern_matches(p, o.id);
@@ -717,17 +777,29 @@ fn compile_audit(
     Ok(Some(AuditKeys {
         checkpoint_key: get("checkpoint_key", &k.checkpoint_key, true)?,
         fingerprint_key: get("fingerprint_key", &k.fingerprint_key, true)?,
-        field_hmac_key: get("field_hmac_key", &k.field_hmac_key, !raw.audit.hmac_fields.is_empty())?,
+        field_hmac_key: get(
+            "field_hmac_key",
+            &k.field_hmac_key,
+            !raw.audit.hmac_fields.is_empty(),
+        )?,
     }))
 }
 
-fn compile_upstream(u: &UpstreamSettings, source: &str, base_dir: &Path) -> Result<UpstreamTarget, ConfigError> {
+fn compile_upstream(
+    u: &UpstreamSettings,
+    source: &str,
+    base_dir: &Path,
+) -> Result<UpstreamTarget, ConfigError> {
     let base = u.base_url.trim_end_matches('/').to_string();
     let uri: http::Uri = base
         .parse()
         .map_err(|_| err(source, "upstream.base_url", "not a valid URL"))?;
     if uri.scheme_str() != Some("https") {
-        return Err(err(source, "upstream.base_url", "must be https:// (the key travels on it)"));
+        return Err(err(
+            source,
+            "upstream.base_url",
+            "must be https:// (the key travels on it)",
+        ));
     }
     let authority = uri
         .authority()
@@ -737,14 +809,21 @@ fn compile_upstream(u: &UpstreamSettings, source: &str, base_dir: &Path) -> Resu
         return Err(err(source, "upstream.base_url", "must not have a query"));
     }
     let ca_pem = match &u.ca_file {
-        Some(p) => Some(
-            std::fs::read(base_dir.join(p))
-                .map_err(|e| err(source, "upstream.ca_file", format!("cannot read: {}", e.kind())))?,
-        ),
+        Some(p) => Some(std::fs::read(base_dir.join(p)).map_err(|e| {
+            err(
+                source,
+                "upstream.ca_file",
+                format!("cannot read: {}", e.kind()),
+            )
+        })?),
         None => None,
     };
     if !u.webpki_roots && ca_pem.is_none() {
-        return Err(err(source, "upstream.webpki_roots", "false needs upstream.ca_file"));
+        return Err(err(
+            source,
+            "upstream.webpki_roots",
+            "false needs upstream.ca_file",
+        ));
     }
     if u.connect_timeout_ms == 0 || u.response_timeout_ms == 0 {
         return Err(err(source, "upstream", "timeouts must be positive"));
@@ -783,7 +862,11 @@ fn compile_rules(
         .collect();
     for (key, r) in &all {
         if !operations::pattern_is_known(&r.operation) {
-            return Err(err(source, format!("{key}.operation"), format!("matches no operation: {}", r.operation)));
+            return Err(err(
+                source,
+                format!("{key}.operation"),
+                format!("matches no operation: {}", r.operation),
+            ));
         }
         FieldRule::parse(&r.pointer, to_action(r.action))
             .map_err(|e| err(source, format!("{key}.pointer"), e.to_string()))?;
@@ -836,14 +919,22 @@ pub fn summary(s: &Snapshot) -> String {
     use std::fmt::Write;
     let mut out = String::new();
     let _ = writeln!(out, "config: {} (ok)", s.source);
-    let _ = writeln!(out, "listener: {}  admin: {}", s.raw.listener.address, s.raw.admin.address);
+    let _ = writeln!(
+        out,
+        "listener: {}  admin: {}",
+        s.raw.listener.address, s.raw.admin.address
+    );
     let _ = writeln!(
         out,
         "upstream: {} (connect {} ms, response {} ms, extra CA: {})",
         s.upstream.base,
         s.upstream.connect_timeout.as_millis(),
         s.upstream.response_timeout.as_millis(),
-        if s.upstream.ca_pem.is_some() { "yes" } else { "no" }
+        if s.upstream.ca_pem.is_some() {
+            "yes"
+        } else {
+            "no"
+        }
     );
     for (t, raw) in s.tenants.iter().zip(&s.raw.tenants) {
         let show = |k: &Option<Secret>, r: &Option<String>| match (k, r) {
@@ -869,7 +960,12 @@ pub fn summary(s: &Snapshot) -> String {
             &c.token_sha256[..8.min(c.token_sha256.len())]
         );
     }
-    let _ = writeln!(out, "operations: {} served, default body cap {} B, upload cap {} B",
-        OPERATIONS.len(), s.raw.body.default_max_bytes, s.raw.body.upload_max_bytes);
+    let _ = writeln!(
+        out,
+        "operations: {} served, default body cap {} B, upload cap {} B",
+        OPERATIONS.len(),
+        s.raw.body.default_max_bytes,
+        s.raw.body.upload_max_bytes
+    );
     out
 }

@@ -133,7 +133,9 @@ impl GatewayError {
     pub fn public_message(&self) -> String {
         use GatewayError::*;
         match self {
-            UpstreamUnavailable(_) => "ComplyCube could not be reached; the request was not completed".into(),
+            UpstreamUnavailable(_) => {
+                "ComplyCube could not be reached; the request was not completed".into()
+            }
             Internal(_) => "cubegate failed to handle the request".into(),
             other => other.to_string(),
         }
@@ -210,7 +212,9 @@ mod tests {
             GatewayError::Unauthorized("missing credential"),
             GatewayError::Forbidden("nope".into()),
             GatewayError::RouteNotFound,
-            GatewayError::MethodNotAllowed { allow: "GET".into() },
+            GatewayError::MethodNotAllowed {
+                allow: "GET".into(),
+            },
             GatewayError::PayloadTooLarge { limit: 10 },
             GatewayError::UnsupportedMediaType,
             GatewayError::UpstreamUnavailable("tcp connect error 10.0.0.1".into()),

@@ -69,7 +69,10 @@ impl Gateway {
         let (stop, rx) = watch::channel(false);
         let gateway_task = tokio::spawn(server::run_gateway(listener, shared.clone(), rx.clone()));
         let (admin_task, admin_addr) = match admin {
-            Some((l, a)) => (Some(tokio::spawn(server::run_admin(l, shared.clone(), rx))), Some(a)),
+            Some((l, a)) => (
+                Some(tokio::spawn(server::run_admin(l, shared.clone(), rx))),
+                Some(a),
+            ),
             None => (None, None),
         };
         Ok(Gateway {

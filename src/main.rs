@@ -17,7 +17,11 @@ use cubegate::{Gateway, audit, secret, telemetry};
 const DEMO_TOML: &str = include_str!("../config/demo.toml");
 
 #[derive(Parser)]
-#[command(name = "cubegate", version, about = "The one way internal services reach the ComplyCube API")]
+#[command(
+    name = "cubegate",
+    version,
+    about = "The one way internal services reach the ComplyCube API"
+)]
 struct Cli {
     #[command(subcommand)]
     cmd: Cmd,
@@ -125,10 +129,15 @@ fn main() -> ExitCode {
     cubegate::install_crypto_provider();
     match cli.cmd {
         Cmd::CheckConfig { config } => check_config(&config),
-        Cmd::Token { cmd: TokenCmd::New { caller } } => token_new(&caller),
+        Cmd::Token {
+            cmd: TokenCmd::New { caller },
+        } => token_new(&caller),
         Cmd::Audit { cmd } => audit_cmd(cmd),
         other => {
-            let rt = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+            let rt = match tokio::runtime::Builder::new_multi_thread()
+                .enable_all()
+                .build()
+            {
                 Ok(rt) => rt,
                 Err(e) => {
                     eprintln!("cubegate: cannot start the runtime: {e}");
@@ -144,7 +153,12 @@ async fn async_main(cmd: Cmd) -> ExitCode {
     let r = match cmd {
         Cmd::Serve { config, text_logs } => serve(&config, text_logs).await,
         Cmd::Demo { listen, admin, dir } => demo(&listen, &admin, &dir).await,
-        Cmd::Sandbox { listen, plain, ca_out, latency_ms } => sandbox(listen, plain, ca_out, latency_ms).await,
+        Cmd::Sandbox {
+            listen,
+            plain,
+            ca_out,
+            latency_ms,
+        } => sandbox(listen, plain, ca_out, latency_ms).await,
         _ => Ok(()),
     };
     match r {
@@ -157,7 +171,11 @@ async fn async_main(cmd: Cmd) -> ExitCode {
 }
 
 fn check_config(path: &Path) -> ExitCode {
-    match config::load(&ConfigSource::File(path), &config::process_env(), &secret::ProcessEnv) {
+    match config::load(
+        &ConfigSource::File(path),
+        &config::process_env(),
+        &secret::ProcessEnv,
+    ) {
         Ok(s) => {
             print!("{}", config::summary(&s));
             ExitCode::SUCCESS
@@ -175,7 +193,10 @@ fn token_new(caller: &str) -> ExitCode {
             println!("token (shown once; give it to the caller's service): {token}");
             println!();
             println!("config line for caller {caller}:");
-            println!("token_sha256 = \"{}\"", secret::sha256_hex(token.as_bytes()));
+            println!(
+                "token_sha256 = \"{}\"",
+                secret::sha256_hex(token.as_bytes())
+            );
             ExitCode::SUCCESS
         }
         Err(_) => {
@@ -193,7 +214,10 @@ fn parse_time(s: &Option<String>) -> Result<Option<SystemTime>, String> {
 
 fn audit_cmd(cmd: AuditCmd) -> ExitCode {
     match cmd {
-        AuditCmd::Verify { paths, checkpoint_key } => {
+        AuditCmd::Verify {
+            paths,
+            checkpoint_key,
+        } => {
             let key = match checkpoint_key
                 .map(|r| secret::resolve(&r, &secret::ProcessEnv, Path::new(".")))
                 .transpose()
@@ -218,7 +242,17 @@ fn audit_cmd(cmd: AuditCmd) -> ExitCode {
                 }
             }
         }
-        AuditCmd::Query { paths, client, caller, tenant, operation, since, until, outcome, json } => {
+        AuditCmd::Query {
+            paths,
+            client,
+            caller,
+            tenant,
+            operation,
+            since,
+            until,
+            outcome,
+            json,
+        } => {
             let (since, until) = match (parse_time(&since), parse_time(&until)) {
                 (Ok(a), Ok(b)) => (a, b),
                 (Err(e), _) | (_, Err(e)) => {
@@ -226,7 +260,15 @@ fn audit_cmd(cmd: AuditCmd) -> ExitCode {
                     return ExitCode::from(2);
                 }
             };
-            let filter = audit::QueryFilter { client, caller, tenant, operation, since, until, outcome };
+            let filter = audit::QueryFilter {
+                client,
+                caller,
+                tenant,
+                operation,
+                since,
+                until,
+                outcome,
+            };
             match audit::query(&paths, &filter) {
                 Ok(rows) => {
                     if json {
@@ -246,9 +288,18 @@ fn audit_cmd(cmd: AuditCmd) -> ExitCode {
 }
 
 async fn serve(path: &Path, text_logs: bool) -> anyhow::Result<()> {
-    let load = || config::load(&ConfigSource::File(path), &config::process_env(), &secret::ProcessEnv);
+    let load = || {
+        config::load(
+            &ConfigSource::File(path),
+            &config::process_env(),
+            &secret::ProcessEnv,
+        )
+    };
     let snapshot = load().map_err(|e| anyhow::anyhow!("{e}"))?;
-    telemetry::init_logging(&snapshot.raw.telemetry, text_logs.then_some(LogFormat::Text));
+    telemetry::init_logging(
+        &snapshot.raw.telemetry,
+        text_logs.then_some(LogFormat::Text),
+    );
     let gw = Gateway::start(snapshot).await?;
     tracing::info!(listen = %gw.addr(), admin = ?gw.admin_addr(), "cubegate serving");
     run_until_signal(gw, Some(&load)).await
@@ -312,10 +363,16 @@ fn random_hex(n: usize) -> anyhow::Result<String> {
 async fn demo(listen: &str, admin: &str, dir: &Path) -> anyhow::Result<()> {
     let sandbox = Sandbox::start(SandboxOptions::default()).await?;
     std::fs::create_dir_all(dir)?;
-    write_private(&dir.join("sandbox-ca.pem"), sandbox.ca_cert_pem().as_bytes())?;
+    write_private(
+        &dir.join("sandbox-ca.pem"),
+        sandbox.ca_cert_pem().as_bytes(),
+    )?;
     let key_file = dir.join("demo-test-key");
     if !key_file.exists() {
-        write_private(&key_file, format!("test_demo{}", random_hex(16)?).as_bytes())?;
+        write_private(
+            &key_file,
+            format!("test_demo{}", random_hex(16)?).as_bytes(),
+        )?;
     }
     for name in ["audit-checkpoint-key", "audit-fingerprint-key"] {
         let p = dir.join(name);
@@ -325,29 +382,51 @@ async fn demo(listen: &str, admin: &str, dir: &Path) -> anyhow::Result<()> {
     }
     let token = secret::new_token().map_err(|_| anyhow::anyhow!("random generator failed"))?;
 
-    let mut raw = config::load_raw(&ConfigSource::Text { name: "embedded demo config", toml: DEMO_TOML }, &HashMap::new())
-        .map_err(|e| anyhow::anyhow!("{e}"))?;
+    let mut raw = config::load_raw(
+        &ConfigSource::Text {
+            name: "embedded demo config",
+            toml: DEMO_TOML,
+        },
+        &HashMap::new(),
+    )
+    .map_err(|e| anyhow::anyhow!("{e}"))?;
     raw.listener.address = listen.to_string();
     raw.admin.address = admin.to_string();
     raw.upstream.base_url = format!("{}/v1", sandbox.base_url());
     raw.upstream.ca_file = Some(dir.join("sandbox-ca.pem"));
     raw.tenants[0].test_key = Some(format!("file:{}", key_file.display()));
     raw.audit.dir = dir.join("audit");
-    raw.audit_keys.checkpoint_key = Some(format!("file:{}", dir.join("audit-checkpoint-key").display()));
-    raw.audit_keys.fingerprint_key = Some(format!("file:{}", dir.join("audit-fingerprint-key").display()));
+    raw.audit_keys.checkpoint_key = Some(format!(
+        "file:{}",
+        dir.join("audit-checkpoint-key").display()
+    ));
+    raw.audit_keys.fingerprint_key = Some(format!(
+        "file:{}",
+        dir.join("audit-fingerprint-key").display()
+    ));
     if let Some(c) = raw.callers.first_mut() {
         c.token_sha256 = secret::sha256_hex(token.as_bytes());
     }
-    let snapshot = config::compile(raw, "embedded demo config", &secret::ProcessEnv, Path::new("."))
-        .map_err(|e| anyhow::anyhow!("{e}"))?;
+    let snapshot = config::compile(
+        raw,
+        "embedded demo config",
+        &secret::ProcessEnv,
+        Path::new("."),
+    )
+    .map_err(|e| anyhow::anyhow!("{e}"))?;
     telemetry::init_logging(&snapshot.raw.telemetry, None);
     let audit_dir = snapshot.audit.dir.clone();
     let gw = Gateway::start(snapshot).await?;
-    let client_id = seed_demo_client(&gw, &token).await.unwrap_or_else(|| "<client id>".into());
+    let client_id = seed_demo_client(&gw, &token)
+        .await
+        .unwrap_or_else(|| "<client id>".into());
     let url = gw.url();
     println!();
     println!("cubegate demo is running");
-    println!("  gateway:   {url}/v1   (upstream: sandbox at {})", sandbox.base_url());
+    println!(
+        "  gateway:   {url}/v1   (upstream: sandbox at {})",
+        sandbox.base_url()
+    );
     if let Some(a) = gw.admin_addr() {
         println!("  admin:     http://{a}/healthz  /readyz  /metrics");
     }
@@ -362,7 +441,11 @@ async fn demo(listen: &str, admin: &str, dir: &Path) -> anyhow::Result<()> {
     );
     println!();
     println!("(`type` is stripped by policy: see the X-Cubegate-Stripped header.)");
-    println!("Verify the audit trail:  cubegate audit verify {} --checkpoint-key file:{}", audit_dir.display(), dir.join("audit-checkpoint-key").display());
+    println!(
+        "Verify the audit trail:  cubegate audit verify {} --checkpoint-key file:{}",
+        audit_dir.display(),
+        dir.join("audit-checkpoint-key").display()
+    );
     println!("Ctrl-C stops the demo.");
     let r = run_until_signal(gw, None).await;
     sandbox.shutdown().await;
@@ -379,7 +462,9 @@ async fn seed_demo_client(gw: &Gateway, token: &str) -> Option<String> {
         .uri("/v1/clients")
         .header("authorization", token)
         .header("content-type", "application/json")
-        .body(http_body_util::Full::new(bytes::Bytes::from_static(body.as_bytes())))
+        .body(http_body_util::Full::new(bytes::Bytes::from_static(
+            body.as_bytes(),
+        )))
         .ok()?;
     let resp = cubegate::pipeline::handle(gw.shared().clone(), req).await;
     let bytes = resp.into_body().collect().await.ok()?.to_bytes();
@@ -387,7 +472,12 @@ async fn seed_demo_client(gw: &Gateway, token: &str) -> Option<String> {
     v.get("id")?.as_str().map(str::to_string)
 }
 
-async fn sandbox(listen: SocketAddr, plain: bool, ca_out: Option<PathBuf>, latency_ms: u64) -> anyhow::Result<()> {
+async fn sandbox(
+    listen: SocketAddr,
+    plain: bool,
+    ca_out: Option<PathBuf>,
+    latency_ms: u64,
+) -> anyhow::Result<()> {
     let sb = Sandbox::start(SandboxOptions {
         listen,
         tls: !plain,
@@ -402,7 +492,10 @@ async fn sandbox(listen: SocketAddr, plain: bool, ca_out: Option<PathBuf>, laten
     if let Some(p) = ca_out {
         println!("CA certificate written to {}", p.display());
     }
-    println!("requests it received: GET {}/__sandbox/requests", sb.base_url());
+    println!(
+        "requests it received: GET {}/__sandbox/requests",
+        sb.base_url()
+    );
     tokio::signal::ctrl_c().await?;
     sb.shutdown().await;
     Ok(())

@@ -157,80 +157,568 @@ use QuerySpec::{List, None as NoQuery, Only};
 /// Every ComplyCube v1 operation cubegate serves (§2 of the fact sheet).
 pub static OPERATIONS: &[OperationDef] = &[
     // Clients
-    op!("clients.create", POST, "/clients", Json, w = true, r = true, NoQuery),
-    op!("clients.get", GET, "/clients/{id}", None, w = false, r = true, NoQuery),
-    op!("clients.update", POST, "/clients/{id}", Json, w = true, r = true, NoQuery),
-    op!("clients.delete", DELETE, "/clients/{id}", None, w = false, r = false, NoQuery),
-    op!("clients.list", GET, "/clients", None, w = false, r = true, List(CLIENT_FILTERS)),
-    op!("clients.riskProfile", GET, "/clients/{id}/riskProfile", None, w = false, r = true, NoQuery),
+    op!(
+        "clients.create",
+        POST,
+        "/clients",
+        Json,
+        w = true,
+        r = true,
+        NoQuery
+    ),
+    op!(
+        "clients.get",
+        GET,
+        "/clients/{id}",
+        None,
+        w = false,
+        r = true,
+        NoQuery
+    ),
+    op!(
+        "clients.update",
+        POST,
+        "/clients/{id}",
+        Json,
+        w = true,
+        r = true,
+        NoQuery
+    ),
+    op!(
+        "clients.delete",
+        DELETE,
+        "/clients/{id}",
+        None,
+        w = false,
+        r = false,
+        NoQuery
+    ),
+    op!(
+        "clients.list",
+        GET,
+        "/clients",
+        None,
+        w = false,
+        r = true,
+        List(CLIENT_FILTERS)
+    ),
+    op!(
+        "clients.riskProfile",
+        GET,
+        "/clients/{id}/riskProfile",
+        None,
+        w = false,
+        r = true,
+        NoQuery
+    ),
     // Addresses
-    op!("addresses.create", POST, "/addresses", Json, w = true, r = true, NoQuery),
-    op!("addresses.get", GET, "/addresses/{id}", None, w = false, r = true, NoQuery),
-    op!("addresses.update", POST, "/addresses/{id}", Json, w = true, r = true, NoQuery),
-    op!("addresses.delete", DELETE, "/addresses/{id}", None, w = false, r = false, NoQuery),
-    op!("addresses.list", GET, "/addresses", None, w = false, r = true, List(ADDRESS_FILTERS)),
+    op!(
+        "addresses.create",
+        POST,
+        "/addresses",
+        Json,
+        w = true,
+        r = true,
+        NoQuery
+    ),
+    op!(
+        "addresses.get",
+        GET,
+        "/addresses/{id}",
+        None,
+        w = false,
+        r = true,
+        NoQuery
+    ),
+    op!(
+        "addresses.update",
+        POST,
+        "/addresses/{id}",
+        Json,
+        w = true,
+        r = true,
+        NoQuery
+    ),
+    op!(
+        "addresses.delete",
+        DELETE,
+        "/addresses/{id}",
+        None,
+        w = false,
+        r = false,
+        NoQuery
+    ),
+    op!(
+        "addresses.list",
+        GET,
+        "/addresses",
+        None,
+        w = false,
+        r = true,
+        List(ADDRESS_FILTERS)
+    ),
     // Documents
-    op!("documents.create", POST, "/documents", Json, w = true, r = true, NoQuery),
-    op!("documents.get", GET, "/documents/{id}", None, w = false, r = true, NoQuery),
-    op!("documents.update", POST, "/documents/{id}", Json, w = true, r = true, NoQuery),
-    op!("documents.upload", POST, "/documents/{id}/upload/{side}", Upload, w = true, r = false, NoQuery),
-    op!("documents.download", GET, "/documents/{id}/download/{side}", None, w = false, r = true, NoQuery),
-    op!("documents.deleteImage", DELETE, "/documents/{id}/{side}", None, w = false, r = false, NoQuery),
-    op!("documents.redact", POST, "/documents/{id}/redact", Json, w = false, r = false, NoQuery),
-    op!("documents.delete", DELETE, "/documents/{id}", None, w = false, r = false, NoQuery),
-    op!("documents.list", GET, "/documents", None, w = false, r = true, List(DOCUMENT_FILTERS)),
+    op!(
+        "documents.create",
+        POST,
+        "/documents",
+        Json,
+        w = true,
+        r = true,
+        NoQuery
+    ),
+    op!(
+        "documents.get",
+        GET,
+        "/documents/{id}",
+        None,
+        w = false,
+        r = true,
+        NoQuery
+    ),
+    op!(
+        "documents.update",
+        POST,
+        "/documents/{id}",
+        Json,
+        w = true,
+        r = true,
+        NoQuery
+    ),
+    op!(
+        "documents.upload",
+        POST,
+        "/documents/{id}/upload/{side}",
+        Upload,
+        w = true,
+        r = false,
+        NoQuery
+    ),
+    op!(
+        "documents.download",
+        GET,
+        "/documents/{id}/download/{side}",
+        None,
+        w = false,
+        r = true,
+        NoQuery
+    ),
+    op!(
+        "documents.deleteImage",
+        DELETE,
+        "/documents/{id}/{side}",
+        None,
+        w = false,
+        r = false,
+        NoQuery
+    ),
+    op!(
+        "documents.redact",
+        POST,
+        "/documents/{id}/redact",
+        Json,
+        w = false,
+        r = false,
+        NoQuery
+    ),
+    op!(
+        "documents.delete",
+        DELETE,
+        "/documents/{id}",
+        None,
+        w = false,
+        r = false,
+        NoQuery
+    ),
+    op!(
+        "documents.list",
+        GET,
+        "/documents",
+        None,
+        w = false,
+        r = true,
+        List(DOCUMENT_FILTERS)
+    ),
     // Live photos
-    op!("livePhotos.create", POST, "/livePhotos", Upload, w = true, r = false, NoQuery),
-    op!("livePhotos.get", GET, "/livePhotos/{id}", None, w = false, r = true, NoQuery),
-    op!("livePhotos.download", GET, "/livePhotos/{id}/download", None, w = false, r = true, NoQuery),
-    op!("livePhotos.redact", POST, "/livePhotos/{id}/redact", Optional, w = false, r = false, NoQuery),
-    op!("livePhotos.delete", DELETE, "/livePhotos/{id}", None, w = false, r = false, NoQuery),
-    op!("livePhotos.list", GET, "/livePhotos", None, w = false, r = true, List(CLIENT_ONLY)),
+    op!(
+        "livePhotos.create",
+        POST,
+        "/livePhotos",
+        Upload,
+        w = true,
+        r = false,
+        NoQuery
+    ),
+    op!(
+        "livePhotos.get",
+        GET,
+        "/livePhotos/{id}",
+        None,
+        w = false,
+        r = true,
+        NoQuery
+    ),
+    op!(
+        "livePhotos.download",
+        GET,
+        "/livePhotos/{id}/download",
+        None,
+        w = false,
+        r = true,
+        NoQuery
+    ),
+    op!(
+        "livePhotos.redact",
+        POST,
+        "/livePhotos/{id}/redact",
+        Optional,
+        w = false,
+        r = false,
+        NoQuery
+    ),
+    op!(
+        "livePhotos.delete",
+        DELETE,
+        "/livePhotos/{id}",
+        None,
+        w = false,
+        r = false,
+        NoQuery
+    ),
+    op!(
+        "livePhotos.list",
+        GET,
+        "/livePhotos",
+        None,
+        w = false,
+        r = true,
+        List(CLIENT_ONLY)
+    ),
     // Live videos
-    op!("liveVideos.get", GET, "/liveVideos/{id}", None, w = false, r = true, NoQuery),
-    op!("liveVideos.redact", POST, "/liveVideos/{id}/redact", Optional, w = false, r = false, NoQuery),
-    op!("liveVideos.delete", DELETE, "/liveVideos/{id}", None, w = false, r = false, NoQuery),
-    op!("liveVideos.list", GET, "/liveVideos", None, w = false, r = true, List(CLIENT_ONLY)),
+    op!(
+        "liveVideos.get",
+        GET,
+        "/liveVideos/{id}",
+        None,
+        w = false,
+        r = true,
+        NoQuery
+    ),
+    op!(
+        "liveVideos.redact",
+        POST,
+        "/liveVideos/{id}/redact",
+        Optional,
+        w = false,
+        r = false,
+        NoQuery
+    ),
+    op!(
+        "liveVideos.delete",
+        DELETE,
+        "/liveVideos/{id}",
+        None,
+        w = false,
+        r = false,
+        NoQuery
+    ),
+    op!(
+        "liveVideos.list",
+        GET,
+        "/liveVideos",
+        None,
+        w = false,
+        r = true,
+        List(CLIENT_ONLY)
+    ),
     // Checks
-    op!("checks.create", POST, "/checks", Json, w = false, r = true, NoQuery),
-    op!("checks.get", GET, "/checks/{id}", None, w = false, r = true, NoQuery),
-    op!("checks.update", POST, "/checks/{id}", Json, w = false, r = false, NoQuery),
-    op!("checks.validate", POST, "/checks/{id}/validate", Json, w = true, r = false, NoQuery),
-    op!("checks.redact", POST, "/checks/{id}/redact", Json, w = false, r = false, NoQuery),
-    op!("checks.list", GET, "/checks", None, w = false, r = true, List(CHECK_FILTERS)),
+    op!(
+        "checks.create",
+        POST,
+        "/checks",
+        Json,
+        w = false,
+        r = true,
+        NoQuery
+    ),
+    op!(
+        "checks.get",
+        GET,
+        "/checks/{id}",
+        None,
+        w = false,
+        r = true,
+        NoQuery
+    ),
+    op!(
+        "checks.update",
+        POST,
+        "/checks/{id}",
+        Json,
+        w = false,
+        r = false,
+        NoQuery
+    ),
+    op!(
+        "checks.validate",
+        POST,
+        "/checks/{id}/validate",
+        Json,
+        w = true,
+        r = false,
+        NoQuery
+    ),
+    op!(
+        "checks.redact",
+        POST,
+        "/checks/{id}/redact",
+        Json,
+        w = false,
+        r = false,
+        NoQuery
+    ),
+    op!(
+        "checks.list",
+        GET,
+        "/checks",
+        None,
+        w = false,
+        r = true,
+        List(CHECK_FILTERS)
+    ),
     // Workflow sessions
-    op!("workflowSessions.get", GET, "/workflowSessions/{id}", None, w = false, r = true, NoQuery),
-    op!("workflowSessions.list", GET, "/workflowSessions", None, w = false, r = true, List(WORKFLOW_FILTERS)),
-    op!("workflowSessions.complete", POST, "/workflowSessions/{id}/complete", Optional, w = false, r = false, NoQuery),
+    op!(
+        "workflowSessions.get",
+        GET,
+        "/workflowSessions/{id}",
+        None,
+        w = false,
+        r = true,
+        NoQuery
+    ),
+    op!(
+        "workflowSessions.list",
+        GET,
+        "/workflowSessions",
+        None,
+        w = false,
+        r = true,
+        List(WORKFLOW_FILTERS)
+    ),
+    op!(
+        "workflowSessions.complete",
+        POST,
+        "/workflowSessions/{id}/complete",
+        Optional,
+        w = false,
+        r = false,
+        NoQuery
+    ),
     // Hosted flow, SDK tokens, reports
-    op!("flowSessions.create", POST, "/flow/sessions", Json, w = false, r = false, NoQuery),
-    op!("tokens.create", POST, "/tokens", Json, w = false, r = false, NoQuery),
-    op!("reports.generate", GET, "/reports", None, w = false, r = true, Only(&["clientId", "checkId"])),
+    op!(
+        "flowSessions.create",
+        POST,
+        "/flow/sessions",
+        Json,
+        w = false,
+        r = false,
+        NoQuery
+    ),
+    op!(
+        "tokens.create",
+        POST,
+        "/tokens",
+        Json,
+        w = false,
+        r = false,
+        NoQuery
+    ),
+    op!(
+        "reports.generate",
+        GET,
+        "/reports",
+        None,
+        w = false,
+        r = true,
+        Only(&["clientId", "checkId"])
+    ),
     // Webhooks
-    op!("webhooks.create", POST, "/webhooks", Json, w = false, r = false, NoQuery),
-    op!("webhooks.get", GET, "/webhooks/{id}", None, w = false, r = false, NoQuery),
-    op!("webhooks.update", POST, "/webhooks/{id}", Json, w = false, r = false, NoQuery),
-    op!("webhooks.delete", DELETE, "/webhooks/{id}", None, w = false, r = false, NoQuery),
-    op!("webhooks.list", GET, "/webhooks", None, w = false, r = false, List(WEBHOOK_FILTERS)),
+    op!(
+        "webhooks.create",
+        POST,
+        "/webhooks",
+        Json,
+        w = false,
+        r = false,
+        NoQuery
+    ),
+    op!(
+        "webhooks.get",
+        GET,
+        "/webhooks/{id}",
+        None,
+        w = false,
+        r = false,
+        NoQuery
+    ),
+    op!(
+        "webhooks.update",
+        POST,
+        "/webhooks/{id}",
+        Json,
+        w = false,
+        r = false,
+        NoQuery
+    ),
+    op!(
+        "webhooks.delete",
+        DELETE,
+        "/webhooks/{id}",
+        None,
+        w = false,
+        r = false,
+        NoQuery
+    ),
+    op!(
+        "webhooks.list",
+        GET,
+        "/webhooks",
+        None,
+        w = false,
+        r = false,
+        List(WEBHOOK_FILTERS)
+    ),
     // Team members, audit logs, account
-    op!("teamMembers.get", GET, "/teamMembers/{id}", None, w = false, r = true, NoQuery),
-    op!("teamMembers.list", GET, "/teamMembers", None, w = false, r = true, List(TEAM_FILTERS)),
-    op!("auditLogs.get", GET, "/auditLogs/{id}", None, w = false, r = true, NoQuery),
-    op!("auditLogs.list", GET, "/auditLogs", None, w = false, r = true, List(AUDIT_LOG_FILTERS)),
-    op!("accountInfo.get", GET, "/accountInfo", None, w = false, r = false, NoQuery),
+    op!(
+        "teamMembers.get",
+        GET,
+        "/teamMembers/{id}",
+        None,
+        w = false,
+        r = true,
+        NoQuery
+    ),
+    op!(
+        "teamMembers.list",
+        GET,
+        "/teamMembers",
+        None,
+        w = false,
+        r = true,
+        List(TEAM_FILTERS)
+    ),
+    op!(
+        "auditLogs.get",
+        GET,
+        "/auditLogs/{id}",
+        None,
+        w = false,
+        r = true,
+        NoQuery
+    ),
+    op!(
+        "auditLogs.list",
+        GET,
+        "/auditLogs",
+        None,
+        w = false,
+        r = true,
+        List(AUDIT_LOG_FILTERS)
+    ),
+    op!(
+        "accountInfo.get",
+        GET,
+        "/accountInfo",
+        None,
+        w = false,
+        r = false,
+        NoQuery
+    ),
     // Lookups
-    op!("lookup.searchCompanies", POST, "/lookup/companies", Json, w = false, r = true, NoQuery),
-    op!("lookup.getCompany", GET, "/lookup/companies/{id}", None, w = false, r = true, NoQuery),
-    op!("lookup.searchAddresses", POST, "/lookup/addresses", Json, w = true, r = true, NoQuery),
+    op!(
+        "lookup.searchCompanies",
+        POST,
+        "/lookup/companies",
+        Json,
+        w = false,
+        r = true,
+        NoQuery
+    ),
+    op!(
+        "lookup.getCompany",
+        GET,
+        "/lookup/companies/{id}",
+        None,
+        w = false,
+        r = true,
+        NoQuery
+    ),
+    op!(
+        "lookup.searchAddresses",
+        POST,
+        "/lookup/addresses",
+        Json,
+        w = true,
+        r = true,
+        NoQuery
+    ),
     // Custom lists
-    op!("customLists.get", GET, "/customLists/{id}", None, w = false, r = false, NoQuery),
-    op!("customLists.list", GET, "/customLists", None, w = false, r = false, List(NO_FILTERS)),
-    op!("customLists.addRecord", POST, "/customLists/{id}/records", Json, w = true, r = false, NoQuery),
+    op!(
+        "customLists.get",
+        GET,
+        "/customLists/{id}",
+        None,
+        w = false,
+        r = false,
+        NoQuery
+    ),
+    op!(
+        "customLists.list",
+        GET,
+        "/customLists",
+        None,
+        w = false,
+        r = false,
+        List(NO_FILTERS)
+    ),
+    op!(
+        "customLists.addRecord",
+        POST,
+        "/customLists/{id}/records",
+        Json,
+        w = true,
+        r = false,
+        NoQuery
+    ),
     // Static data
-    op!("static.screeningLists", GET, "/static/screeningLists", None, w = false, r = false, NoQuery),
-    op!("static.supportedDocuments", GET, "/static/supportedDocuments", None, w = false, r = false, NoQuery),
+    op!(
+        "static.screeningLists",
+        GET,
+        "/static/screeningLists",
+        None,
+        w = false,
+        r = false,
+        NoQuery
+    ),
+    op!(
+        "static.supportedDocuments",
+        GET,
+        "/static/supportedDocuments",
+        None,
+        w = false,
+        r = false,
+        NoQuery
+    ),
     // Autofill
-    op!("autofill.create", POST, "/autofill", Upload, w = true, r = true, NoQuery),
+    op!(
+        "autofill.create",
+        POST,
+        "/autofill",
+        Upload,
+        w = true,
+        r = true,
+        NoQuery
+    ),
 ];
 
 /// Index into [`OPERATIONS`]; small and `Copy` so it travels cheaply.
@@ -283,7 +771,10 @@ mod tests {
             .collect();
         assert_eq!(routes.len(), OPERATIONS.len());
         assert!(OPERATIONS.len() >= 60, "{}", OPERATIONS.len());
-        assert!(OPERATIONS.len() < 128, "OpIndex and caller bitsets assume < 128");
+        assert!(
+            OPERATIONS.len() < 128,
+            "OpIndex and caller bitsets assume < 128"
+        );
     }
 
     #[test]

@@ -128,12 +128,19 @@ fn refusal_decision(e: &GatewayError) -> Option<Decision> {
         RouteNotFound | MethodNotAllowed { .. } | UriTooLong { .. } => Decision::RefusedRoute,
         RateLimited { .. } => Decision::RefusedRateLimit,
         AuditUnavailable => Decision::RefusedAudit,
-        InvalidRequest { .. } | PayloadTooLarge { .. } | UnsupportedMediaType => Decision::RefusedBody,
+        InvalidRequest { .. } | PayloadTooLarge { .. } | UnsupportedMediaType => {
+            Decision::RefusedBody
+        }
         _ => return None,
     })
 }
 
-async fn run<B>(shared: &Shared, rt: &Runtime, ctx: &mut Ctx, req: Request<B>) -> Result<Response<GatewayBody>, GatewayError>
+async fn run<B>(
+    shared: &Shared,
+    rt: &Runtime,
+    ctx: &mut Ctx,
+    req: Request<B>,
+) -> Result<Response<GatewayBody>, GatewayError>
 where
     B: http_body::Body<Data = Bytes> + Send + 'static,
     B::Error: std::fmt::Display,
@@ -148,7 +155,12 @@ where
     ctx.caller = Some(caller.clone());
 
     // route + authorize
-    let routed = route::route(&parts.method, &parts.uri, parts.version, snap.listener.max_uri_bytes)?;
+    let routed = route::route(
+        &parts.method,
+        &parts.uri,
+        parts.version,
+        snap.listener.max_uri_bytes,
+    )?;
     let op = routed.op;
     let def = op.def();
     ctx.routed = Some(routed);
@@ -217,7 +229,10 @@ where
     }
 
     // inject
-    let routed = ctx.routed.as_ref().ok_or_else(|| GatewayError::Internal("route lost".into()))?;
+    let routed = ctx
+        .routed
+        .as_ref()
+        .ok_or_else(|| GatewayError::Internal("route lost".into()))?;
     let (traceparent, tracestate) = telemetry::trace_headers(&parts.headers);
     let upstream_req = inject::build(inject::UpstreamRequestParts {
         method: parts.method.clone(),
@@ -263,14 +278,20 @@ where
         BodyKind::None => {
             // Bodiless operations: anything sent is refused, not silently dropped
             // (Node's SDK sends a Content-Type on GET, which is harmless).
-            let bytes = body::read_capped(body, 1024).await.map_err(|e| body_error(ctx, e))?;
+            let bytes = body::read_capped(body, 1024)
+                .await
+                .map_err(|e| body_error(ctx, e))?;
             if !bytes.is_empty() {
-                return Err(GatewayError::invalid("this operation takes no request body"));
+                return Err(GatewayError::invalid(
+                    "this operation takes no request body",
+                ));
             }
             Ok(None)
         }
         BodyKind::Optional => {
-            let bytes = body::read_capped(body, cap).await.map_err(|e| body_error(ctx, e))?;
+            let bytes = body::read_capped(body, cap)
+                .await
+                .map_err(|e| body_error(ctx, e))?;
             if bytes.is_empty() {
                 return Ok(None);
             }
@@ -280,7 +301,9 @@ where
         }
         BodyKind::Json | BodyKind::Upload => {
             body::check_content_type(headers).map_err(|e| body_error(ctx, e))?;
-            let bytes = body::read_capped(body, cap).await.map_err(|e| body_error(ctx, e))?;
+            let bytes = body::read_capped(body, cap)
+                .await
+                .map_err(|e| body_error(ctx, e))?;
             let v = body::parse_strict(&bytes, snap.max_depth).map_err(|e| body_error(ctx, e))?;
             Ok(Some(v))
         }
@@ -298,10 +321,21 @@ fn body_error(ctx: &mut Ctx, e: body::BodyError) -> GatewayError {
 /// not recordable (never for ids cubegate generates or accepts).
 fn audit_event(ctx: &Ctx, snap: &Snapshot, kind: Kind, status: Option<u16>) -> Option<AuditEvent> {
     use crate::audit::{Environment as AuditEnv, Name, Pointer, RequestId, ResourceId};
-    let mut ev = AuditEvent::new(kind, RequestId::new(ctx.request_id.clone()).ok()?, ctx.decision);
+    let mut ev = AuditEvent::new(
+        kind,
+        RequestId::new(ctx.request_id.clone()).ok()?,
+        ctx.decision,
+    );
     let name = |s: &str| Name::new(s.to_string()).ok();
-    let pointers = |v: &[String]| v.iter().filter_map(|p| Pointer::new(p.clone()).ok()).collect();
-    ev.trace_id = ctx.trace_id.as_ref().and_then(|t| RequestId::new(t.clone()).ok());
+    let pointers = |v: &[String]| {
+        v.iter()
+            .filter_map(|p| Pointer::new(p.clone()).ok())
+            .collect()
+    };
+    ev.trace_id = ctx
+        .trace_id
+        .as_ref()
+        .and_then(|t| RequestId::new(t.clone()).ok());
     if let Some(c) = ctx.caller.as_deref() {
         ev.caller = name(&c.id);
         ev.tenant = name(&snap.tenants[c.tenant].id);
@@ -323,7 +357,13 @@ fn audit_event(ctx: &Ctx, snap: &Snapshot, kind: Kind, status: Option<u16>) -> O
     ev.stripped = pointers(&ctx.stripped);
     ev.reason = ctx
         .error_type
-        .map(|t| if ctx.shadow_violation { "shadow_validation_failure" } else { t })
+        .map(|t| {
+            if ctx.shadow_violation {
+                "shadow_validation_failure"
+            } else {
+                t
+            }
+        })
         .or(ctx.shadow_violation.then_some("shadow_validation_failure"))
         .and_then(name);
     ev.status = status;
@@ -344,7 +384,11 @@ async fn finish(shared: &Shared, rt: &Runtime, ctx: &mut Ctx, status: StatusCode
             || !matches!(ctx.decision, Decision::Allowed)
             || op.is_some_and(|o| o.touches_pii())
             || snap.audit.record_all;
-        let kind = if matches!(ctx.decision, Decision::Allowed) { Kind::Outcome } else { Kind::Event };
+        let kind = if matches!(ctx.decision, Decision::Allowed) {
+            Kind::Outcome
+        } else {
+            Kind::Event
+        };
         if let Some(ev) = audit_event(ctx, snap, kind, Some(status.as_u16())).filter(|_| wanted) {
             let t = Instant::now();
             let r = audit.append(ev).await;
@@ -354,7 +398,10 @@ async fn finish(shared: &Shared, rt: &Runtime, ctx: &mut Ctx, status: StatusCode
             }
         }
     }
-    let tenant = ctx.caller.as_ref().map(|c| snap.tenants[c.tenant].id.as_str());
+    let tenant = ctx
+        .caller
+        .as_ref()
+        .map(|c| snap.tenants[c.tenant].id.as_str());
     telemetry::request_done(telemetry::RequestSummary {
         request_id: &ctx.request_id,
         operation: op.map(|o| o.id),
@@ -375,8 +422,12 @@ async fn finish(shared: &Shared, rt: &Runtime, ctx: &mut Ctx, status: StatusCode
 impl From<identify::IdentifyError> for GatewayError {
     fn from(e: identify::IdentifyError) -> Self {
         GatewayError::Unauthorized(match e {
-            identify::IdentifyError::Missing => "missing Authorization header: send your cubegate caller token",
-            identify::IdentifyError::Unknown => "the 'Authorization' header is invalid: unknown caller token",
+            identify::IdentifyError::Missing => {
+                "missing Authorization header: send your cubegate caller token"
+            }
+            identify::IdentifyError::Unknown => {
+                "the 'Authorization' header is invalid: unknown caller token"
+            }
             identify::IdentifyError::RawComplyCubeKey => {
                 "a ComplyCube API key was sent: use your cubegate caller token instead, never a ComplyCube key"
             }
@@ -396,7 +447,9 @@ impl From<route::RouteError> for GatewayError {
         match e {
             route::RouteError::BadTarget(m) => GatewayError::invalid(m),
             route::RouteError::NotFound => GatewayError::RouteNotFound,
-            route::RouteError::MethodNotAllowed { allow } => GatewayError::MethodNotAllowed { allow },
+            route::RouteError::MethodNotAllowed { allow } => {
+                GatewayError::MethodNotAllowed { allow }
+            }
             route::RouteError::UriTooLong { limit } => GatewayError::UriTooLong { limit },
             route::RouteError::BadQuery { message, param } => GatewayError::InvalidRequest {
                 message,

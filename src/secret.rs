@@ -85,8 +85,9 @@ pub fn resolve(
             .ok_or_else(|| SecretRefError::EnvMissing(name.to_string()))?
     } else if let Some(path) = reference.strip_prefix("file:") {
         let p = base_dir.join(path);
-        std::fs::read_to_string(&p)
-            .map_err(|e| SecretRefError::FileUnreadable(p.display().to_string(), e.kind().to_string()))?
+        std::fs::read_to_string(&p).map_err(|e| {
+            SecretRefError::FileUnreadable(p.display().to_string(), e.kind().to_string())
+        })?
     } else {
         return Err(SecretRefError::NotAReference);
     };
@@ -158,15 +159,27 @@ mod tests {
         env.insert("K".to_string(), "test_abc\n".to_string());
         let dir = tempfile::tempdir().unwrap();
         std::fs::write(dir.path().join("k"), "live_xyz\n").unwrap();
-        assert_eq!(resolve("env:K", &env, dir.path()).unwrap().expose(), "test_abc");
-        assert_eq!(resolve("file:k", &env, dir.path()).unwrap().expose(), "live_xyz");
-        assert_eq!(resolve("test_abc", &env, dir.path()), Err(SecretRefError::NotAReference));
+        assert_eq!(
+            resolve("env:K", &env, dir.path()).unwrap().expose(),
+            "test_abc"
+        );
+        assert_eq!(
+            resolve("file:k", &env, dir.path()).unwrap().expose(),
+            "live_xyz"
+        );
+        assert_eq!(
+            resolve("test_abc", &env, dir.path()),
+            Err(SecretRefError::NotAReference)
+        );
         assert_eq!(
             resolve("env:NOPE", &env, dir.path()),
             Err(SecretRefError::EnvMissing("NOPE".into()))
         );
         env.insert("E".into(), "  ".into());
-        assert_eq!(resolve("env:E", &env, dir.path()), Err(SecretRefError::Empty));
+        assert_eq!(
+            resolve("env:E", &env, dir.path()),
+            Err(SecretRefError::Empty)
+        );
     }
 
     #[test]
@@ -175,7 +188,10 @@ mod tests {
             sha256_hex(b"abc"),
             "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad"
         );
-        assert_eq!(unhex(&hex(&[0, 1, 254, 255])).unwrap(), vec![0, 1, 254, 255]);
+        assert_eq!(
+            unhex(&hex(&[0, 1, 254, 255])).unwrap(),
+            vec![0, 1, 254, 255]
+        );
         assert!(unhex("zz").is_none());
         let t = new_token().unwrap();
         assert!(t.starts_with("cgw_") && t.len() == 68);

@@ -52,7 +52,11 @@ fn conn_builder(l: &ListenerSettings) -> auto::Builder<TokioExecutor> {
 
 /// Accept gateway connections until `stop` turns true, then wait for open
 /// connections to finish (bounded by the drain time).
-pub async fn run_gateway(listener: TcpListener, shared: Arc<Shared>, mut stop: watch::Receiver<bool>) {
+pub async fn run_gateway(
+    listener: TcpListener,
+    shared: Arc<Shared>,
+    mut stop: watch::Receiver<bool>,
+) {
     let settings = shared.runtime().snapshot.listener.clone();
     let builder = Arc::new(conn_builder(&settings));
     let permits = Arc::new(Semaphore::new(settings.max_connections));
@@ -80,7 +84,9 @@ pub async fn run_gateway(listener: TcpListener, shared: Arc<Shared>, mut stop: w
             let shared = shared.clone();
             async move { Ok::<_, Infallible>(pipeline::handle(shared, req).await) }
         });
-        let conn = builder.serve_connection(TokioIo::new(stream), svc).into_owned();
+        let conn = builder
+            .serve_connection(TokioIo::new(stream), svc)
+            .into_owned();
         let conn = graceful.watch(conn);
         let idle = Duration::from_millis(settings.idle_timeout_ms);
         tokio::spawn(async move {
@@ -92,7 +98,10 @@ pub async fn run_gateway(listener: TcpListener, shared: Arc<Shared>, mut stop: w
         });
     }
     let drain = Duration::from_millis(settings.drain_timeout_ms);
-    if tokio::time::timeout(drain, graceful.shutdown()).await.is_err() {
+    if tokio::time::timeout(drain, graceful.shutdown())
+        .await
+        .is_err()
+    {
         tracing::warn!("drain time over; closing remaining connections");
     }
 }
@@ -109,10 +118,18 @@ fn text(status: StatusCode, body: String, ctype: &'static str) -> Response<Admin
 
 async fn admin(shared: Arc<Shared>, req: Request<Incoming>) -> Response<AdminBody> {
     match req.uri().path() {
-        "/healthz" => text(StatusCode::OK, "{\"status\":\"ok\"}\n".into(), "application/json"),
+        "/healthz" => text(
+            StatusCode::OK,
+            "{\"status\":\"ok\"}\n".into(),
+            "application/json",
+        ),
         "/readyz" => {
             let (ready, checks) = readiness(&shared);
-            let status = if ready { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE };
+            let status = if ready {
+                StatusCode::OK
+            } else {
+                StatusCode::SERVICE_UNAVAILABLE
+            };
             text(status, checks.to_string(), "application/json")
         }
         "/metrics" => match crate::telemetry::metrics_handle() {
@@ -120,9 +137,17 @@ async fn admin(shared: Arc<Shared>, req: Request<Incoming>) -> Response<AdminBod
                 h.run_upkeep();
                 text(StatusCode::OK, h.render(), "text/plain; version=0.0.4")
             }
-            None => text(StatusCode::SERVICE_UNAVAILABLE, "metrics recorder unavailable\n".into(), "text/plain"),
+            None => text(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "metrics recorder unavailable\n".into(),
+                "text/plain",
+            ),
         },
-        _ => text(StatusCode::NOT_FOUND, "{\"type\":\"route_not_found\"}\n".into(), "application/json"),
+        _ => text(
+            StatusCode::NOT_FOUND,
+            "{\"type\":\"route_not_found\"}\n".into(),
+            "application/json",
+        ),
     }
 }
 
@@ -142,7 +167,11 @@ pub fn readiness(shared: &Shared) -> (bool, serde_json::Value) {
     )
 }
 
-pub async fn run_admin(listener: TcpListener, shared: Arc<Shared>, mut stop: watch::Receiver<bool>) {
+pub async fn run_admin(
+    listener: TcpListener,
+    shared: Arc<Shared>,
+    mut stop: watch::Receiver<bool>,
+) {
     let builder = hyper::server::conn::http1::Builder::new();
     loop {
         let (stream, _) = tokio::select! {

@@ -84,12 +84,19 @@ impl Shared {
 
     /// Admit the request under its tenant budget and caller quota, waiting
     /// (shaping) up to the caller's `max_wait`. Returns the time waited.
-    pub async fn rate_limit(&self, snap: &Snapshot, caller: &Caller, tenant: &Tenant) -> Result<Duration, GatewayError> {
+    pub async fn rate_limit(
+        &self,
+        snap: &Snapshot,
+        caller: &Caller,
+        tenant: &Tenant,
+    ) -> Result<Duration, GatewayError> {
         let live = caller.environment == Environment::Live;
         let key = BudgetKey::new(&tenant.id, live);
         let budget = tenant.budget(caller.environment, &snap.rate_limit);
         let quota = caller.quota.as_ref().map(|q| (caller.id.as_str(), q));
-        let max_wait = caller.max_wait.unwrap_or_else(|| snap.rate_limit.max_wait());
+        let max_wait = caller
+            .max_wait
+            .unwrap_or_else(|| snap.rate_limit.max_wait());
         match self.limiter.acquire(key, &budget, quota, max_wait).await {
             Ok(a) => Ok(a.waited),
             Err(refusal) => Err(GatewayError::RateLimited {

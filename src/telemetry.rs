@@ -22,9 +22,13 @@ pub fn metrics_handle() -> Option<PrometheusHandle> {
     PROMETHEUS
         .get_or_init(|| {
             const LATENCY: &[f64] = &[
-                0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0,
+                0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0,
+                10.0, 30.0,
             ];
-            let recorder = PrometheusBuilder::new().set_buckets(LATENCY).ok()?.build_recorder();
+            let recorder = PrometheusBuilder::new()
+                .set_buckets(LATENCY)
+                .ok()?
+                .build_recorder();
             let handle = recorder.handle();
             metrics::set_global_recorder(recorder).ok()?;
             describe();
@@ -35,18 +39,48 @@ pub fn metrics_handle() -> Option<PrometheusHandle> {
 
 fn describe() {
     use metrics::{describe_counter, describe_gauge, describe_histogram};
-    describe_counter!("cubegate_requests_total", "Requests handled, by operation, status class and tenant");
-    describe_histogram!("cubegate_request_duration_seconds", "Time from request head to response head");
-    describe_histogram!("cubegate_upstream_duration_seconds", "Time ComplyCube took to answer (response head)");
+    describe_counter!(
+        "cubegate_requests_total",
+        "Requests handled, by operation, status class and tenant"
+    );
+    describe_histogram!(
+        "cubegate_request_duration_seconds",
+        "Time from request head to response head"
+    );
+    describe_histogram!(
+        "cubegate_upstream_duration_seconds",
+        "Time ComplyCube took to answer (response head)"
+    );
     describe_gauge!("cubegate_in_flight_requests", "Requests being handled now");
-    describe_counter!("cubegate_rate_limit_waits_total", "Requests delayed (shaped) by the rate limiter");
-    describe_counter!("cubegate_rate_limit_refusals_total", "Requests refused with 429 by cubegate");
-    describe_counter!("cubegate_validation_refusals_total", "Schema violations, by operation and mode (enforce|shadow)");
-    describe_counter!("cubegate_fields_stripped_total", "Body fields removed by policy");
-    describe_histogram!("cubegate_audit_write_seconds", "Time to make an audit record durable");
-    describe_counter!("cubegate_audit_failures_total", "Audit records that could not be written");
+    describe_counter!(
+        "cubegate_rate_limit_waits_total",
+        "Requests delayed (shaped) by the rate limiter"
+    );
+    describe_counter!(
+        "cubegate_rate_limit_refusals_total",
+        "Requests refused with 429 by cubegate"
+    );
+    describe_counter!(
+        "cubegate_validation_refusals_total",
+        "Schema violations, by operation and mode (enforce|shadow)"
+    );
+    describe_counter!(
+        "cubegate_fields_stripped_total",
+        "Body fields removed by policy"
+    );
+    describe_histogram!(
+        "cubegate_audit_write_seconds",
+        "Time to make an audit record durable"
+    );
+    describe_counter!(
+        "cubegate_audit_failures_total",
+        "Audit records that could not be written"
+    );
     describe_counter!("cubegate_upstream_429_total", "429 answers from ComplyCube");
-    describe_counter!("cubegate_key_pauses_total", "Upstream keys paused after a ComplyCube 429");
+    describe_counter!(
+        "cubegate_key_pauses_total",
+        "Upstream keys paused after a ComplyCube 429"
+    );
     describe_counter!("cubegate_config_reloads_total", "Config reloads, by result");
 }
 
@@ -56,9 +90,15 @@ pub fn init_logging(settings: &TelemetrySettings, format_override: Option<LogFor
     let filter = EnvFilter::try_from_default_env()
         .or_else(|_| EnvFilter::try_new(&settings.log_level))
         .unwrap_or_else(|_| EnvFilter::new("info"));
-    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stdout);
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stdout);
     let r = match format_override.unwrap_or(settings.log_format) {
-        LogFormat::Json => builder.json().flatten_event(true).with_current_span(false).try_init(),
+        LogFormat::Json => builder
+            .json()
+            .flatten_event(true)
+            .with_current_span(false)
+            .try_init(),
         LogFormat::Text => builder.try_init(),
     };
     // A second init (tests) keeps the first subscriber.
@@ -72,7 +112,11 @@ static REQUEST_PREFIX: OnceLock<String> = OnceLock::new();
 /// (a random per-process prefix and a counter: unique, cheap, no syscall).
 pub fn request_id(h: &HeaderMap) -> String {
     if let Some(v) = h.get("x-request-id").and_then(|v| v.to_str().ok()) {
-        if !v.is_empty() && v.len() <= 64 && v.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_') {
+        if !v.is_empty()
+            && v.len() <= 64
+            && v.bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+        {
             return v.to_string();
         }
     }
@@ -93,7 +137,11 @@ fn parse_traceparent(v: &str) -> Option<(&str, &str)> {
     if parts.len() < 4 {
         return None;
     }
-    let hex_ok = |s: &str, n: usize| s.len() == n && s.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b));
+    let hex_ok = |s: &str, n: usize| {
+        s.len() == n
+            && s.bytes()
+                .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+    };
     let (ver, trace, span, flags) = (parts[0], parts[1], parts[2], parts[3]);
     if !hex_ok(ver, 2) || ver == "ff" || (ver == "00" && parts.len() != 4) {
         return None;
@@ -218,7 +266,8 @@ pub fn audit_write(took: Duration, ok: bool) {
 }
 
 pub fn config_reload(ok: bool) {
-    counter!("cubegate_config_reloads_total", "result" => if ok { "ok" } else { "refused" }).increment(1);
+    counter!("cubegate_config_reloads_total", "result" => if ok { "ok" } else { "refused" })
+        .increment(1);
 }
 
 #[cfg(test)]
@@ -227,7 +276,9 @@ mod tests {
 
     #[test]
     fn traceparent_parsing() {
-        assert!(parse_traceparent("00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01").is_some());
+        assert!(
+            parse_traceparent("00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01").is_some()
+        );
         for bad in [
             "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7",
             "00-00000000000000000000000000000000-00f067aa0ba902b7-01",

@@ -93,7 +93,10 @@ impl Upstream {
     }
 
     /// Send and wait for the response head. The body streams afterwards.
-    pub async fn send(&self, req: Request<Full<Bytes>>) -> Result<Response<Incoming>, ForwardError> {
+    pub async fn send(
+        &self,
+        req: Request<Full<Bytes>>,
+    ) -> Result<Response<Incoming>, ForwardError> {
         let retry_copy = (req.method() == Method::GET).then(|| clone_request(&req));
         match self.once(req).await {
             Err(ForwardError::Connect(_)) if retry_copy.is_some() => match retry_copy {
@@ -106,7 +109,9 @@ impl Upstream {
 
     async fn once(&self, req: Request<Full<Bytes>>) -> Result<Response<Incoming>, ForwardError> {
         match tokio::time::timeout(self.response_timeout, self.client.request(req)).await {
-            Err(_) => Err(ForwardError::Timeout(self.response_timeout.as_millis() as u64)),
+            Err(_) => Err(ForwardError::Timeout(
+                self.response_timeout.as_millis() as u64
+            )),
             Ok(Ok(resp)) => Ok(resp),
             Ok(Err(e)) if e.is_connect() => Err(ForwardError::Connect(error_chain(&e))),
             Ok(Err(e)) => Err(ForwardError::Failed(error_chain(&e))),

@@ -29,7 +29,10 @@ impl IdentifyError {
     /// A raw key reaching the gateway means a key leaked to an internal
     /// service: the security team wants to see it.
     pub fn is_security_event(self) -> bool {
-        matches!(self, IdentifyError::RawComplyCubeKey | IdentifyError::Ambiguous)
+        matches!(
+            self,
+            IdentifyError::RawComplyCubeKey | IdentifyError::Ambiguous
+        )
     }
 }
 
@@ -89,7 +92,10 @@ mod tests {
     fn h(values: &[&str]) -> HeaderMap {
         let mut m = HeaderMap::new();
         for v in values {
-            m.append(http::header::AUTHORIZATION, HeaderValue::from_str(v).unwrap());
+            m.append(
+                http::header::AUTHORIZATION,
+                HeaderValue::from_str(v).unwrap(),
+            );
         }
         m
     }
@@ -100,13 +106,23 @@ mod tests {
         assert_eq!(presented_token(&h(&["Bearer cgw_abc"])), Ok("cgw_abc"));
         assert_eq!(presented_token(&h(&["bearer   cgw_abc"])), Ok("cgw_abc"));
         assert_eq!(presented_token(&h(&[])), Err(IdentifyError::Missing));
-        assert_eq!(presented_token(&h(&["Bearer "])), Err(IdentifyError::Missing));
-        assert_eq!(presented_token(&h(&["a", "b"])), Err(IdentifyError::Ambiguous));
+        assert_eq!(
+            presented_token(&h(&["Bearer "])),
+            Err(IdentifyError::Missing)
+        );
+        assert_eq!(
+            presented_token(&h(&["a", "b"])),
+            Err(IdentifyError::Ambiguous)
+        );
     }
 
     #[test]
     fn messages_never_contain_the_token() {
-        for e in [IdentifyError::Missing, IdentifyError::Unknown, IdentifyError::RawComplyCubeKey] {
+        for e in [
+            IdentifyError::Missing,
+            IdentifyError::Unknown,
+            IdentifyError::RawComplyCubeKey,
+        ] {
             assert!(!e.to_string().contains("test_"));
         }
     }

@@ -14,11 +14,7 @@ use crate::secret::Secret;
 
 /// Caller headers worth passing on. Everything else (cookies, proxy and
 /// gateway credentials, forwarding headers, encodings) stays here.
-const FORWARDED: &[HeaderName] = &[
-    header::CONTENT_TYPE,
-    header::ACCEPT,
-    header::USER_AGENT,
-];
+const FORWARDED: &[HeaderName] = &[header::CONTENT_TYPE, header::ACCEPT, header::USER_AGENT];
 
 #[derive(Debug, thiserror::Error)]
 pub enum InjectError {
@@ -106,13 +102,25 @@ mod tests {
     #[test]
     fn only_the_tenant_key_and_allowlisted_headers_go_upstream() {
         let mut caller = HeaderMap::new();
-        caller.insert(header::AUTHORIZATION, HeaderValue::from_static("cgw_callertoken"));
-        caller.insert(header::PROXY_AUTHORIZATION, HeaderValue::from_static("Basic x"));
+        caller.insert(
+            header::AUTHORIZATION,
+            HeaderValue::from_static("cgw_callertoken"),
+        );
+        caller.insert(
+            header::PROXY_AUTHORIZATION,
+            HeaderValue::from_static("Basic x"),
+        );
         caller.insert(header::COOKIE, HeaderValue::from_static("session=abc"));
-        caller.insert(header::USER_AGENT, HeaderValue::from_static("complycube-python/1.1.6"));
+        caller.insert(
+            header::USER_AGENT,
+            HeaderValue::from_static("complycube-python/1.1.6"),
+        );
         caller.insert(header::ACCEPT, HeaderValue::from_static("*/*"));
         caller.insert(header::CONNECTION, HeaderValue::from_static("accept"));
-        caller.insert(HeaderName::from_static("x-api-key"), HeaderValue::from_static("k"));
+        caller.insert(
+            HeaderName::from_static("x-api-key"),
+            HeaderValue::from_static("k"),
+        );
         let key = Secret::new("test_tenantkey");
         let req = build(UpstreamRequestParts {
             method: Method::POST,

@@ -5,8 +5,8 @@
 //! off upstream breaks off here too: it is never presented as complete.
 
 use bytes::Bytes;
-use http::header::{self, HeaderName, HeaderValue};
 use http::Response;
+use http::header::{self, HeaderName, HeaderValue};
 use http_body_util::BodyExt;
 use http_body_util::combinators::BoxBody;
 use hyper::body::Incoming;
@@ -36,7 +36,11 @@ pub fn full(b: Bytes) -> GatewayBody {
         .boxed()
 }
 
-pub fn from_upstream(resp: Response<Incoming>, request_id: &str, stripped: &[String]) -> Response<GatewayBody> {
+pub fn from_upstream(
+    resp: Response<Incoming>,
+    request_id: &str,
+    stripped: &[String],
+) -> Response<GatewayBody> {
     let (mut parts, body) = resp.into_parts();
     let named = connection_tokens(&parts.headers);
     for n in named {

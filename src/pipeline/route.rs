@@ -65,38 +65,54 @@ static TABLE: LazyLock<Vec<Vec<Seg>>> = LazyLock::new(|| {
 /// `[A-Za-z0-9_-]{1,64}`: every ComplyCube id we have seen fits, and nothing
 /// that could change the meaning of a path does.
 pub fn valid_id(s: &str) -> bool {
-    !s.is_empty() && s.len() <= 64 && s.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
+    !s.is_empty()
+        && s.len() <= 64
+        && s.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
 }
 
-pub fn route(method: &Method, uri: &Uri, version: Version, max_uri_bytes: usize) -> Result<Routed, RouteError> {
+pub fn route(
+    method: &Method,
+    uri: &Uri,
+    version: Version,
+    max_uri_bytes: usize,
+) -> Result<Routed, RouteError> {
     let path = uri.path();
     let query = uri.query();
     let target_len = path.len() + query.map_or(0, |q| q.len() + 1);
     if target_len > max_uri_bytes {
-        return Err(RouteError::UriTooLong { limit: max_uri_bytes });
+        return Err(RouteError::UriTooLong {
+            limit: max_uri_bytes,
+        });
     }
     // HTTP/2 always carries scheme and authority pseudo-headers; in HTTP/1 an
     // absolute-form target means someone is using us as a forward proxy.
     if version < Version::HTTP_2 && (uri.scheme().is_some() || uri.authority().is_some()) {
-        return Err(RouteError::BadTarget("absolute-form request targets are not accepted"));
+        return Err(RouteError::BadTarget(
+            "absolute-form request targets are not accepted",
+        ));
     }
     if *method == Method::CONNECT {
         return Err(RouteError::BadTarget("CONNECT is not supported"));
     }
     if path.contains('%') {
-        return Err(RouteError::BadTarget("percent-encoded characters are not allowed in the path"));
+        return Err(RouteError::BadTarget(
+            "percent-encoded characters are not allowed in the path",
+        ));
     }
     if path.contains('\\') {
-        return Err(RouteError::BadTarget("backslashes are not allowed in the path"));
+        return Err(RouteError::BadTarget(
+            "backslashes are not allowed in the path",
+        ));
     }
-    let rest = path
-        .strip_prefix("/v1/")
-        .ok_or(RouteError::NotFound)?;
+    let rest = path.strip_prefix("/v1/").ok_or(RouteError::NotFound)?;
     let rest = rest.strip_suffix('/').unwrap_or(rest);
     let segs: Vec<&str> = rest.split('/').collect();
     for s in &segs {
         if *s == "." || *s == ".." {
-            return Err(RouteError::BadTarget("dot segments are not allowed in the path"));
+            return Err(RouteError::BadTarget(
+                "dot segments are not allowed in the path",
+            ));
         }
         if s.is_empty() {
             return Err(RouteError::BadTarget("empty path segments are not allowed"));
@@ -150,7 +166,9 @@ pub fn route(method: &Method, uri: &Uri, version: Version, max_uri_bytes: usize)
         if !allow.is_empty() {
             allow.sort_unstable();
             allow.dedup();
-            return Err(RouteError::MethodNotAllowed { allow: allow.join(", ") });
+            return Err(RouteError::MethodNotAllowed {
+                allow: allow.join(", "),
+            });
         }
         if bad_id {
             return Err(RouteError::BadTarget("malformed id in the path"));
@@ -215,8 +233,10 @@ fn check_query(spec: QuerySpec, query: Option<&str>) -> Result<Vec<String>, Rout
             continue;
         }
         let (raw_name, raw_value) = pair.split_once('=').unwrap_or((pair, ""));
-        let name = percent_decode(raw_name).ok_or_else(|| bad_query("malformed percent-encoding in the query", ""))?;
-        let value = percent_decode(raw_value).ok_or_else(|| bad_query("malformed percent-encoding in the query", &name))?;
+        let name = percent_decode(raw_name)
+            .ok_or_else(|| bad_query("malformed percent-encoding in the query", ""))?;
+        let value = percent_decode(raw_value)
+            .ok_or_else(|| bad_query("malformed percent-encoding in the query", &name))?;
         let known = (paging && PAGING.contains(&name.as_str()))
             || filters.iter().any(|f| match f.strip_suffix('.') {
                 Some(prefix) => name
@@ -226,7 +246,11 @@ fn check_query(spec: QuerySpec, query: Option<&str>) -> Result<Vec<String>, Rout
                 None => *f == name,
             });
         if !known {
-            let shown = if name.len() <= 64 && name.bytes().all(|b| b.is_ascii_alphanumeric() || b"._-".contains(&b)) {
+            let shown = if name.len() <= 64
+                && name
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b"._-".contains(&b))
+            {
                 name.clone()
             } else {
                 String::new()
@@ -239,7 +263,10 @@ fn check_query(spec: QuerySpec, query: Option<&str>) -> Result<Vec<String>, Rout
             return Err(bad_query(msg, &shown));
         }
         if names.contains(&name) {
-            return Err(bad_query(format!("query parameter '{name}' given twice"), &name));
+            return Err(bad_query(
+                format!("query parameter '{name}' given twice"),
+                &name,
+            ));
         }
         match name.as_str() {
             "page" => match value.parse::<u32>() {
@@ -248,7 +275,12 @@ fn check_query(spec: QuerySpec, query: Option<&str>) -> Result<Vec<String>, Rout
             },
             "pageSize" => match value.parse::<u32>() {
                 Ok(n) if (1..=1000).contains(&n) => {}
-                _ => return Err(bad_query("pageSize must be an integer from 1 to 1000", "pageSize")),
+                _ => {
+                    return Err(bad_query(
+                        "pageSize must be an integer from 1 to 1000",
+                        "pageSize",
+                    ));
+                }
             },
             _ => {}
         }
@@ -286,13 +318,23 @@ mod tests {
     use super::*;
 
     fn r(m: &str, t: &str) -> Result<Routed, RouteError> {
-        route(&m.parse().unwrap(), &t.parse().unwrap(), Version::HTTP_11, 4096)
+        route(
+            &m.parse().unwrap(),
+            &t.parse().unwrap(),
+            Version::HTTP_11,
+            4096,
+        )
     }
 
     #[test]
     fn routes_every_template_with_and_without_trailing_slash() {
         for (i, o) in OPERATIONS.iter().enumerate() {
-            let path = format!("/v1{}", o.template.replace("{side}", "front").replace("{id}", "5f1b2c3d4e5f6a7b8c9d0e1f"));
+            let path = format!(
+                "/v1{}",
+                o.template
+                    .replace("{side}", "front")
+                    .replace("{id}", "5f1b2c3d4e5f6a7b8c9d0e1f")
+            );
             for p in [path.clone(), format!("{path}/")] {
                 let got = r(o.method.as_str(), &p).unwrap_or_else(|e| panic!("{} {p}: {e}", o.id));
                 assert_eq!(got.op, OpIndex(i as u8), "{p}");
@@ -304,39 +346,83 @@ mod tests {
     #[test]
     fn refusals() {
         use RouteError::*;
-        assert!(matches!(r("GET", "/v1/clients/../accountInfo"), Err(BadTarget(_))));
+        assert!(matches!(
+            r("GET", "/v1/clients/../accountInfo"),
+            Err(BadTarget(_))
+        ));
         assert!(matches!(r("GET", "/v1/clients/./x"), Err(BadTarget(_))));
         assert!(matches!(r("GET", "/v1/clients/a%2Fb"), Err(BadTarget(_))));
         assert!(matches!(r("GET", "/v1/clients/a%2fb"), Err(BadTarget(_))));
         assert!(matches!(r("GET", "/v1/clients/a%5Cb"), Err(BadTarget(_))));
         assert!(matches!(r("GET", "/v1/clients//x"), Err(BadTarget(_))));
-        assert!(matches!(r("GET", "http://evil.example/v1/clients"), Err(BadTarget(_))));
+        assert!(matches!(
+            r("GET", "http://evil.example/v1/clients"),
+            Err(BadTarget(_))
+        ));
         assert!(matches!(r("GET", "/v1/clients/a.b"), Err(BadTarget(_))));
-        assert!(matches!(r("GET", &format!("/v1/clients/{}", "a".repeat(65))), Err(BadTarget(_))));
+        assert!(matches!(
+            r("GET", &format!("/v1/clients/{}", "a".repeat(65))),
+            Err(BadTarget(_))
+        ));
         assert_eq!(r("GET", "/v1/nothing"), Err(NotFound));
         assert_eq!(r("GET", "/v2/clients"), Err(NotFound));
         assert_eq!(r("GET", "/__sandbox/requests"), Err(NotFound));
-        assert_eq!(r("PUT", "/v1/clients/abc"), Err(MethodNotAllowed { allow: "DELETE, GET, POST".into() }));
-        assert_eq!(r("PATCH", "/v1/clients"), Err(MethodNotAllowed { allow: "GET, POST".into() }));
-        assert!(matches!(r("GET", &format!("/v1/clients?email={}", "a".repeat(5000))), Err(UriTooLong { .. })));
-        assert!(matches!(r("GET", "/v1/documents/abc/download/side"), Err(NotFound)));
+        assert_eq!(
+            r("PUT", "/v1/clients/abc"),
+            Err(MethodNotAllowed {
+                allow: "DELETE, GET, POST".into()
+            })
+        );
+        assert_eq!(
+            r("PATCH", "/v1/clients"),
+            Err(MethodNotAllowed {
+                allow: "GET, POST".into()
+            })
+        );
+        assert!(matches!(
+            r("GET", &format!("/v1/clients?email={}", "a".repeat(5000))),
+            Err(UriTooLong { .. })
+        ));
+        assert!(matches!(
+            r("GET", "/v1/documents/abc/download/side"),
+            Err(NotFound)
+        ));
     }
 
     #[test]
     fn ids_are_rebuilt_from_the_template() {
         let got = r("POST", "/v1/documents/doc_1/upload/back").unwrap();
         assert_eq!(got.op.def().id, "documents.upload");
-        assert_eq!(got.ids, vec![("id", "doc_1".to_string()), ("side", "back".to_string())]);
+        assert_eq!(
+            got.ids,
+            vec![("id", "doc_1".to_string()), ("side", "back".to_string())]
+        );
         assert_eq!(got.upstream_path, "/documents/doc_1/upload/back");
-        assert_eq!(r("POST", "/v1/documents/d1/redact").unwrap().op.def().id, "documents.redact");
-        assert_eq!(r("DELETE", "/v1/documents/d1/front").unwrap().op.def().id, "documents.deleteImage");
+        assert_eq!(
+            r("POST", "/v1/documents/d1/redact").unwrap().op.def().id,
+            "documents.redact"
+        );
+        assert_eq!(
+            r("DELETE", "/v1/documents/d1/front").unwrap().op.def().id,
+            "documents.deleteImage"
+        );
     }
 
     #[test]
     fn query_strings() {
-        let ok = r("GET", "/v1/clients?page=2&pageSize=5&email=a%40b.c&metadata.crm=1").unwrap();
-        assert_eq!(ok.query_names, vec!["page", "pageSize", "email", "metadata.crm"]);
-        assert_eq!(ok.upstream_path, "/clients?page=2&pageSize=5&email=a%40b.c&metadata.crm=1");
+        let ok = r(
+            "GET",
+            "/v1/clients?page=2&pageSize=5&email=a%40b.c&metadata.crm=1",
+        )
+        .unwrap();
+        assert_eq!(
+            ok.query_names,
+            vec!["page", "pageSize", "email", "metadata.crm"]
+        );
+        assert_eq!(
+            ok.upstream_path,
+            "/clients?page=2&pageSize=5&email=a%40b.c&metadata.crm=1"
+        );
         for bad in [
             "/v1/clients?page=0",
             "/v1/clients?pageSize=1001",
@@ -347,7 +433,10 @@ mod tests {
             "/v1/clients?email=%zz",
             "/v1/reports?page=1",
         ] {
-            assert!(matches!(r("GET", bad), Err(RouteError::BadQuery { .. })), "{bad}");
+            assert!(
+                matches!(r("GET", bad), Err(RouteError::BadQuery { .. })),
+                "{bad}"
+            );
         }
         assert!(r("GET", "/v1/reports?clientId=abc").is_ok());
         assert!(r("GET", "/v1/documents?clientId=abc&type=passport").is_ok());

@@ -358,7 +358,8 @@ async fn serve_conn(
         .map(std::net::TcpStream::from);
     match acceptor {
         Some(a) => {
-            if let Ok(Ok(tls)) = tokio::time::timeout(Duration::from_secs(10), a.accept(stream)).await
+            if let Ok(Ok(tls)) =
+                tokio::time::timeout(Duration::from_secs(10), a.accept(stream)).await
             {
                 drive(TokioIo::new(tls), shared, dup, stop).await;
             }
@@ -526,17 +527,15 @@ fn api_reply(shared: &Shared, parts: &http::request::Parts, body: &[u8]) -> Repl
     }
     let query = parse_query(parts.uri.query().unwrap_or_default());
     let mut store = lock(&shared.store);
-    api::handle(
-        &mut store,
-        key,
-        parts.method.as_str(),
-        rest,
-        &query,
-        body,
-    )
+    api::handle(&mut store, key, parts.method.as_str(), rest, &query, body)
 }
 
-fn control(shared: &Shared, method: &http::Method, path: &str, body: &[u8]) -> Response<SandboxBody> {
+fn control(
+    shared: &Shared,
+    method: &http::Method,
+    path: &str,
+    body: &[u8],
+) -> Response<SandboxBody> {
     let path = path.strip_suffix('/').unwrap_or(path);
     let ok = |v: serde_json::Value| Reply {
         status: 200,
@@ -591,7 +590,10 @@ fn fault_status(status: u16, retry_after: Option<u64>) -> Response<SandboxBody> 
             "unauthorized",
             "Your current plan does not include access to this service",
         ),
-        404 => ("resource_not_found", "The requested resource does not exist"),
+        404 => (
+            "resource_not_found",
+            "The requested resource does not exist",
+        ),
         429 => (
             "rate_limit_exceeded",
             "You have exceeded the rate limit for your plan",

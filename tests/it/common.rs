@@ -17,10 +17,13 @@ pub const KEY_A_TEST: &str = "test_CANARYKEYA7d1f0c2b9e";
 pub const KEY_A_LIVE: &str = "live_CANARYKEYALIVE55aa1c";
 pub const KEY_B_TEST: &str = "test_CANARYKEYB8e2a1d3c0f";
 pub const TOKEN_A: &str = "cgw_CANARYTOKENA0000000000000000000000000000000000000000000000000001";
-pub const TOKEN_A_LIVE: &str = "cgw_CANARYTOKENALIVE00000000000000000000000000000000000000000000002";
-pub const TOKEN_A_READONLY: &str = "cgw_CANARYTOKENARO000000000000000000000000000000000000000000000003";
+pub const TOKEN_A_LIVE: &str =
+    "cgw_CANARYTOKENALIVE00000000000000000000000000000000000000000000002";
+pub const TOKEN_A_READONLY: &str =
+    "cgw_CANARYTOKENARO000000000000000000000000000000000000000000000003";
 pub const TOKEN_B: &str = "cgw_CANARYTOKENB0000000000000000000000000000000000000000000000000004";
-pub const TOKEN_A_QUOTA: &str = "cgw_CANARYTOKENAQUOTA0000000000000000000000000000000000000000000005";
+pub const TOKEN_A_QUOTA: &str =
+    "cgw_CANARYTOKENAQUOTA0000000000000000000000000000000000000000000005";
 pub const PII_EMAIL: &str = "canary.pii.3b9f@example.com";
 pub const PII_NAME: &str = "Zanzibarovichcanary";
 pub const PII_DOB: &str = "1971-03-14";
@@ -197,7 +200,12 @@ impl TestEnv {
         let sandbox = Sandbox::start(opts.sandbox.clone()).await.unwrap();
         let dir = tempfile::tempdir().unwrap();
         write(&dir.path().join("sandbox-ca.pem"), &sandbox.ca_cert_pem());
-        let text = config_text(dir.path(), &format!("{}/v1", sandbox.base_url()), &opts, "127.0.0.1:0");
+        let text = config_text(
+            dir.path(),
+            &format!("{}/v1", sandbox.base_url()),
+            &opts,
+            "127.0.0.1:0",
+        );
         let config_path = dir.path().join("cubegate.toml");
         write(&config_path, &text);
         let snap = config::load(
@@ -228,13 +236,21 @@ impl TestEnv {
         self.sandbox.recorded()
     }
 
-    pub async fn send(&self, method: &str, token: Option<&str>, path: &str, body: Option<&str>) -> Resp {
+    pub async fn send(
+        &self,
+        method: &str,
+        token: Option<&str>,
+        path: &str,
+        body: Option<&str>,
+    ) -> Resp {
         let mut rb = self.http.request(method.parse().unwrap(), self.url(path));
         if let Some(t) = token {
             rb = rb.header("authorization", t);
         }
         if let Some(b) = body {
-            rb = rb.header("content-type", "application/json").body(b.to_string());
+            rb = rb
+                .header("content-type", "application/json")
+                .body(b.to_string());
         }
         Resp::from(rb.send().await.unwrap()).await
     }
@@ -286,12 +302,23 @@ impl TestEnv {
     /// Audit records (parsed), in file order.
     pub fn audit_records(&self) -> Vec<Value> {
         let mut files: Vec<PathBuf> = std::fs::read_dir(self.audit_dir())
-            .map(|rd| rd.flatten().map(|e| e.path()).filter(|p| p.extension().is_some_and(|x| x == "jsonl")).collect())
+            .map(|rd| {
+                rd.flatten()
+                    .map(|e| e.path())
+                    .filter(|p| p.extension().is_some_and(|x| x == "jsonl"))
+                    .collect()
+            })
             .unwrap_or_default();
         files.sort();
         files
             .iter()
-            .flat_map(|f| std::fs::read_to_string(f).unwrap().lines().map(|l| serde_json::from_str(l).unwrap()).collect::<Vec<Value>>())
+            .flat_map(|f| {
+                std::fs::read_to_string(f)
+                    .unwrap()
+                    .lines()
+                    .map(|l| serde_json::from_str(l).unwrap())
+                    .collect::<Vec<Value>>()
+            })
             .collect()
     }
 }
@@ -309,7 +336,12 @@ impl Resp {
         let headers = r.headers().clone();
         let text = r.text().await.unwrap();
         let json = serde_json::from_str(&text).unwrap_or(Value::Null);
-        Resp { status, headers, text, json }
+        Resp {
+            status,
+            headers,
+            text,
+            json,
+        }
     }
 
     /// A gateway-made error: ComplyCube's shape plus the request id.
@@ -319,10 +351,16 @@ impl Resp {
         assert!(self.json["message"].as_str().is_some_and(|m| !m.is_empty()));
         assert_eq!(
             self.json["requestId"].as_str(),
-            self.headers.get("x-request-id").and_then(|v| v.to_str().ok())
+            self.headers
+                .get("x-request-id")
+                .and_then(|v| v.to_str().ok())
         );
         for c in CANARIES {
-            assert!(!self.text.contains(c), "error body leaks {c}: {}", self.text);
+            assert!(
+                !self.text.contains(c),
+                "error body leaks {c}: {}",
+                self.text
+            );
         }
     }
 }

@@ -18,14 +18,19 @@ async fn seed_example_sends_exactly_the_tenant_key_and_no_caller_headers() {
         .header("x-forwarded-for", "10.1.2.3")
         .header("user-agent", "complycube-python/1.1.6")
         .header("x-request-id", "caller-rid-1")
-        .body(r#"{"email":"new@example.com","personDetails":{"firstName":"Jane","lastName":"Doe"}}"#)
+        .body(
+            r#"{"email":"new@example.com","personDetails":{"firstName":"Jane","lastName":"Doe"}}"#,
+        )
         .send()
         .await
         .unwrap();
     let r = Resp::from(r).await;
     assert_eq!(r.status, 200, "{}", r.text);
     assert_eq!(r.json["email"], "new@example.com");
-    assert_eq!(r.json["personDetails"]["dob"], PII_DOB, "nested objects merge");
+    assert_eq!(
+        r.json["personDetails"]["dob"], PII_DOB,
+        "nested objects merge"
+    );
     assert_eq!(r.headers["x-request-id"], "caller-rid-1");
     let rec = env.recorded();
     assert_eq!(rec.len(), 1);
@@ -33,15 +38,32 @@ async fn seed_example_sends_exactly_the_tenant_key_and_no_caller_headers() {
     assert_eq!(req.method, "POST");
     assert_eq!(req.path, format!("/v1/clients/{id}"));
     assert_eq!(req.header_values("authorization"), vec![KEY_A_TEST]);
-    for h in ["cookie", "proxy-authorization", "x-internal-secret", "x-forwarded-for"] {
+    for h in [
+        "cookie",
+        "proxy-authorization",
+        "x-internal-secret",
+        "x-forwarded-for",
+    ] {
         assert!(req.header_values(h).is_empty(), "{h} was forwarded");
     }
-    assert_eq!(req.header_values("user-agent"), vec!["complycube-python/1.1.6"]);
+    assert_eq!(
+        req.header_values("user-agent"),
+        vec!["complycube-python/1.1.6"]
+    );
     assert_eq!(req.header_values("x-request-id"), vec!["caller-rid-1"]);
     let names: Vec<&str> = req.headers.iter().map(|(n, _)| n.as_str()).collect();
     for n in &names {
         assert!(
-            ["authorization", "content-type", "content-length", "user-agent", "x-request-id", "host", "accept"].contains(n),
+            [
+                "authorization",
+                "content-type",
+                "content-length",
+                "user-agent",
+                "x-request-id",
+                "host",
+                "accept"
+            ]
+            .contains(n),
             "unexpected header upstream: {n}"
         );
     }
@@ -55,7 +77,11 @@ async fn bearer_prefix_and_trailing_slash_work_and_live_callers_use_the_live_key
     assert_eq!(r.json["items"], serde_json::json!([]));
     let r = env.get(TOKEN_A_LIVE, "/v1/clients").await;
     assert_eq!(r.status, 200, "{}", r.text);
-    let keys: Vec<String> = env.recorded().iter().map(|q| q.header_values("authorization").join(",")).collect();
+    let keys: Vec<String> = env
+        .recorded()
+        .iter()
+        .map(|q| q.header_values("authorization").join(","))
+        .collect();
     assert_eq!(keys, vec![KEY_A_TEST.to_string(), KEY_A_LIVE.to_string()]);
 }
 
@@ -90,7 +116,12 @@ async fn every_refusal_is_complycube_shaped_and_nothing_reaches_upstream() {
         }
     }
     // reqwest normalises dot segments client-side; send raw ones over TCP.
-    for target in ["/v1/clients/./abc", "/v1/clients/../clients", "http://evil.example/v1/clients", "/v1//clients"] {
+    for target in [
+        "/v1/clients/./abc",
+        "/v1/clients/../clients",
+        "http://evil.example/v1/clients",
+        "/v1//clients",
+    ] {
         let status = raw_request(&env, &format!("GET {target} HTTP/1.1\r\nHost: x\r\nAuthorization: {TOKEN_A}\r\nConnection: close\r\n\r\n")).await;
         assert!(status.starts_with("HTTP/1.1 400"), "{target}: {status}");
     }
@@ -105,7 +136,11 @@ pub async fn raw_request(env: &TestEnv, raw: &str) -> String {
     s.write_all(raw.as_bytes()).await.unwrap();
     let mut buf = Vec::new();
     let _ = tokio::time::timeout(std::time::Duration::from_secs(5), s.read_to_end(&mut buf)).await;
-    String::from_utf8_lossy(&buf).lines().next().unwrap_or("").to_string()
+    String::from_utf8_lossy(&buf)
+        .lines()
+        .next()
+        .unwrap_or("")
+        .to_string()
 }
 
 #[tokio::test]
@@ -115,7 +150,11 @@ async fn oversized_headers_are_refused_without_a_crash() {
     let status = raw_request(&env, &format!("GET /v1/clients HTTP/1.1\r\nHost: x\r\nAuthorization: {TOKEN_A}\r\nX-Big: {huge}\r\nConnection: close\r\n\r\n")).await;
     assert!(status.starts_with("HTTP/1.1 431"), "{status}");
     let many: String = (0..100).map(|i| format!("X-H{i}: v\r\n")).collect();
-    let status = raw_request(&env, &format!("GET /v1/clients HTTP/1.1\r\nHost: x\r\n{many}Connection: close\r\n\r\n")).await;
+    let status = raw_request(
+        &env,
+        &format!("GET /v1/clients HTTP/1.1\r\nHost: x\r\n{many}Connection: close\r\n\r\n"),
+    )
+    .await;
     assert!(status.starts_with("HTTP/1.1 431"), "{status}");
     // the gateway still serves
     assert_eq!(env.get(TOKEN_A, "/v1/clients").await.status, 200);
@@ -129,10 +168,21 @@ async fn a_caller_of_tenant_a_can_never_cause_tenant_bs_key_to_be_sent() {
     env.sandbox.clear_recorded();
     // Everything a caller of A might try: B's ids, tenant-ish headers, B's key.
     let attempts = [
-        env.http.get(env.url(&format!("/v1/clients/{id_b}"))).header("authorization", TOKEN_A),
-        env.http.get(env.url("/v1/clients")).header("authorization", TOKEN_A).header("x-tenant", "tenant-b"),
-        env.http.get(env.url("/v1/clients")).header("authorization", TOKEN_A).header("x-api-key", KEY_B_TEST),
-        env.http.get(env.url("/v1/clients?clientId=x")).header("authorization", TOKEN_A).header("cookie", "tenant=tenant-b"),
+        env.http
+            .get(env.url(&format!("/v1/clients/{id_b}")))
+            .header("authorization", TOKEN_A),
+        env.http
+            .get(env.url("/v1/clients"))
+            .header("authorization", TOKEN_A)
+            .header("x-tenant", "tenant-b"),
+        env.http
+            .get(env.url("/v1/clients"))
+            .header("authorization", TOKEN_A)
+            .header("x-api-key", KEY_B_TEST),
+        env.http
+            .get(env.url("/v1/clients?clientId=x"))
+            .header("authorization", TOKEN_A)
+            .header("cookie", "tenant=tenant-b"),
     ];
     for a in attempts {
         let r = Resp::from(a.send().await.unwrap()).await;
@@ -142,7 +192,12 @@ async fn a_caller_of_tenant_a_can_never_cause_tenant_bs_key_to_be_sent() {
     let r = env.get(TOKEN_A, &format!("/v1/clients/{id_b}")).await;
     assert_eq!(r.status, 404);
     for q in env.recorded() {
-        assert_eq!(q.header_values("authorization"), vec![KEY_A_TEST], "{}", q.path);
+        assert_eq!(
+            q.header_values("authorization"),
+            vec![KEY_A_TEST],
+            "{}",
+            q.path
+        );
         assert!(q.headers.iter().all(|(_, v)| !v.contains("CANARYKEYB")));
     }
 }
@@ -150,11 +205,15 @@ async fn a_caller_of_tenant_a_can_never_cause_tenant_bs_key_to_be_sent() {
 #[tokio::test]
 async fn upstream_errors_pass_through_unchanged() {
     let env = TestEnv::start().await;
-    let r = env.get(TOKEN_A, "/v1/clients/5f0000000000000000000000").await;
+    let r = env
+        .get(TOKEN_A, "/v1/clients/5f0000000000000000000000")
+        .await;
     assert_eq!(r.status, 404);
     assert_eq!(r.json["type"], "resource_not_found");
     let id = env.create_client(TOKEN_A).await;
-    let r = env.send("DELETE", Some(TOKEN_A), &format!("/v1/clients/{id}"), None).await;
+    let r = env
+        .send("DELETE", Some(TOKEN_A), &format!("/v1/clients/{id}"), None)
+        .await;
     assert_eq!(r.status, 204);
     assert_eq!(r.text, "");
 }
@@ -163,28 +222,55 @@ async fn upstream_errors_pass_through_unchanged() {
 async fn check_config_refuses_missing_and_wrong_environment_keys_with_one_line() {
     let dir = tempfile::tempdir().unwrap();
     write(&dir.path().join("sandbox-ca.pem"), "");
-    let base = config_text(dir.path(), "https://127.0.0.1:1/v1", &Opts::default(), "127.0.0.1:0");
+    let base = config_text(
+        dir.path(),
+        "https://127.0.0.1:1/v1",
+        &Opts::default(),
+        "127.0.0.1:0",
+    );
     let bin = env!("CARGO_BIN_EXE_cubegate");
     let run = |text: &str| {
         let p = dir.path().join("c.toml");
         write(&p, text);
-        std::process::Command::new(bin).args(["check-config", "--config"]).arg(&p).env("CUBEGATE_TEST_UNSET", "").output().unwrap()
+        std::process::Command::new(bin)
+            .args(["check-config", "--config"])
+            .arg(&p)
+            .env("CUBEGATE_TEST_UNSET", "")
+            .output()
+            .unwrap()
     };
     // a live_ key in the test slot
     write(&dir.path().join("wrong"), KEY_A_LIVE);
-    let out = run(&base.replace("test_key = \"file:a-test-key\"", "test_key = \"file:wrong\""));
+    let out = run(&base.replace(
+        "test_key = \"file:a-test-key\"",
+        "test_key = \"file:wrong\"",
+    ));
     assert_eq!(out.status.code(), Some(2));
     let err = String::from_utf8_lossy(&out.stderr);
     assert_eq!(err.lines().count(), 1, "{err}");
-    assert!(err.contains("c.toml") && err.contains("tenants[0].test_key") && err.contains("wrong environment"), "{err}");
+    assert!(
+        err.contains("c.toml")
+            && err.contains("tenants[0].test_key")
+            && err.contains("wrong environment"),
+        "{err}"
+    );
     assert_no_canary("check-config error", &err);
     // a missing key reference
-    let out = run(&base.replace("test_key = \"file:a-test-key\"", "test_key = \"env:CUBEGATE_TEST_NOT_SET_ANYWHERE\""));
+    let out = run(&base.replace(
+        "test_key = \"file:a-test-key\"",
+        "test_key = \"env:CUBEGATE_TEST_NOT_SET_ANYWHERE\"",
+    ));
     assert_eq!(out.status.code(), Some(2));
     let err = String::from_utf8_lossy(&out.stderr);
-    assert!(err.contains("tenants[0].test_key") && err.contains("CUBEGATE_TEST_NOT_SET_ANYWHERE"), "{err}");
+    assert!(
+        err.contains("tenants[0].test_key") && err.contains("CUBEGATE_TEST_NOT_SET_ANYWHERE"),
+        "{err}"
+    );
     // a literal key instead of a reference
-    let out = run(&base.replace("test_key = \"file:a-test-key\"", &format!("test_key = \"{KEY_A_TEST}\"")));
+    let out = run(&base.replace(
+        "test_key = \"file:a-test-key\"",
+        &format!("test_key = \"{KEY_A_TEST}\""),
+    ));
     assert_eq!(out.status.code(), Some(2));
     assert_no_canary("check-config error", &String::from_utf8_lossy(&out.stderr));
     // an unknown key
@@ -194,7 +280,12 @@ async fn check_config_refuses_missing_and_wrong_environment_keys_with_one_line()
     // and the good one passes, secrets redacted
     let out = run(&base.replace("ca_file = \"sandbox-ca.pem\"\nwebpki_roots = false", ""));
     let so = String::from_utf8_lossy(&out.stdout);
-    assert_eq!(out.status.code(), Some(0), "{so}{}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{so}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     assert!(so.contains("file:a-test-key -> <redacted>"), "{so}");
     assert_no_canary("check-config summary", &so);
 }
@@ -203,12 +294,25 @@ async fn check_config_refuses_missing_and_wrong_environment_keys_with_one_line()
 async fn env_overrides_apply() {
     let dir = tempfile::tempdir().unwrap();
     write(&dir.path().join("sandbox-ca.pem"), "");
-    let text = config_text(dir.path(), "https://127.0.0.1:1/v1", &Opts::default(), "127.0.0.1:0")
-        .replace("ca_file = \"sandbox-ca.pem\"\nwebpki_roots = false", "");
+    let text = config_text(
+        dir.path(),
+        "https://127.0.0.1:1/v1",
+        &Opts::default(),
+        "127.0.0.1:0",
+    )
+    .replace("ca_file = \"sandbox-ca.pem\"\nwebpki_roots = false", "");
     let p = dir.path().join("c.toml");
     write(&p, &text);
     let mut env = std::collections::HashMap::new();
-    env.insert("CUBEGATE__UPSTREAM__RESPONSE_TIMEOUT_MS".to_string(), "1234".to_string());
-    let s = cubegate::config::load(&cubegate::config::ConfigSource::File(&p), &env, &cubegate::secret::ProcessEnv).unwrap();
+    env.insert(
+        "CUBEGATE__UPSTREAM__RESPONSE_TIMEOUT_MS".to_string(),
+        "1234".to_string(),
+    );
+    let s = cubegate::config::load(
+        &cubegate::config::ConfigSource::File(&p),
+        &env,
+        &cubegate::secret::ProcessEnv,
+    )
+    .unwrap();
     assert_eq!(s.upstream.response_timeout.as_millis(), 1234);
 }

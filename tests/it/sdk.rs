@@ -16,12 +16,18 @@ async fn official_python_sdk_works_through_the_gateway() {
         .expect("python3 must be installed (the README's test command installs the SDK)");
     let stdout = String::from_utf8_lossy(&out.stdout);
     let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(out.status.success(), "SDK script failed:\n{stdout}\n{stderr}");
+    assert!(
+        out.status.success(),
+        "SDK script failed:\n{stdout}\n{stderr}"
+    );
     let v: serde_json::Value = serde_json::from_str(stdout.trim()).unwrap();
     let id = v["created_id"].as_str().unwrap();
     assert_eq!(v["created_type"], "person");
     assert_eq!(v["updated_email"], "sdk.updated@example.com");
-    assert_eq!(v["updated_type"], "person", "type was stripped, never changed");
+    assert_eq!(
+        v["updated_type"], "person",
+        "type was stripped, never changed"
+    );
     assert_eq!(v["got_email"], "sdk.updated@example.com");
     assert!(v["list_ids"].as_array().unwrap().iter().any(|x| x == id));
     for (case, needle) in [
@@ -32,7 +38,11 @@ async fn official_python_sdk_works_through_the_gateway() {
         ("schema", "personDetails.dob"),
         ("missing_details", "personDetails is required"),
     ] {
-        assert_eq!(v[case]["raised"], "ComplyCubeAPIError", "{case}: {}", v[case]);
+        assert_eq!(
+            v[case]["raised"], "ComplyCubeAPIError",
+            "{case}: {}",
+            v[case]
+        );
         let msg = v[case]["message"].as_str().unwrap();
         assert!(msg.contains(needle), "{case}: {msg}");
     }
@@ -44,6 +54,9 @@ async fn official_python_sdk_works_through_the_gateway() {
         assert!(q.header_values("user-agent")[0].starts_with("complycube-python/"));
     }
     // the update went upstream without `type`
-    let upd = rec.iter().find(|q| q.method == "POST" && q.path == format!("/v1/clients/{id}")).unwrap();
+    let upd = rec
+        .iter()
+        .find(|q| q.method == "POST" && q.path == format!("/v1/clients/{id}"))
+        .unwrap();
     assert!(upd.json().unwrap().get("type").is_none());
 }

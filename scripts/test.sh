@@ -1,0 +1,28 @@
+#!/usr/bin/env bash
+# The whole test suite on a fresh machine: installs what the tests need
+# (redis-server from Debian, the official ComplyCube Python SDK from PyPI,
+# chattr from e2fsprogs), then runs every test. Tests start their own
+# sandbox, gateways and redis-server processes on ephemeral loopback ports.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+need_apt=()
+command -v redis-server >/dev/null 2>&1 || need_apt+=(redis-server)
+command -v chattr >/dev/null 2>&1 || need_apt+=(e2fsprogs)
+command -v python3 >/dev/null 2>&1 || need_apt+=(python3 python3-pip)
+if [ ${#need_apt[@]} -gt 0 ]; then
+  SUDO=""; [ "$(id -u)" -ne 0 ] && SUDO="sudo"
+  $SUDO apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq "${need_apt[@]}" >/dev/null
+fi
+python3 -c "import complycube" 2>/dev/null || python3 -m pip install -q "complycube==1.1.8"
+
+# Redis is started by the tests themselves (tests/redis_limiter.rs) on a free
+# port, so they can also stop it mid-run; make sure the binary is there.
+redis-server --version >/dev/null
+
+cargo fmt --check
+cargo test --all-targets --no-fail-fast 2>&1 | tee /tmp/cubegate-test.log
+status=${PIPESTATUS[0]}
+[ "$status" -eq 0 ] || exit "$status"
+cargo clippy --all-targets --quiet -- -D warnings
