@@ -50,8 +50,9 @@ fn presented_token(headers: &HeaderMap) -> Result<&str, IdentifyError> {
         return Err(IdentifyError::Ambiguous);
     }
     let raw = first.to_str().map_err(|_| IdentifyError::Unknown)?.trim();
-    let token = match raw.get(..7) {
-        Some(p) if p.eq_ignore_ascii_case("bearer ") => raw[7..].trim_start(),
+    let token = match raw.split_once(char::is_whitespace) {
+        Some((scheme, rest)) if scheme.eq_ignore_ascii_case("bearer") => rest.trim_start(),
+        _ if raw.eq_ignore_ascii_case("bearer") => "",
         _ => raw,
     };
     if token.is_empty() {
