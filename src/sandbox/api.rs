@@ -179,7 +179,10 @@ fn required_str<'a>(body: &'a Obj, field: &'static str) -> Result<&'a str, Reply
         Some(Value::String(_)) | None | Some(Value::Null) => {
             Err(Reply::invalid(field, &format!("'{field}' is required")))
         }
-        Some(_) => Err(Reply::invalid(field, &format!("'{field}' must be a string"))),
+        Some(_) => Err(Reply::invalid(
+            field,
+            &format!("'{field}' must be a string"),
+        )),
     }
 }
 
@@ -341,12 +344,16 @@ fn route(c: &mut Ctx<'_>, method: &str, segs: &[&str]) -> Result<Reply, Reply> {
         ("POST", ["flow", "sessions"]) => {
             let b = c.obj()?;
             c.client_exists(&b)?;
-            Reply::ok(json!({"redirectUrl": format!("https://flow.complycube.com/{}", c.store.new_id())}))
+            Reply::ok(
+                json!({"redirectUrl": format!("https://flow.complycube.com/{}", c.store.new_id())}),
+            )
         }
         ("POST", ["tokens"]) => {
             let b = c.obj()?;
             c.client_exists(&b)?;
-            Reply::ok(json!({"token": format!("eyJhbGciOiJIUzI1NiJ9.sandbox.{}", c.store.new_id())}))
+            Reply::ok(
+                json!({"token": format!("eyJhbGciOiJIUzI1NiJ9.sandbox.{}", c.store.new_id())}),
+            )
         }
         // reports
         ("GET", ["reports"]) => {
@@ -396,7 +403,10 @@ fn route(c: &mut Ctx<'_>, method: &str, segs: &[&str]) -> Result<Reply, Reply> {
         })),
         // static data and autofill
         ("GET", ["static", "screeningLists"]) => Reply::ok(json!([
-            "EU Consolidated Sanctions", "UK HMT Sanctions", "US OFAC SDN", "UN Consolidated Sanctions"
+            "EU Consolidated Sanctions",
+            "UK HMT Sanctions",
+            "US OFAC SDN",
+            "UN Consolidated Sanctions"
         ])),
         ("GET", ["static", "supportedDocuments"]) => Reply::ok(json!([
             {"country": "GB", "documentTypes": ["passport", "driving_license", "national_identity_card"]},
@@ -405,7 +415,9 @@ fn route(c: &mut Ctx<'_>, method: &str, segs: &[&str]) -> Result<Reply, Reply> {
         ("POST", ["autofill"]) => {
             let b = c.obj()?;
             require(&b, &["data"])?;
-            Reply::ok(json!({"personDetails": {"firstName": "Jane", "lastName": "Doe"}, "addresses": []}))
+            Reply::ok(
+                json!({"personDetails": {"firstName": "Jane", "lastName": "Doe"}, "addresses": []}),
+            )
         }
         _ => Reply::unknown_route(),
     };
@@ -500,13 +512,13 @@ fn update_client(c: &mut Ctx<'_>, id: &str) -> Result<Reply, Reply> {
         .and_then(Value::as_str)
         .unwrap_or("person")
         .to_string();
-    if let Some(t) = b.remove("type") {
-        if t.as_str() != Some(stored_type.as_str()) {
-            return Err(Reply::invalid(
-                "type",
-                "'type' cannot be changed once the client is created",
-            ));
-        }
+    if let Some(t) = b.remove("type")
+        && t.as_str() != Some(stored_type.as_str())
+    {
+        return Err(Reply::invalid(
+            "type",
+            "'type' cannot be changed once the client is created",
+        ));
     }
     b.remove("entityName");
     b.remove(if stored_type == "person" {

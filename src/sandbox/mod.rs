@@ -358,7 +358,8 @@ async fn serve_conn(
         .map(std::net::TcpStream::from);
     match acceptor {
         Some(a) => {
-            if let Ok(Ok(tls)) = tokio::time::timeout(Duration::from_secs(10), a.accept(stream)).await
+            if let Ok(Ok(tls)) =
+                tokio::time::timeout(Duration::from_secs(10), a.accept(stream)).await
             {
                 drive(TokioIo::new(tls), shared, dup, stop).await;
             }
@@ -409,12 +410,11 @@ async fn drive<I>(
 
 /// Sets SO_LINGER 0 so that closing the socket sends RST instead of FIN.
 fn reset(dup: Option<std::net::TcpStream>) {
-    if let Some(d) = dup {
-        if d.set_nonblocking(true).is_ok() {
-            if let Ok(t) = TcpStream::from_std(d) {
-                let _ = t.set_zero_linger();
-            }
-        }
+    if let Some(d) = dup
+        && d.set_nonblocking(true).is_ok()
+        && let Ok(t) = TcpStream::from_std(d)
+    {
+        let _ = t.set_zero_linger();
     }
 }
 
@@ -508,15 +508,15 @@ fn api_reply(shared: &Shared, parts: &http::request::Parts, body: &[u8]) -> Repl
             None,
         );
     };
-    if let Some(limit) = shared.rate_limit {
-        if !shared.admit(key, limit) {
-            return Reply::error(
-                429,
-                "rate_limit_exceeded",
-                "You have exceeded the rate limit for your plan",
-                None,
-            );
-        }
+    if let Some(limit) = shared.rate_limit
+        && !shared.admit(key, limit)
+    {
+        return Reply::error(
+            429,
+            "rate_limit_exceeded",
+            "You have exceeded the rate limit for your plan",
+            None,
+        );
     }
     let path = parts.uri.path();
     let rest = path.strip_prefix("/v1").unwrap_or_default();
@@ -526,17 +526,15 @@ fn api_reply(shared: &Shared, parts: &http::request::Parts, body: &[u8]) -> Repl
     }
     let query = parse_query(parts.uri.query().unwrap_or_default());
     let mut store = lock(&shared.store);
-    api::handle(
-        &mut store,
-        key,
-        parts.method.as_str(),
-        rest,
-        &query,
-        body,
-    )
+    api::handle(&mut store, key, parts.method.as_str(), rest, &query, body)
 }
 
-fn control(shared: &Shared, method: &http::Method, path: &str, body: &[u8]) -> Response<SandboxBody> {
+fn control(
+    shared: &Shared,
+    method: &http::Method,
+    path: &str,
+    body: &[u8],
+) -> Response<SandboxBody> {
     let path = path.strip_suffix('/').unwrap_or(path);
     let ok = |v: serde_json::Value| Reply {
         status: 200,
@@ -591,7 +589,10 @@ fn fault_status(status: u16, retry_after: Option<u64>) -> Response<SandboxBody> 
             "unauthorized",
             "Your current plan does not include access to this service",
         ),
-        404 => ("resource_not_found", "The requested resource does not exist"),
+        404 => (
+            "resource_not_found",
+            "The requested resource does not exist",
+        ),
         429 => (
             "rate_limit_exceeded",
             "You have exceeded the rate limit for your plan",

@@ -81,11 +81,18 @@ impl Store {
 
     /// Stores `obj` (which must already carry its `id`) under `key`.
     pub(crate) fn insert(&mut self, key: &str, kind: Kind, obj: Obj) {
-        let id = obj.get("id").and_then(Value::as_str).unwrap_or_default().to_string();
+        let id = obj
+            .get("id")
+            .and_then(Value::as_str)
+            .unwrap_or_default()
+            .to_string();
         let p = self.partitions.entry(key.to_string()).or_default();
         p.seq += 1;
         let seq = p.seq;
-        p.kinds.entry(kind).or_default().insert(id, Entry { seq, obj });
+        p.kinds
+            .entry(kind)
+            .or_default()
+            .insert(id, Entry { seq, obj });
     }
 
     pub(crate) fn get(&self, key: &str, kind: Kind, id: &str) -> Option<&Obj> {
@@ -135,14 +142,14 @@ impl Store {
                     })?;
                 }
                 "pageSize" => {
-                    page_size = v
-                        .parse()
-                        .ok()
-                        .filter(|p| (1..=1000).contains(p))
-                        .ok_or(ListError {
-                            param: "pageSize",
-                            message: "'pageSize' must be an integer between 1 and 1000",
-                        })?;
+                    page_size =
+                        v.parse()
+                            .ok()
+                            .filter(|p| (1..=1000).contains(p))
+                            .ok_or(ListError {
+                                param: "pageSize",
+                                message: "'pageSize' must be an integer between 1 and 1000",
+                            })?;
                 }
                 _ => filters.push((k.as_str(), v.as_str())),
             }
@@ -157,7 +164,7 @@ impl Store {
                     .collect()
             })
             .unwrap_or_default();
-        hits.sort_by(|a, b| b.seq.cmp(&a.seq));
+        hits.sort_by_key(|e| std::cmp::Reverse(e.seq));
         let total = hits.len() as u64;
         let pages = total.div_ceil(page_size);
         let start = usize::try_from((page - 1).saturating_mul(page_size)).unwrap_or(usize::MAX);
@@ -287,7 +294,10 @@ mod tests {
         let a = g.next();
         let b = g.next();
         assert_eq!(a.len(), 24);
-        assert!(a.chars().all(|c| c.is_ascii_hexdigit() && !c.is_ascii_uppercase()));
+        assert!(
+            a.chars()
+                .all(|c| c.is_ascii_hexdigit() && !c.is_ascii_uppercase())
+        );
         assert_ne!(a, b);
     }
 
@@ -313,10 +323,17 @@ mod tests {
             );
         }
         let q = |pairs: &[(&str, &str)]| -> Vec<(String, String)> {
-            pairs.iter().map(|(a, b)| (a.to_string(), b.to_string())).collect()
+            pairs
+                .iter()
+                .map(|(a, b)| (a.to_string(), b.to_string()))
+                .collect()
         };
         let page = s
-            .list("test_aaaa", Kind::Client, &q(&[("pageSize", "2"), ("page", "2")]))
+            .list(
+                "test_aaaa",
+                Kind::Client,
+                &q(&[("pageSize", "2"), ("page", "2")]),
+            )
             .unwrap();
         assert_eq!(page["totalItems"], 5);
         assert_eq!(page["pages"], 3);
@@ -324,7 +341,11 @@ mod tests {
         assert_eq!(page["items"][0]["n"], 2);
         assert_eq!(page["items"][1]["n"], 1);
         let anns = s
-            .list("test_aaaa", Kind::Client, &q(&[("personDetails.firstName", "Ann")]))
+            .list(
+                "test_aaaa",
+                Kind::Client,
+                &q(&[("personDetails.firstName", "Ann")]),
+            )
             .unwrap();
         assert_eq!(anns["totalItems"], 3);
         let other = s.list("live_aaaa", Kind::Client, &[]).unwrap();

@@ -83,11 +83,22 @@ async fn client_lifecycle_over_tls_matches_complycube() {
     use reqwest::Method as M;
 
     // create
-    let (st, created) = send(&c, &sb, M::POST, "/v1/clients", Some(KEY), Some(person("Ada", "Lovelace"))).await;
+    let (st, created) = send(
+        &c,
+        &sb,
+        M::POST,
+        "/v1/clients",
+        Some(KEY),
+        Some(person("Ada", "Lovelace")),
+    )
+    .await;
     assert_eq!(st, 200);
     let id = created["id"].as_str().unwrap().to_string();
     assert_eq!(id.len(), 24);
-    assert!(id.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b)));
+    assert!(
+        id.bytes()
+            .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+    );
     assert_eq!(created["entityName"], "Ada Lovelace");
     assert_eq!(created["personDetails"]["dob"], "1990-01-01");
     let created_at = created["createdAt"].as_str().unwrap();
@@ -95,7 +106,15 @@ async fn client_lifecycle_over_tls_matches_complycube() {
     assert!(created_at.ends_with('Z') && created_at.as_bytes()[19] == b'.');
 
     // get, with and without trailing slash
-    let (st, got) = send(&c, &sb, M::GET, &format!("/v1/clients/{id}/"), Some(KEY), None).await;
+    let (st, got) = send(
+        &c,
+        &sb,
+        M::GET,
+        &format!("/v1/clients/{id}/"),
+        Some(KEY),
+        None,
+    )
+    .await;
     assert_eq!((st, &got), (StatusCode::OK, &created));
 
     // update merges nested objects; same type ignored
@@ -116,27 +135,81 @@ async fn client_lifecycle_over_tls_matches_complycube() {
     assert_eq!(upd["createdAt"], created["createdAt"]);
 
     // type can never change
-    let (st, err) = send(&c, &sb, M::POST, &format!("/v1/clients/{id}"), Some(KEY), Some(json!({"type": "company"}))).await;
+    let (st, err) = send(
+        &c,
+        &sb,
+        M::POST,
+        &format!("/v1/clients/{id}"),
+        Some(KEY),
+        Some(json!({"type": "company"})),
+    )
+    .await;
     assert_eq!(st, 400);
     assert_eq!(err["type"], "invalid_request");
     assert_eq!(err["param"], "type");
-    let (_, still) = send(&c, &sb, M::GET, &format!("/v1/clients/{id}"), Some(KEY), None).await;
+    let (_, still) = send(
+        &c,
+        &sb,
+        M::GET,
+        &format!("/v1/clients/{id}"),
+        Some(KEY),
+        None,
+    )
+    .await;
     assert_eq!(still["type"], "person");
 
     // list: newest first, envelope, pagination, dotted filters
     for (f, l) in [("Bob", "One"), ("Cy", "Two"), ("Bob", "Three")] {
-        send(&c, &sb, M::POST, "/v1/clients/", Some(KEY), Some(person(f, l))).await;
+        send(
+            &c,
+            &sb,
+            M::POST,
+            "/v1/clients/",
+            Some(KEY),
+            Some(person(f, l)),
+        )
+        .await;
     }
-    let (st, page) = send(&c, &sb, M::GET, "/v1/clients?page=2&pageSize=3", Some(KEY), None).await;
+    let (st, page) = send(
+        &c,
+        &sb,
+        M::GET,
+        "/v1/clients?page=2&pageSize=3",
+        Some(KEY),
+        None,
+    )
+    .await;
     assert_eq!(st, 200);
-    assert_eq!((page["page"].as_u64(), page["pageSize"].as_u64()), (Some(2), Some(3)));
-    assert_eq!((page["totalItems"].as_u64(), page["pages"].as_u64()), (Some(4), Some(2)));
+    assert_eq!(
+        (page["page"].as_u64(), page["pageSize"].as_u64()),
+        (Some(2), Some(3))
+    );
+    assert_eq!(
+        (page["totalItems"].as_u64(), page["pages"].as_u64()),
+        (Some(4), Some(2))
+    );
     assert_eq!(page["items"].as_array().unwrap().len(), 1);
     assert_eq!(page["items"][0]["id"], id.as_str(), "oldest comes last");
-    let (_, bobs) = send(&c, &sb, M::GET, "/v1/clients?personDetails.firstName=Bob", Some(KEY), None).await;
+    let (_, bobs) = send(
+        &c,
+        &sb,
+        M::GET,
+        "/v1/clients?personDetails.firstName=Bob",
+        Some(KEY),
+        None,
+    )
+    .await;
     assert_eq!(bobs["totalItems"], 2);
     assert_eq!(bobs["items"][0]["personDetails"]["lastName"], "Three");
-    let (_, by_mail) = send(&c, &sb, M::GET, "/v1/clients?email=Cy%40example.com&metadata.source=tests", Some(KEY), None).await;
+    let (_, by_mail) = send(
+        &c,
+        &sb,
+        M::GET,
+        "/v1/clients?email=Cy%40example.com&metadata.source=tests",
+        Some(KEY),
+        None,
+    )
+    .await;
     assert_eq!(by_mail["totalItems"], 1);
 
     // delete: 204, empty body, then 404 in ComplyCube's words
@@ -148,12 +221,31 @@ async fn client_lifecycle_over_tls_matches_complycube() {
         .unwrap();
     assert_eq!(resp.status(), 204);
     assert!(resp.bytes().await.unwrap().is_empty());
-    let (st, nf) = send(&c, &sb, M::GET, &format!("/v1/clients/{id}"), Some(KEY), None).await;
+    let (st, nf) = send(
+        &c,
+        &sb,
+        M::GET,
+        &format!("/v1/clients/{id}"),
+        Some(KEY),
+        None,
+    )
+    .await;
     assert_eq!(st, 404);
-    assert_eq!(nf, json!({"type": "resource_not_found", "message": format!("Invalid client id '{id}'")}));
+    assert_eq!(
+        nf,
+        json!({"type": "resource_not_found", "message": format!("Invalid client id '{id}'")})
+    );
 
     // create validation
-    let (st, e) = send(&c, &sb, M::POST, "/v1/clients", Some(KEY), Some(json!({"type": "person", "email": "x@y.z"}))).await;
+    let (st, e) = send(
+        &c,
+        &sb,
+        M::POST,
+        "/v1/clients",
+        Some(KEY),
+        Some(json!({"type": "person", "email": "x@y.z"})),
+    )
+    .await;
     assert_eq!(st, 400);
     assert_eq!(e["param"], "personDetails");
     sb.shutdown().await;
@@ -168,7 +260,8 @@ async fn authorization_must_be_exactly_one_accepted_raw_key() {
     .await;
     let c = client_for(&sb, false);
     let url = format!("{}/v1/clients", sb.base_url());
-    let unauthorized = json!({"type": "unauthorized", "message": "The 'Authorization' header is invalid"});
+    let unauthorized =
+        json!({"type": "unauthorized", "message": "The 'Authorization' header is invalid"});
     let cases: Vec<(&str, Vec<&str>)> = vec![
         ("missing", vec![]),
         ("wrong", vec!["test_other_key"]),
@@ -188,7 +281,12 @@ async fn authorization_must_be_exactly_one_accepted_raw_key() {
         );
         assert_eq!(resp.json::<Value>().await.unwrap(), unauthorized, "{name}");
     }
-    let resp = c.get(&url).header("authorization", KEY).send().await.unwrap();
+    let resp = c
+        .get(&url)
+        .header("authorization", KEY)
+        .send()
+        .await
+        .unwrap();
     assert_eq!(resp.status(), 200);
     // every API request is recorded, the rejected ones too
     let recs = sb.recorded();
@@ -198,8 +296,21 @@ async fn authorization_must_be_exactly_one_accepted_raw_key() {
     // with no key list, any test_/live_ key with >= 4 more chars is accepted
     let open = start(SandboxOptions::default()).await;
     let c = client_for(&open, false);
-    for (k, want) in [("test_abcd", 200), ("live_abcd", 200), ("test_abc", 401), ("prod_abcd", 401)] {
-        let (st, _) = send(&c, &open, reqwest::Method::GET, "/v1/clients", Some(k), None).await;
+    for (k, want) in [
+        ("test_abcd", 200),
+        ("live_abcd", 200),
+        ("test_abc", 401),
+        ("prod_abcd", 401),
+    ] {
+        let (st, _) = send(
+            &c,
+            &open,
+            reqwest::Method::GET,
+            "/v1/clients",
+            Some(k),
+            None,
+        )
+        .await;
         assert_eq!(st.as_u16(), want, "{k}");
     }
 }
@@ -209,19 +320,59 @@ async fn keys_never_see_each_others_data() {
     let sb = start(SandboxOptions::default()).await;
     let c = client_for(&sb, false);
     use reqwest::Method as M;
-    let (_, made) = send(&c, &sb, M::POST, "/v1/clients", Some("test_aaaa"), Some(person("T", "Est"))).await;
+    let (_, made) = send(
+        &c,
+        &sb,
+        M::POST,
+        "/v1/clients",
+        Some("test_aaaa"),
+        Some(person("T", "Est")),
+    )
+    .await;
     let id = made["id"].as_str().unwrap();
     for other in ["live_aaaa", "test_bbbb"] {
-        let (st, _) = send(&c, &sb, M::GET, &format!("/v1/clients/{id}"), Some(other), None).await;
+        let (st, _) = send(
+            &c,
+            &sb,
+            M::GET,
+            &format!("/v1/clients/{id}"),
+            Some(other),
+            None,
+        )
+        .await;
         assert_eq!(st, 404, "{other}");
         let (_, list) = send(&c, &sb, M::GET, "/v1/clients", Some(other), None).await;
         assert_eq!(list["totalItems"], 0, "{other}");
-        let (st, _) = send(&c, &sb, M::DELETE, &format!("/v1/clients/{id}"), Some(other), None).await;
+        let (st, _) = send(
+            &c,
+            &sb,
+            M::DELETE,
+            &format!("/v1/clients/{id}"),
+            Some(other),
+            None,
+        )
+        .await;
         assert_eq!(st, 404, "{other}");
-        let (st, _) = send(&c, &sb, M::POST, "/v1/addresses", Some(other), Some(json!({"clientId": id, "line": "1", "city": "c", "country": "GB"}))).await;
+        let (st, _) = send(
+            &c,
+            &sb,
+            M::POST,
+            "/v1/addresses",
+            Some(other),
+            Some(json!({"clientId": id, "line": "1", "city": "c", "country": "GB"})),
+        )
+        .await;
         assert_eq!(st, 404, "{other}");
     }
-    let (st, _) = send(&c, &sb, M::GET, &format!("/v1/clients/{id}"), Some("test_aaaa"), None).await;
+    let (st, _) = send(
+        &c,
+        &sb,
+        M::GET,
+        &format!("/v1/clients/{id}"),
+        Some("test_aaaa"),
+        None,
+    )
+    .await;
     assert_eq!(st, 200);
 }
 
@@ -229,26 +380,47 @@ async fn keys_never_see_each_others_data() {
 async fn negotiates_h2_over_tls_and_keeps_h1_alive() {
     let sb = start(SandboxOptions::default()).await;
     let h2 = client_for(&sb, false);
-    let resp = h2.get(format!("{}/v1/accountInfo", sb.base_url())).header("authorization", KEY).send().await.unwrap();
+    let resp = h2
+        .get(format!("{}/v1/accountInfo", sb.base_url()))
+        .header("authorization", KEY)
+        .send()
+        .await
+        .unwrap();
     assert_eq!(resp.version(), reqwest::Version::HTTP_2);
     assert_eq!(resp.status(), 200);
 
     let h1 = client_for(&sb, true);
     for _ in 0..2 {
-        let resp = h1.get(format!("{}/v1/static/screeningLists", sb.base_url())).header("authorization", KEY).send().await.unwrap();
+        let resp = h1
+            .get(format!("{}/v1/static/screeningLists", sb.base_url()))
+            .header("authorization", KEY)
+            .send()
+            .await
+            .unwrap();
         assert_eq!(resp.version(), reqwest::Version::HTTP_11);
         let body = resp.bytes().await.unwrap();
         assert!(serde_json::from_slice::<Vec<String>>(&body).is_ok());
     }
     // Plain HTTP/1.1 keep-alive: two requests on one socket, both answered.
-    let plain = start(SandboxOptions { tls: false, ..Default::default() }).await;
+    let plain = start(SandboxOptions {
+        tls: false,
+        ..Default::default()
+    })
+    .await;
     let mut s = TcpStream::connect(plain.addr()).await.unwrap();
-    let two = format!("{}{}", get_req("/v1/accountInfo"), get_req("/v1/accountInfo"));
+    let two = format!(
+        "{}{}",
+        get_req("/v1/accountInfo"),
+        get_req("/v1/accountInfo")
+    );
     s.write_all(two.as_bytes()).await.unwrap();
     let mut buf = vec![0u8; 4096];
     let mut got = String::new();
     while got.matches("HTTP/1.1 200").count() < 2 {
-        let n = tokio::time::timeout(Duration::from_secs(5), s.read(&mut buf)).await.unwrap().unwrap();
+        let n = tokio::time::timeout(Duration::from_secs(5), s.read(&mut buf))
+            .await
+            .unwrap()
+            .unwrap();
         assert!(n > 0, "closed early: {got}");
         got.push_str(&String::from_utf8_lossy(&buf[..n]));
     }
@@ -271,19 +443,40 @@ async fn records_exact_headers_and_body_and_serves_control_endpoints() {
     let recs = sb.recorded();
     assert_eq!(recs.len(), 1);
     let r = &recs[0];
-    assert_eq!((r.method.as_str(), r.path.as_str(), r.query.as_deref()), ("POST", "/v1/clients", Some("x=1")));
+    assert_eq!(
+        (r.method.as_str(), r.path.as_str(), r.query.as_deref()),
+        ("POST", "/v1/clients", Some("x=1"))
+    );
     assert_eq!(r.header_values("authorization"), vec![KEY]);
     assert_eq!(r.header_values("x-trace"), vec!["abc", "def"]);
-    assert!(r.headers.iter().all(|(n, _)| n.chars().all(|ch| !ch.is_ascii_uppercase())));
+    assert!(
+        r.headers
+            .iter()
+            .all(|(n, _)| n.chars().all(|ch| !ch.is_ascii_uppercase()))
+    );
     assert_eq!(r.body, br#"{"type":"company"}"#);
-    assert!(!format!("{r:?}").contains(KEY), "Debug must not show the key");
+    assert!(
+        !format!("{r:?}").contains(KEY),
+        "Debug must not show the key"
+    );
 
     // control endpoints need no key and are not recorded
     let base = sb.base_url();
-    let list: Value = c.get(format!("{base}/__sandbox/requests")).send().await.unwrap().json().await.unwrap();
+    let list: Value = c
+        .get(format!("{base}/__sandbox/requests"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
     assert_eq!(list[0]["body"], r#"{"type":"company"}"#);
     assert_eq!(list[0]["headers"][0][0], "authorization");
-    let health = c.get(format!("{base}/__sandbox/health")).send().await.unwrap();
+    let health = c
+        .get(format!("{base}/__sandbox/health"))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(health.status(), 200);
     let set = c
         .post(format!("{base}/__sandbox/faults"))
@@ -292,11 +485,34 @@ async fn records_exact_headers_and_body_and_serves_control_endpoints() {
         .await
         .unwrap();
     assert_eq!(set.status(), 200);
-    let (st, body) = send(&c, &sb, reqwest::Method::GET, "/v1/accountInfo", Some(KEY), None).await;
-    assert_eq!((st.as_u16(), body["type"].as_str()), (503, Some("service_unavailable")));
-    let (st, _) = send(&c, &sb, reqwest::Method::GET, "/v1/accountInfo", Some(KEY), None).await;
+    let (st, body) = send(
+        &c,
+        &sb,
+        reqwest::Method::GET,
+        "/v1/accountInfo",
+        Some(KEY),
+        None,
+    )
+    .await;
+    assert_eq!(
+        (st.as_u16(), body["type"].as_str()),
+        (503, Some("service_unavailable"))
+    );
+    let (st, _) = send(
+        &c,
+        &sb,
+        reqwest::Method::GET,
+        "/v1/accountInfo",
+        Some(KEY),
+        None,
+    )
+    .await;
     assert_eq!(st, 200, "a counted fault expires");
-    let del = c.delete(format!("{base}/__sandbox/requests")).send().await.unwrap();
+    let del = c
+        .delete(format!("{base}/__sandbox/requests"))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(del.status(), 204);
     assert!(sb.recorded().is_empty());
     assert_eq!(sb.faults().api_hits(), 3);
@@ -306,9 +522,17 @@ async fn records_exact_headers_and_body_and_serves_control_endpoints() {
 async fn status_and_delay_faults() {
     let sb = start(SandboxOptions::default()).await;
     let c = client_for(&sb, false);
-    sb.faults().set(FaultMode::Status { status: 429, retry_after: Some(7) });
+    sb.faults().set(FaultMode::Status {
+        status: 429,
+        retry_after: Some(7),
+    });
     for _ in 0..2 {
-        let resp = c.get(format!("{}/v1/clients", sb.base_url())).header("authorization", KEY).send().await.unwrap();
+        let resp = c
+            .get(format!("{}/v1/clients", sb.base_url()))
+            .header("authorization", KEY)
+            .send()
+            .await
+            .unwrap();
         assert_eq!(resp.status(), 429);
         assert_eq!(resp.headers()["retry-after"], "7");
         let b: Value = resp.json().await.unwrap();
@@ -324,14 +548,26 @@ async fn status_and_delay_faults() {
         .await;
     assert!(slow.unwrap_err().is_timeout());
     sb.faults().clear();
-    let (st, _) = send(&c, &sb, reqwest::Method::GET, "/v1/clients", Some(KEY), None).await;
+    let (st, _) = send(
+        &c,
+        &sb,
+        reqwest::Method::GET,
+        "/v1/clients",
+        Some(KEY),
+        None,
+    )
+    .await;
     assert_eq!(st, 200);
     assert_eq!(sb.faults().api_hits(), 4);
 }
 
 #[tokio::test]
 async fn reset_fault_sends_rst_after_reading_the_request() {
-    let sb = start(SandboxOptions { tls: false, ..Default::default() }).await;
+    let sb = start(SandboxOptions {
+        tls: false,
+        ..Default::default()
+    })
+    .await;
     sb.faults().set_times(FaultMode::ResetBeforeResponse, 1);
     let body = r#"{"type":"person"}"#;
     let req = format!(
@@ -343,22 +579,37 @@ async fn reset_fault_sends_rst_after_reading_the_request() {
     // the request was read in full before the reset
     assert_eq!(sb.recorded()[0].body, body.as_bytes());
     // and the next connection is served normally
-    let ok = raw_exchange(&sb, &get_req("/v1/accountInfo").replace("\r\n\r\n", "\r\nConnection: close\r\n\r\n")).await.unwrap();
+    let ok = raw_exchange(
+        &sb,
+        &get_req("/v1/accountInfo").replace("\r\n\r\n", "\r\nConnection: close\r\n\r\n"),
+    )
+    .await
+    .unwrap();
     assert!(String::from_utf8_lossy(&ok).starts_with("HTTP/1.1 200"));
 
     // over TLS, the client sees a failed request, not an answer
     let tls = start(SandboxOptions::default()).await;
     tls.faults().set(FaultMode::ResetBeforeResponse);
     let c = client_for(&tls, false);
-    let r = c.get(format!("{}/v1/clients", tls.base_url())).header("authorization", KEY).send().await;
+    let r = c
+        .get(format!("{}/v1/clients", tls.base_url()))
+        .header("authorization", KEY)
+        .send()
+        .await;
     assert!(r.is_err());
 }
 
 #[tokio::test]
 async fn truncated_body_fault_sends_half_of_the_announced_length() {
-    let sb = start(SandboxOptions { tls: false, ..Default::default() }).await;
+    let sb = start(SandboxOptions {
+        tls: false,
+        ..Default::default()
+    })
+    .await;
     sb.faults().set(FaultMode::TruncatedBody);
-    let out = raw_exchange(&sb, &get_req("/v1/static/screeningLists")).await.unwrap();
+    let out = raw_exchange(&sb, &get_req("/v1/static/screeningLists"))
+        .await
+        .unwrap();
     let text = String::from_utf8_lossy(&out).to_string();
     let (head, body) = text.split_once("\r\n\r\n").unwrap();
     assert!(head.starts_with("HTTP/1.1 200"), "{head}");
@@ -375,17 +626,28 @@ async fn truncated_body_fault_sends_half_of_the_announced_length() {
     tls.faults().set(FaultMode::TruncatedBody);
     for h1 in [true, false] {
         let c = client_for(&tls, h1);
-        let resp = c.get(format!("{}/v1/accountInfo", tls.base_url())).header("authorization", KEY).send().await.unwrap();
+        let resp = c
+            .get(format!("{}/v1/accountInfo", tls.base_url()))
+            .header("authorization", KEY)
+            .send()
+            .await
+            .unwrap();
         assert!(resp.bytes().await.is_err(), "h1={h1}");
     }
 }
 
 #[tokio::test]
 async fn close_after_response_fault_answers_then_closes() {
-    let sb = start(SandboxOptions { tls: false, ..Default::default() }).await;
+    let sb = start(SandboxOptions {
+        tls: false,
+        ..Default::default()
+    })
+    .await;
     sb.faults().set(FaultMode::CloseAfterResponse);
     // read_to_end returns only when the server closes the keep-alive socket
-    let out = raw_exchange(&sb, &get_req("/v1/accountInfo")).await.unwrap();
+    let out = raw_exchange(&sb, &get_req("/v1/accountInfo"))
+        .await
+        .unwrap();
     let text = String::from_utf8_lossy(&out);
     assert!(text.starts_with("HTTP/1.1 200"), "{text}");
     assert!(text.contains("connection: close"));
@@ -396,7 +658,15 @@ async fn close_after_response_fault_answers_then_closes() {
     tls.faults().set(FaultMode::CloseAfterResponse);
     let c = client_for(&tls, false);
     for _ in 0..3 {
-        let (st, b) = send(&c, &tls, reqwest::Method::GET, "/v1/accountInfo", Some(KEY), None).await;
+        let (st, b) = send(
+            &c,
+            &tls,
+            reqwest::Method::GET,
+            "/v1/accountInfo",
+            Some(KEY),
+            None,
+        )
+        .await;
         assert_eq!((st.as_u16(), b["plan"].as_str()), (200, Some("sandbox")));
     }
 }
@@ -411,7 +681,15 @@ async fn rate_limit_answers_429_per_key_and_still_records() {
     let c = client_for(&sb, false);
     let mut statuses = Vec::new();
     for _ in 0..6 {
-        let (st, b) = send(&c, &sb, reqwest::Method::GET, "/v1/clients", Some("test_aaaa"), None).await;
+        let (st, b) = send(
+            &c,
+            &sb,
+            reqwest::Method::GET,
+            "/v1/clients",
+            Some("test_aaaa"),
+            None,
+        )
+        .await;
         if st == 429 {
             assert_eq!(b["type"], "rate_limit_exceeded");
         }
@@ -421,7 +699,15 @@ async fn rate_limit_answers_429_per_key_and_still_records() {
     // over half a second; the first two always pass.
     assert_eq!(&statuses[..2], &[200, 200]);
     assert!(statuses.contains(&429), "{statuses:?}");
-    let (st, _) = send(&c, &sb, reqwest::Method::GET, "/v1/clients", Some("test_bbbb"), None).await;
+    let (st, _) = send(
+        &c,
+        &sb,
+        reqwest::Method::GET,
+        "/v1/clients",
+        Some("test_bbbb"),
+        None,
+    )
+    .await;
     assert_eq!(st, 200, "another key has its own window");
     assert_eq!(sb.recorded().len(), 7);
 }
@@ -431,25 +717,96 @@ async fn other_documented_operations_answer_plausibly() {
     let sb = start(SandboxOptions::default()).await;
     let c = client_for(&sb, false);
     use reqwest::Method as M;
-    let (_, cl) = send(&c, &sb, M::POST, "/v1/clients", Some(KEY), Some(person("O", "Ps"))).await;
+    let (_, cl) = send(
+        &c,
+        &sb,
+        M::POST,
+        "/v1/clients",
+        Some(KEY),
+        Some(person("O", "Ps")),
+    )
+    .await;
     let cid = cl["id"].as_str().unwrap();
-    let (st, chk) = send(&c, &sb, M::POST, "/v1/checks", Some(KEY), Some(json!({"clientId": cid, "type": "standard_screening_check"}))).await;
+    let (st, chk) = send(
+        &c,
+        &sb,
+        M::POST,
+        "/v1/checks",
+        Some(KEY),
+        Some(json!({"clientId": cid, "type": "standard_screening_check"})),
+    )
+    .await;
     assert_eq!(st, 200);
-    assert_eq!((chk["status"].as_str(), chk["clientId"].as_str()), (Some("pending"), Some(cid)));
-    let (_, tok) = send(&c, &sb, M::POST, "/v1/tokens", Some(KEY), Some(json!({"clientId": cid, "referrer": "*://*/*"}))).await;
+    assert_eq!(
+        (chk["status"].as_str(), chk["clientId"].as_str()),
+        (Some("pending"), Some(cid))
+    );
+    let (_, tok) = send(
+        &c,
+        &sb,
+        M::POST,
+        "/v1/tokens",
+        Some(KEY),
+        Some(json!({"clientId": cid, "referrer": "*://*/*"})),
+    )
+    .await;
     assert!(tok["token"].is_string());
-    let (_, wh) = send(&c, &sb, M::POST, "/v1/webhooks", Some(KEY), Some(json!({"url": "https://x.test/h", "enabled": true, "events": ["*"]}))).await;
+    let (_, wh) = send(
+        &c,
+        &sb,
+        M::POST,
+        "/v1/webhooks",
+        Some(KEY),
+        Some(json!({"url": "https://x.test/h", "enabled": true, "events": ["*"]})),
+    )
+    .await;
     assert!(wh["secret"].is_string());
-    let (_, wh2) = send(&c, &sb, M::GET, &format!("/v1/webhooks/{}", wh["id"].as_str().unwrap()), Some(KEY), None).await;
+    let (_, wh2) = send(
+        &c,
+        &sb,
+        M::GET,
+        &format!("/v1/webhooks/{}", wh["id"].as_str().unwrap()),
+        Some(KEY),
+        None,
+    )
+    .await;
     assert!(wh2.get("secret").is_none(), "secret only at creation");
     let (_, lists) = send(&c, &sb, M::GET, "/v1/teamMembers", Some(KEY), None).await;
-    assert_eq!((lists["pages"].as_u64(), lists["items"].as_array().map(Vec::len)), (Some(0), Some(0)));
-    let (st, _) = send(&c, &sb, M::DELETE, "/v1/liveVideos/5f0000000000000000000000", Some(KEY), None).await;
+    assert_eq!(
+        (
+            lists["pages"].as_u64(),
+            lists["items"].as_array().map(Vec::len)
+        ),
+        (Some(0), Some(0))
+    );
+    let (st, _) = send(
+        &c,
+        &sb,
+        M::DELETE,
+        "/v1/liveVideos/5f0000000000000000000000",
+        Some(KEY),
+        None,
+    )
+    .await;
     assert_eq!(st, 204);
-    let (st, rep) = send(&c, &sb, M::GET, &format!("/v1/reports?clientId={cid}"), Some(KEY), None).await;
-    assert_eq!((st.as_u16(), rep["contentType"].as_str()), (200, Some("application/pdf")));
+    let (st, rep) = send(
+        &c,
+        &sb,
+        M::GET,
+        &format!("/v1/reports?clientId={cid}"),
+        Some(KEY),
+        None,
+    )
+    .await;
+    assert_eq!(
+        (st.as_u16(), rep["contentType"].as_str()),
+        (200, Some("application/pdf"))
+    );
     let (st, e) = send(&c, &sb, M::GET, "/v1/not/a/route", Some(KEY), None).await;
-    assert_eq!((st.as_u16(), e["type"].as_str()), (404, Some("resource_not_found")));
+    assert_eq!(
+        (st.as_u16(), e["type"].as_str()),
+        (404, Some("resource_not_found"))
+    );
     let (st, _) = send(&c, &sb, M::GET, "/clients", Some(KEY), None).await;
     assert_eq!(st, 404, "only /v1 is served");
 }
