@@ -512,13 +512,13 @@ fn update_client(c: &mut Ctx<'_>, id: &str) -> Result<Reply, Reply> {
         .and_then(Value::as_str)
         .unwrap_or("person")
         .to_string();
-    if let Some(t) = b.remove("type") {
-        if t.as_str() != Some(stored_type.as_str()) {
-            return Err(Reply::invalid(
-                "type",
-                "'type' cannot be changed once the client is created",
-            ));
-        }
+    if let Some(t) = b.remove("type")
+        && t.as_str() != Some(stored_type.as_str())
+    {
+        return Err(Reply::invalid(
+            "type",
+            "'type' cannot be changed once the client is created",
+        ));
     }
     b.remove("entityName");
     b.remove(if stored_type == "person" {

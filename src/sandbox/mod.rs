@@ -42,7 +42,7 @@ use http_body::{Body, Frame, SizeHint};
 use http_body_util::BodyExt;
 use hyper::body::Incoming;
 use hyper::service::service_fn;
-use hyper_util::rt::{TokioExecutor, TokioIo};
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
 use rustls_pki_types::CertificateDer;
 use tokio::net::{TcpListener, TcpStream};
@@ -70,6 +70,9 @@ pub struct SandboxOptions {
     /// When set, API requests above N per rolling second per key get
     /// ComplyCube's 429 `rate_limit_exceeded`.
     pub rate_limit_per_sec: Option<u32>,
+    /// How many recorded requests are kept (oldest dropped first), so long
+    /// benchmark runs do not grow memory without bound.
+    pub max_recorded: usize,
 }
 
 impl Default for SandboxOptions {
@@ -80,6 +83,7 @@ impl Default for SandboxOptions {
             latency: Duration::ZERO,
             keys: Vec::new(),
             rate_limit_per_sec: None,
+            max_recorded: 100_000,
         }
     }
 }
@@ -93,6 +97,7 @@ impl fmt::Debug for SandboxOptions {
             .field("latency", &self.latency)
             .field("keys", &format_args!("<{} keys>", self.keys.len()))
             .field("rate_limit_per_sec", &self.rate_limit_per_sec)
+            .field("max_recorded", &self.max_recorded)
             .finish()
     }
 }
@@ -159,7 +164,8 @@ struct Shared {
     keys: Vec<String>,
     latency: Duration,
     rate_limit: Option<u32>,
-    recorded: Mutex<Vec<RecordedRequest>>,
+    recorded: Mutex<VecDeque<RecordedRequest>>,
+    max_recorded: usize,
     faults: Faults,
     store: Mutex<Store>,
     windows: Mutex<HashMap<String, VecDeque<Instant>>>,
@@ -180,6 +186,17 @@ impl Shared {
         } else {
             self.keys.iter().any(|k| k == key)
         }
+    }
+
+    fn record(&self, r: RecordedRequest) {
+        if self.max_recorded == 0 {
+            return;
+        }
+        let mut recs = lock(&self.recorded);
+        while recs.len() >= self.max_recorded {
+            recs.pop_front();
+        }
+        recs.push_back(r);
     }
 
     /// Rolling one-second window per key; only admitted requests count, so a
@@ -237,7 +254,8 @@ impl Sandbox {
             keys: opts.keys,
             latency: opts.latency,
             rate_limit: opts.rate_limit_per_sec,
-            recorded: Mutex::new(Vec::new()),
+            recorded: Mutex::new(VecDeque::new()),
+            max_recorded: opts.max_recorded,
             faults: Faults::default(),
             store: Mutex::new(Store::new()),
             windows: Mutex::new(HashMap::new()),
@@ -280,7 +298,7 @@ impl Sandbox {
 
     /// Every API request received so far (control endpoints excluded).
     pub fn recorded(&self) -> Vec<RecordedRequest> {
-        lock(&self.shared.recorded).clone()
+        lock(&self.shared.recorded).iter().cloned().collect()
     }
 
     pub fn clear_recorded(&self) {
@@ -385,7 +403,10 @@ async fn drive<I>(
             async move { Ok::<_, Infallible>(handle(shared, ctl, req).await) }
         })
     };
-    let builder = auto::Builder::new(TokioExecutor::new());
+    let mut builder = auto::Builder::new(TokioExecutor::new());
+    // Timers make hyper's header-read and keep-alive timeouts effective.
+    builder.http1().timer(TokioTimer::new());
+    builder.http2().timer(TokioTimer::new());
     let conn = builder.serve_connection(io, svc);
     tokio::pin!(conn);
     let mut draining = false;
@@ -410,12 +431,11 @@ async fn drive<I>(
 
 /// Sets SO_LINGER 0 so that closing the socket sends RST instead of FIN.
 fn reset(dup: Option<std::net::TcpStream>) {
-    if let Some(d) = dup {
-        if d.set_nonblocking(true).is_ok() {
-            if let Ok(t) = TcpStream::from_std(d) {
-                let _ = t.set_zero_linger();
-            }
-        }
+    if let Some(d) = dup
+        && d.set_nonblocking(true).is_ok()
+        && let Ok(t) = TcpStream::from_std(d)
+    {
+        let _ = t.set_zero_linger();
     }
 }
 
@@ -441,7 +461,7 @@ async fn handle(
         return control(&shared, &parts.method, path, &body);
     }
 
-    lock(&shared.recorded).push(RecordedRequest {
+    shared.record(RecordedRequest {
         method: parts.method.to_string(),
         path: path.to_string(),
         query: parts.uri.query().map(str::to_string),
@@ -509,15 +529,15 @@ fn api_reply(shared: &Shared, parts: &http::request::Parts, body: &[u8]) -> Repl
             None,
         );
     };
-    if let Some(limit) = shared.rate_limit {
-        if !shared.admit(key, limit) {
-            return Reply::error(
-                429,
-                "rate_limit_exceeded",
-                "You have exceeded the rate limit for your plan",
-                None,
-            );
-        }
+    if let Some(limit) = shared.rate_limit
+        && !shared.admit(key, limit)
+    {
+        return Reply::error(
+            429,
+            "rate_limit_exceeded",
+            "You have exceeded the rate limit for your plan",
+            None,
+        );
     }
     let path = parts.uri.path();
     let rest = path.strip_prefix("/v1").unwrap_or_default();
@@ -554,7 +574,7 @@ fn control(
     let r = match (method.as_str(), path) {
         ("GET", "/__sandbox/health") => ok(serde_json::json!({"status": "ok"})),
         ("GET", "/__sandbox/requests") => {
-            let recs = lock(&shared.recorded).clone();
+            let recs: Vec<RecordedRequest> = lock(&shared.recorded).iter().cloned().collect();
             ok(serde_json::to_value(recs).unwrap_or_default())
         }
         ("DELETE", "/__sandbox/requests") => {

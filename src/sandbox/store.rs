@@ -164,7 +164,7 @@ impl Store {
                     .collect()
             })
             .unwrap_or_default();
-        hits.sort_by(|a, b| b.seq.cmp(&a.seq));
+        hits.sort_by_key(|e| std::cmp::Reverse(e.seq));
         let total = hits.len() as u64;
         let pages = total.div_ceil(page_size);
         let start = usize::try_from((page - 1).saturating_mul(page_size)).unwrap_or(usize::MAX);

@@ -810,3 +810,20 @@ async fn other_documented_operations_answer_plausibly() {
     let (st, _) = send(&c, &sb, M::GET, "/clients", Some(KEY), None).await;
     assert_eq!(st, 404, "only /v1 is served");
 }
+
+#[tokio::test]
+async fn recording_keeps_only_the_newest_requests_up_to_the_cap() {
+    let sb = start(SandboxOptions {
+        tls: false,
+        max_recorded: 2,
+        ..Default::default()
+    })
+    .await;
+    for p in ["/v1/a", "/v1/b", "/v1/c"] {
+        let req = get_req(p).replace("\r\n\r\n", "\r\nConnection: close\r\n\r\n");
+        raw_exchange(&sb, &req).await.unwrap();
+    }
+    let paths: Vec<String> = sb.recorded().into_iter().map(|r| r.path).collect();
+    assert_eq!(paths, vec!["/v1/b", "/v1/c"]);
+    assert_eq!(sb.faults().api_hits(), 3);
+}
