@@ -717,6 +717,18 @@ pub fn compile(
         None => crate::pipeline::validate::Schemas::embedded(),
     }
     .map_err(|e| err(source, "validation.schemas_dir", e.to_string()))?;
+    // Every operation that carries a body must have a schema: an unchecked
+    // body would reach ComplyCube unvalidated.
+    if let Some(o) = OPERATIONS
+        .iter()
+        .find(|o| o.body != operations::BodyKind::None && !schemas.has(o.id))
+    {
+        return Err(err(
+            source,
+            "validation.schemas_dir",
+            format!("no schema for operation {}", o.id),
+        ));
+    }
 
     raw.rate_limit
         .validate()
