@@ -215,7 +215,8 @@ fn strip(v: &mut Value, segments: &[Segment], path: &mut String, out: &mut Vec<S
         match (v, segment) {
             (Value::Object(map), Segment::Token(key)) => {
                 // shift_remove keeps the other members' order.
-                if map.shift_remove(key.as_str()).is_some() {
+                let removed = map.shift_remove(key.as_str()).is_some();
+                if removed {
                     record(path, key, out);
                 }
             }
