@@ -2,7 +2,13 @@
 //! ports. One test binary, so CI links once.
 
 // Test code: failing loudly is the point, and helpers are shared by modules.
-#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, clippy::type_complexity, dead_code)]
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::type_complexity,
+    dead_code
+)]
 
 mod common;
 mod core;
