@@ -1,6 +1,9 @@
 //! Black-box tests: a real gateway and a real sandbox (TLS) on ephemeral
 //! ports. One test binary, so CI links once.
 
+mod audit;
+mod bodies;
 mod common;
 mod core;
+mod crash;
 mod sdk;
