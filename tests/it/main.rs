@@ -10,6 +10,9 @@
     dead_code
 )]
 
+mod audit;
+mod bodies;
 mod common;
 mod core;
+mod crash;
 mod sdk;
