@@ -43,10 +43,10 @@ fn spawn(config: &Path, log: &Path) -> Child {
 async fn wait_healthy(http: &reqwest::Client, admin: &str, child: &mut Child) {
     let deadline = Instant::now() + Duration::from_secs(20);
     loop {
-        if let Ok(r) = http.get(format!("http://{admin}/healthz")).send().await {
-            if r.status() == 200 {
-                return;
-            }
+        if let Ok(r) = http.get(format!("http://{admin}/healthz")).send().await
+            && r.status() == 200
+        {
+            return;
         }
         if let Ok(Some(st)) = child.try_wait() {
             panic!("cubegate exited during start: {st}");
