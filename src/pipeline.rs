@@ -173,7 +173,12 @@ where
     // policy
     let mut value = value;
     if let Some(v) = value.as_mut() {
-        ctx.fields = body::field_pointers(v);
+        // Metadata keys are chosen by the caller and could themselves carry
+        // personal data: the trail records that metadata was sent, not its keys.
+        ctx.fields = body::field_pointers(v)
+            .into_iter()
+            .filter(|p| !p.starts_with("/metadata/"))
+            .collect();
         let outcome = policy::apply(v, &tenant.rules[op.0 as usize]).inspect_err(|_| {
             ctx.decision = Decision::RefusedPolicy;
         })?;

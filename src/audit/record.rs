@@ -344,7 +344,8 @@ pub enum Decision {
     RefusedValidation,
     /// 429 after the allowed wait.
     RefusedRateLimit,
-    /// 503 `audit_unavailable` (recorded later if the log comes back).
+    /// 503 `audit_unavailable`. The event itself usually cannot be written
+    /// either; the failure is counted in `cubegate_audit_failures_total`.
     RefusedAudit,
 }
 
