@@ -151,18 +151,28 @@ async fn admin(shared: Arc<Shared>, req: Request<Incoming>) -> Response<AdminBod
     }
 }
 
-/// Ready when not draining and the audit log (if on) is writable.
+/// How long after a failed exchange the upstream counts as unreachable
+/// unless something succeeded meanwhile.
+const UPSTREAM_WINDOW: Duration = Duration::from_secs(30);
+
+/// Ready when not draining, the config is loaded (a snapshot exists once
+/// serving), the audit log (if on) is writable and the upstream answered
+/// recently (or has not been tried yet). Reads flags only: cheap to probe.
 pub fn readiness(shared: &Shared) -> (bool, serde_json::Value) {
+    let rt = shared.runtime();
     let draining = shared.is_draining();
     let audit_ok = shared.audit().is_none_or(|a| a.is_healthy());
-    let ready = !draining && audit_ok;
+    let upstream_ok = rt.upstream.health().reachable_recently(UPSTREAM_WINDOW);
+    let ready = !draining && audit_ok && upstream_ok;
     (
         ready,
         serde_json::json!({
             "ready": ready,
             "draining": draining,
             "audit_writable": audit_ok,
-            "config": shared.runtime().snapshot.source,
+            "upstream_reachable": upstream_ok,
+            "config_loaded": true,
+            "config": rt.snapshot.source,
         }),
     )
 }
