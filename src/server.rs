@@ -124,7 +124,7 @@ async fn admin(shared: Arc<Shared>, req: Request<Incoming>) -> Response<AdminBod
             "application/json",
         ),
         "/readyz" => {
-            let (ready, checks) = readiness(&shared);
+            let (ready, checks) = readiness(&shared).await;
             let status = if ready {
                 StatusCode::OK
             } else {
@@ -157,11 +157,22 @@ const UPSTREAM_WINDOW: Duration = Duration::from_secs(30);
 
 /// Ready when not draining, the config is loaded (a snapshot exists once
 /// serving), the audit log (if on) is writable and the upstream answered
-/// recently (or has not been tried yet). Reads flags only: cheap to probe.
-pub fn readiness(shared: &Shared) -> (bool, serde_json::Value) {
+/// recently (or has not been tried yet). Flags, plus one small file
+/// create+fsync+remove in the audit dir (off the async workers), so a dir
+/// that became unwritable shows before a request needs it.
+pub async fn readiness(shared: &Shared) -> (bool, serde_json::Value) {
     let rt = shared.runtime();
     let draining = shared.is_draining();
-    let audit_ok = shared.audit().is_none_or(|a| a.is_healthy());
+    let audit_ok = match shared.audit() {
+        None => true,
+        Some(a) if !a.is_healthy() => false,
+        Some(a) => {
+            let dir = a.dir().to_path_buf();
+            tokio::task::spawn_blocking(move || crate::audit::probe_writable(&dir))
+                .await
+                .unwrap_or(false)
+        }
+    };
     let upstream_ok = rt.upstream.health().reachable_recently(UPSTREAM_WINDOW);
     let ready = !draining && audit_ok && upstream_ok;
     (

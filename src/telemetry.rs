@@ -377,8 +377,12 @@ fn method_attr(m: &http::Method) -> &'static str {
 /// The server span for one request, parented by a valid incoming
 /// `traceparent` (a malformed one starts a new trace). Attributes that are
 /// only known later are declared empty and filled by [`request_done`].
-pub fn request_span(h: &HeaderMap, method: &http::Method, server_address: &str) -> tracing::Span {
+pub fn request_span(h: &HeaderMap, method: &http::Method, listen: &str) -> tracing::Span {
     let m = method_attr(method);
+    let (host, port) = match listen.parse::<std::net::SocketAddr>() {
+        Ok(a) => (a.ip().to_string(), Some(a.port())),
+        Err(_) => (listen.to_string(), None),
+    };
     let span = tracing::info_span!(
         target: "cubegate::request",
         "request",
@@ -388,7 +392,8 @@ pub fn request_span(h: &HeaderMap, method: &http::Method, server_address: &str) 
         http.request.method = m,
         http.route = Empty,
         http.response.status_code = Empty,
-        server.address = server_address,
+        server.address = host,
+        server.port = port,
         error.type = Empty,
         cubegate.operation = Empty,
         cubegate.tenant = Empty,
