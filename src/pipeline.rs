@@ -33,9 +33,9 @@ use crate::error::GatewayError;
 use crate::operations::BodyKind;
 use crate::state::{Runtime, Shared};
 use crate::telemetry;
-use tracing::{Instrument, info_span};
 use respond::GatewayBody;
 use route::Routed;
+use tracing::{Instrument, info_span};
 
 /// What one request has accumulated on its way through the stages.
 pub struct Ctx {
@@ -269,8 +269,7 @@ where
         .routed
         .as_ref()
         .ok_or_else(|| GatewayError::Internal("route lost".into()))?;
-    let upstream_span =
-        telemetry::upstream_span(&parts.method, def.id, &snap.upstream.authority);
+    let upstream_span = telemetry::upstream_span(&parts.method, def.id, &snap.upstream.authority);
     let (traceparent, tracestate) =
         telemetry::upstream_trace_headers(&upstream_span, &parts.headers);
     let upstream_req = inject::build(inject::UpstreamRequestParts {
@@ -439,7 +438,10 @@ async fn finish(shared: &Shared, rt: &Runtime, ctx: &mut Ctx, status: StatusCode
         };
         if let Some(ev) = audit_event(ctx, snap, kind, Some(status.as_u16())).filter(|_| wanted) {
             let t = Instant::now();
-            let r = audit.append(ev).instrument(info_span!("audit_outcome")).await;
+            let r = audit
+                .append(ev)
+                .instrument(info_span!("audit_outcome"))
+                .await;
             telemetry::audit_write(t.elapsed(), r.is_ok());
             if let Err(e) = r {
                 tracing::error!(request_id = %ctx.request_id, error = %e, "audit outcome not written");

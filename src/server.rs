@@ -134,6 +134,8 @@ async fn admin(shared: Arc<Shared>, req: Request<Incoming>) -> Response<AdminBod
         }
         "/metrics" => match crate::telemetry::metrics_handle() {
             Some(h) => {
+                // Readiness as a gauge, so alerts see what the probe sees.
+                crate::telemetry::ready(readiness(&shared).await.0);
                 h.run_upkeep();
                 text(StatusCode::OK, h.render(), "text/plain; version=0.0.4")
             }

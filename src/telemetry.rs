@@ -93,6 +93,14 @@ fn describe() {
         "Upstream keys paused after a ComplyCube 429"
     );
     describe_counter!("cubegate_config_reloads_total", "Config reloads, by result");
+    describe_gauge!(
+        "cubegate_ready",
+        "1 when /readyz would answer 200 (sampled at each scrape)"
+    );
+    describe_counter!(
+        "cubegate_otel_spans_exported_total",
+        "Spans handed to the OTLP collector, by result (ok|error)"
+    );
 }
 
 /// Keeps the trace pipeline alive; [`TelemetryGuard::shutdown`] flushes
@@ -110,10 +118,10 @@ impl TelemetryGuard {
 
     /// Flush and stop the exporter (bounded by the SDK's export timeout).
     pub fn shutdown(self) {
-        if let Some(p) = self.provider {
-            if let Err(e) = p.shutdown() {
-                tracing::warn!(error = %e, "trace exporter shutdown");
-            }
+        if let Some(p) = self.provider
+            && let Err(e) = p.shutdown()
+        {
+            tracing::warn!(error = %e, "trace exporter shutdown");
         }
     }
 }
@@ -201,7 +209,9 @@ fn tracer_provider(plan: &ExportPlan) -> Result<SdkTracerProvider, String> {
                 .build(),
         );
     if let Some(r) = plan.sample_ratio {
-        pb = pb.with_sampler(Sampler::ParentBased(Box::new(Sampler::TraceIdRatioBased(r))));
+        pb = pb.with_sampler(Sampler::ParentBased(Box::new(Sampler::TraceIdRatioBased(
+            r,
+        ))));
     }
     Ok(pb.build())
 }
@@ -414,7 +424,11 @@ pub fn request_span(h: &HeaderMap, method: &http::Method, listen: &str) -> traci
 }
 
 /// The client span around the upstream call.
-pub fn upstream_span(method: &http::Method, operation: &'static str, authority: &str) -> tracing::Span {
+pub fn upstream_span(
+    method: &http::Method,
+    operation: &'static str,
+    authority: &str,
+) -> tracing::Span {
     let m = method_attr(method);
     tracing::info_span!(
         target: "cubegate::upstream",
@@ -430,7 +444,11 @@ pub fn upstream_span(method: &http::Method, operation: &'static str, authority: 
 }
 
 /// Record the upstream answer (or failure) on the client span.
-pub fn upstream_done(span: &tracing::Span, status: Option<StatusCode>, error: Option<&'static str>) {
+pub fn upstream_done(
+    span: &tracing::Span,
+    status: Option<StatusCode>,
+    error: Option<&'static str>,
+) {
     if let Some(s) = status {
         span.record("http.response.status_code", s.as_u16());
         if s.is_server_error() {
@@ -622,6 +640,10 @@ pub fn audit_write(took: Duration, ok: bool) {
     if !ok {
         counter!("cubegate_audit_failures_total").increment(1);
     }
+}
+
+pub fn ready(ready: bool) {
+    gauge!("cubegate_ready").set(if ready { 1.0 } else { 0.0 });
 }
 
 pub fn config_reload(ok: bool) {

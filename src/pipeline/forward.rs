@@ -66,7 +66,11 @@ impl UpstreamHealth {
     }
 
     fn record(&self, ok: bool) {
-        let slot = if ok { &self.last_ok } else { &self.last_failure };
+        let slot = if ok {
+            &self.last_ok
+        } else {
+            &self.last_failure
+        };
         slot.store(self.now(), Ordering::Relaxed);
     }
 
