@@ -673,6 +673,43 @@ mod tests {
     }
 
     #[test]
+    fn export_is_off_by_default_and_otel_variables_win_over_config() {
+        let none = |_: &str| None;
+        let cfg = TelemetrySettings::default();
+        assert_eq!(export_plan(&cfg, &none), None, "off by default");
+        let env = |k: &str| match k {
+            "OTEL_EXPORTER_OTLP_ENDPOINT" => Some("http://c:4318".to_string()),
+            "OTEL_SERVICE_NAME" => Some("gw-eu".to_string()),
+            "OTEL_TRACES_SAMPLER" => Some("always_on".to_string()),
+            _ => None,
+        };
+        let cfg = TelemetrySettings {
+            otlp_endpoint: Some("http://from-config:4318/".into()),
+            service_name: Some("from-config".into()),
+            sample_ratio: Some(0.1),
+            ..Default::default()
+        };
+        let p = export_plan(&cfg, &env).unwrap();
+        assert_eq!(p.endpoint, None, "the SDK reads the OTEL endpoint itself");
+        assert_eq!(p.service_name, "gw-eu");
+        assert_eq!(p.sample_ratio, None, "OTEL_TRACES_SAMPLER wins");
+        let p = export_plan(&cfg, &none).unwrap();
+        assert_eq!(
+            p.endpoint.as_deref(),
+            Some("http://from-config:4318/v1/traces")
+        );
+        assert_eq!(p.service_name, "from-config");
+        assert_eq!(p.sample_ratio, Some(0.1));
+        let disabled = |k: &str| (k == "OTEL_SDK_DISABLED").then(|| "true".to_string());
+        assert_eq!(export_plan(&cfg, &disabled), None);
+        let off = TelemetrySettings {
+            enabled: Some(false),
+            ..Default::default()
+        };
+        assert_eq!(export_plan(&off, &env), None, "config can switch it off");
+    }
+
+    #[test]
     fn request_ids_accept_sane_caller_ids_only() {
         let mut h = HeaderMap::new();
         h.insert("x-request-id", HeaderValue::from_static("abc-123"));
