@@ -282,6 +282,18 @@ pub struct TelemetrySettings {
     pub log_format: LogFormat,
     /// `RUST_LOG`-style filter; the `RUST_LOG` variable wins when set.
     pub log_level: String,
+    /// Export traces over OTLP/HTTP. Unset: on when an OTLP endpoint is
+    /// given (here or in `OTEL_EXPORTER_OTLP_*`). `OTEL_SDK_DISABLED=true`
+    /// always turns it off.
+    pub enabled: Option<bool>,
+    /// Collector base URL (`http://127.0.0.1:4318`); `/v1/traces` is added.
+    /// The `OTEL_EXPORTER_OTLP_*ENDPOINT` variables win.
+    pub otlp_endpoint: Option<String>,
+    /// `service.name`; `OTEL_SERVICE_NAME` wins. Default `cubegate`.
+    pub service_name: Option<String>,
+    /// Parent-based ratio sampling (0.0–1.0); `OTEL_TRACES_SAMPLER` wins.
+    /// Default: record every trace.
+    pub sample_ratio: Option<f64>,
 }
 
 impl Default for TelemetrySettings {
@@ -289,6 +301,10 @@ impl Default for TelemetrySettings {
         TelemetrySettings {
             log_format: LogFormat::Json,
             log_level: "info".into(),
+            enabled: None,
+            otlp_endpoint: None,
+            service_name: None,
+            sample_ratio: None,
         }
     }
 }
@@ -543,6 +559,17 @@ pub fn compile(
             source,
             "listener.max_connections",
             "must be at least 1",
+        ));
+    }
+    if raw
+        .telemetry
+        .sample_ratio
+        .is_some_and(|r| !(0.0..=1.0).contains(&r))
+    {
+        return Err(err(
+            source,
+            "telemetry.sample_ratio",
+            "must be between 0.0 and 1.0",
         ));
     }
 

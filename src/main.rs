@@ -296,13 +296,17 @@ async fn serve(path: &Path, text_logs: bool) -> anyhow::Result<()> {
         )
     };
     let snapshot = load().map_err(|e| anyhow::anyhow!("{e}"))?;
-    telemetry::init_logging(
+    let telemetry = telemetry::init(
         &snapshot.raw.telemetry,
         text_logs.then_some(LogFormat::Text),
     );
     let gw = Gateway::start(snapshot).await?;
-    tracing::info!(listen = %gw.addr(), admin = ?gw.admin_addr(), "cubegate serving");
-    run_until_signal(gw, Some(&load)).await
+    tracing::info!(listen = %gw.addr(), admin = ?gw.admin_addr(), traces = telemetry.exporting(), "cubegate serving");
+    let r = run_until_signal(gw, Some(&load)).await;
+    // Flush buffered spans; the exporter's blocking client must not run on
+    // a runtime worker.
+    let _ = tokio::task::spawn_blocking(move || telemetry.shutdown()).await;
+    r
 }
 
 type Loader<'a> = &'a dyn Fn() -> Result<config::Snapshot, config::ConfigError>;
@@ -414,7 +418,7 @@ async fn demo(listen: &str, admin: &str, dir: &Path) -> anyhow::Result<()> {
         Path::new("."),
     )
     .map_err(|e| anyhow::anyhow!("{e}"))?;
-    telemetry::init_logging(&snapshot.raw.telemetry, None);
+    let telemetry = telemetry::init(&snapshot.raw.telemetry, None);
     let audit_dir = snapshot.audit.dir.clone();
     let gw = Gateway::start(snapshot).await?;
     let client_id = seed_demo_client(&gw, &token)
@@ -449,6 +453,7 @@ async fn demo(listen: &str, admin: &str, dir: &Path) -> anyhow::Result<()> {
     println!("Ctrl-C stops the demo.");
     let r = run_until_signal(gw, None).await;
     sandbox.shutdown().await;
+    let _ = tokio::task::spawn_blocking(move || telemetry.shutdown()).await;
     r
 }
 

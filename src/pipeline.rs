@@ -35,10 +35,14 @@ use crate::state::{Runtime, Shared};
 use crate::telemetry;
 use respond::GatewayBody;
 use route::Routed;
+use tracing::{Instrument, info_span};
 
 /// What one request has accumulated on its way through the stages.
 pub struct Ctx {
     pub request_id: String,
+    /// The server span; stage spans are its children.
+    pub span: tracing::Span,
+    pub method: http::Method,
     pub trace_id: Option<String>,
     pub started: Instant,
     pub caller: Option<Arc<Caller>>,
@@ -57,9 +61,11 @@ pub struct Ctx {
 }
 
 impl Ctx {
-    fn new(request_id: String) -> Ctx {
+    fn new(request_id: String, method: http::Method, span: tracing::Span) -> Ctx {
         Ctx {
             request_id,
+            span,
+            method,
             trace_id: None,
             started: Instant::now(),
             caller: None,
@@ -86,14 +92,25 @@ where
     B::Error: std::fmt::Display,
 {
     let rt = shared.runtime();
-    let mut ctx = Ctx::new(telemetry::request_id(req.headers()));
-    ctx.trace_id = telemetry::incoming_trace_id(req.headers());
+    let span = telemetry::request_span(
+        req.headers(),
+        req.method(),
+        &rt.snapshot.raw.listener.address,
+    );
+    let mut ctx = Ctx::new(
+        telemetry::request_id(req.headers()),
+        req.method().clone(),
+        span.clone(),
+    );
+    ctx.trace_id = telemetry::trace_id(&span, req.headers());
     let in_flight = telemetry::InFlight::start();
     let entered = shared.enter();
     let resp = if shared.is_draining() {
         Err(GatewayError::Draining)
     } else {
-        run(&shared, &rt, &mut ctx, req).await
+        run(&shared, &rt, &mut ctx, req)
+            .instrument(span.clone())
+            .await
     };
     let resp = match resp {
         Ok(r) => r,
@@ -114,7 +131,9 @@ where
             Response::from_parts(parts, respond::full(body))
         }
     };
-    finish(&shared, &rt, &mut ctx, resp.status()).await;
+    finish(&shared, &rt, &mut ctx, resp.status())
+        .instrument(span)
+        .await;
     drop(in_flight);
     drop(entered);
     resp
@@ -149,18 +168,24 @@ where
     let (parts, body) = req.into_parts();
 
     // identify
-    let caller = identify::identify(snap, &parts.headers).inspect_err(|e| {
-        ctx.security_event = e.is_security_event();
-    })?;
+    let caller = {
+        let _s = info_span!("identify").entered();
+        identify::identify(snap, &parts.headers).inspect_err(|e| {
+            ctx.security_event = e.is_security_event();
+        })?
+    };
     ctx.caller = Some(caller.clone());
 
     // route + authorize
-    let routed = route::route(
-        &parts.method,
-        &parts.uri,
-        parts.version,
-        snap.listener.max_uri_bytes,
-    )?;
+    let routed = {
+        let _s = info_span!("route").entered();
+        route::route(
+            &parts.method,
+            &parts.uri,
+            parts.version,
+            snap.listener.max_uri_bytes,
+        )?
+    };
     let op = routed.op;
     let def = op.def();
     ctx.routed = Some(routed);
@@ -168,11 +193,14 @@ where
     let tenant = &snap.tenants[caller.tenant];
 
     // read body
-    let value = read_body(snap, ctx, def.body, &parts.headers, body, op).await?;
+    let value = read_body(snap, ctx, def.body, &parts.headers, body, op)
+        .instrument(info_span!("read_body"))
+        .await?;
 
     // policy
     let mut value = value;
     if let Some(v) = value.as_mut() {
+        let _s = info_span!("policy").entered();
         // Metadata keys are chosen by the caller and could themselves carry
         // personal data: the trail records that metadata was sent, not its keys.
         ctx.fields = body::field_pointers(v)
@@ -186,18 +214,20 @@ where
     }
 
     // validate
-    if let Some(v) = &value
-        && snap.schemas.has(def.id)
-        && let Err(failure) = snap.schemas.validate(def.id, v)
-    {
-        let shadow = snap.shadow[op.0 as usize];
-        telemetry::validation_refused(def.id, shadow);
-        if !shadow {
-            ctx.decision = Decision::RefusedValidation;
-            return Err(failure.into());
+    if let Some(v) = &value {
+        let _s = info_span!("validate").entered();
+        if snap.schemas.has(def.id)
+            && let Err(failure) = snap.schemas.validate(def.id, v)
+        {
+            let shadow = snap.shadow[op.0 as usize];
+            telemetry::validation_refused(def.id, shadow);
+            if !shadow {
+                ctx.decision = Decision::RefusedValidation;
+                return Err(failure.into());
+            }
+            ctx.shadow_violation = true;
+            tracing::warn!(request_id = %ctx.request_id, operation = def.id, param = %failure.param, "shadow validation failure (forwarded)");
         }
-        ctx.shadow_violation = true;
-        tracing::warn!(request_id = %ctx.request_id, operation = def.id, param = %failure.param, "shadow validation failure (forwarded)");
     }
     let upstream_body = match &value {
         Some(v) => Some(Bytes::from(
@@ -207,7 +237,10 @@ where
     };
 
     // rate limit
-    let waited = shared.rate_limit(snap, &caller, tenant).await?;
+    let waited = shared
+        .rate_limit(snap, &caller, tenant)
+        .instrument(info_span!("rate_limit"))
+        .await?;
     ctx.rate_limit_wait = Some(waited);
 
     // audit intent (write-ahead for anything that changes PII)
@@ -220,7 +253,11 @@ where
         if def.changes_pii() {
             let t = Instant::now();
             let r = match audit_event(ctx, snap, Kind::Intent, None) {
-                Some(ev) => audit.append(ev).await.map_err(|e| e.to_string()),
+                Some(ev) => audit
+                    .append(ev)
+                    .instrument(info_span!("audit_intent"))
+                    .await
+                    .map_err(|e| e.to_string()),
                 None => Err("request id not recordable".to_string()),
             };
             telemetry::audit_write(t.elapsed(), r.is_ok());
@@ -237,7 +274,9 @@ where
         .routed
         .as_ref()
         .ok_or_else(|| GatewayError::Internal("route lost".into()))?;
-    let (traceparent, tracestate) = telemetry::trace_headers(&parts.headers);
+    let upstream_span = telemetry::upstream_span(&parts.method, def.id, &snap.upstream.authority);
+    let (traceparent, tracestate) =
+        telemetry::upstream_trace_headers(&upstream_span, &parts.headers);
     let upstream_req = inject::build(inject::UpstreamRequestParts {
         method: parts.method.clone(),
         base: &snap.upstream.base,
@@ -252,8 +291,17 @@ where
 
     // forward
     let t = Instant::now();
-    let result = rt.upstream.send(upstream_req).await;
+    let result = rt
+        .upstream
+        .send(upstream_req)
+        .instrument(upstream_span.clone())
+        .await;
     ctx.upstream_latency = Some(t.elapsed());
+    telemetry::upstream_done(
+        &upstream_span,
+        result.as_ref().ok().map(|r| r.status()),
+        result.as_ref().err().map(|e| e.type_str()),
+    );
     let resp = result?;
     ctx.upstream_status = Some(resp.status().as_u16());
     telemetry::upstream_response(def.id, resp.status(), t.elapsed());
@@ -395,7 +443,10 @@ async fn finish(shared: &Shared, rt: &Runtime, ctx: &mut Ctx, status: StatusCode
         };
         if let Some(ev) = audit_event(ctx, snap, kind, Some(status.as_u16())).filter(|_| wanted) {
             let t = Instant::now();
-            let r = audit.append(ev).await;
+            let r = audit
+                .append(ev)
+                .instrument(info_span!("audit_outcome"))
+                .await;
             telemetry::audit_write(t.elapsed(), r.is_ok());
             if let Err(e) = r {
                 tracing::error!(request_id = %ctx.request_id, error = %e, "audit outcome not written");
@@ -407,6 +458,10 @@ async fn finish(shared: &Shared, rt: &Runtime, ctx: &mut Ctx, status: StatusCode
         .as_ref()
         .map(|c| snap.tenants[c.tenant].id.as_str());
     telemetry::request_done(telemetry::RequestSummary {
+        span: &ctx.span,
+        method: &ctx.method,
+        route: op.map(|o| o.route()),
+        trace_id: ctx.trace_id.as_deref(),
         request_id: &ctx.request_id,
         operation: op.map(|o| o.id),
         tenant,

@@ -124,7 +124,7 @@ async fn admin(shared: Arc<Shared>, req: Request<Incoming>) -> Response<AdminBod
             "application/json",
         ),
         "/readyz" => {
-            let (ready, checks) = readiness(&shared);
+            let (ready, checks) = readiness(&shared).await;
             let status = if ready {
                 StatusCode::OK
             } else {
@@ -134,6 +134,8 @@ async fn admin(shared: Arc<Shared>, req: Request<Incoming>) -> Response<AdminBod
         }
         "/metrics" => match crate::telemetry::metrics_handle() {
             Some(h) => {
+                // Readiness as a gauge, so alerts see what the probe sees.
+                crate::telemetry::ready(readiness(&shared).await.0);
                 h.run_upkeep();
                 text(StatusCode::OK, h.render(), "text/plain; version=0.0.4")
             }
@@ -151,25 +153,41 @@ async fn admin(shared: Arc<Shared>, req: Request<Incoming>) -> Response<AdminBod
     }
 }
 
-/// Ready when not draining and the audit log (if on) is writable.
-///
-/// After a failed write the log stays unhealthy until its next successful
-/// batch; an unready replica gets no traffic, so that batch would never
-/// come. While unhealthy, readiness therefore probes the directory itself,
-/// and turns ready again as soon as the disk is writable.
-pub fn readiness(shared: &Shared) -> (bool, serde_json::Value) {
+/// How long after a failed exchange the upstream counts as unreachable
+/// unless something succeeded meanwhile.
+const UPSTREAM_WINDOW: Duration = Duration::from_secs(30);
+
+/// Ready when not draining, the config is loaded (a snapshot exists once
+/// serving), the audit log (if on) is writable and the upstream answered
+/// recently (or has not been tried yet). Flags, plus one small file
+/// create+fsync+remove in the audit dir (off the async workers), so a dir
+/// that became unwritable shows before a request needs it. The probe also
+/// runs while the log is unhealthy after a failed write: an unready replica
+/// gets no traffic, so waiting for a successful write would keep it out of
+/// rotation for good; it turns ready as soon as the disk is writable.
+pub async fn readiness(shared: &Shared) -> (bool, serde_json::Value) {
+    let rt = shared.runtime();
     let draining = shared.is_draining();
-    let audit_ok = shared
-        .audit()
-        .is_none_or(|a| a.is_healthy() || crate::audit::probe_writable(a.dir()));
-    let ready = !draining && audit_ok;
+    let audit_ok = match shared.audit() {
+        None => true,
+        Some(a) => {
+            let dir = a.dir().to_path_buf();
+            tokio::task::spawn_blocking(move || crate::audit::probe_writable(&dir))
+                .await
+                .unwrap_or(false)
+        }
+    };
+    let upstream_ok = rt.upstream.health().reachable_recently(UPSTREAM_WINDOW);
+    let ready = !draining && audit_ok && upstream_ok;
     (
         ready,
         serde_json::json!({
             "ready": ready,
             "draining": draining,
             "audit_writable": audit_ok,
-            "config": shared.runtime().snapshot.source,
+            "upstream_reachable": upstream_ok,
+            "config_loaded": true,
+            "config": rt.snapshot.source,
         }),
     )
 }

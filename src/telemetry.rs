@@ -1,8 +1,11 @@
-//! Telemetry: request ids, W3C trace context, Prometheus metrics (through the
-//! `metrics` facade; rendered on the admin listener), and the tracing
-//! subscriber with one access line per request. Labels are bounded: operation
-//! ids, tenant and caller ids from config, status classes — never raw paths,
-//! query strings, header values or body values.
+//! Telemetry: request ids, W3C trace context, OpenTelemetry traces (OTLP/HTTP
+//! export, off unless configured), Prometheus metrics (through the `metrics`
+//! facade; rendered on the admin listener), and the tracing subscriber with
+//! one access line per request. Labels and span attributes are bounded:
+//! operation ids and route templates, tenant and caller ids from config,
+//! status classes — never raw paths, query strings, header values or body
+//! values. Exporting never blocks a request: spans go to a bounded queue
+//! drained by the SDK's own thread; a full queue drops spans.
 
 use std::sync::OnceLock;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -11,6 +14,14 @@ use std::time::Duration;
 use http::{HeaderMap, HeaderValue, StatusCode};
 use metrics::{counter, gauge, histogram};
 use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
+
+use opentelemetry::propagation::{Extractor, Injector, TextMapPropagator};
+use opentelemetry::trace::TraceContextExt;
+use opentelemetry_sdk::error::OTelSdkResult;
+use opentelemetry_sdk::propagation::TraceContextPropagator;
+use opentelemetry_sdk::trace::{SdkTracerProvider, SpanData, SpanExporter};
+use tracing::field::Empty;
+use tracing_opentelemetry::OpenTelemetrySpanExt;
 
 use crate::config::{LogFormat, TelemetrySettings};
 
@@ -82,27 +93,201 @@ fn describe() {
         "Upstream keys paused after a ComplyCube 429"
     );
     describe_counter!("cubegate_config_reloads_total", "Config reloads, by result");
+    describe_gauge!(
+        "cubegate_ready",
+        "1 when /readyz would answer 200 (sampled at each scrape)"
+    );
+    describe_counter!(
+        "cubegate_otel_spans_exported_total",
+        "Spans handed to the OTLP collector, by result (ok|error)"
+    );
 }
 
-/// Initialise logging for the binary. `RUST_LOG` wins over the config level.
-pub fn init_logging(settings: &TelemetrySettings, format_override: Option<LogFormat>) {
-    use tracing_subscriber::EnvFilter;
+/// Keeps the trace pipeline alive; [`TelemetryGuard::shutdown`] flushes
+/// buffered spans (call it on exit, or they are lost).
+#[must_use]
+pub struct TelemetryGuard {
+    provider: Option<SdkTracerProvider>,
+}
+
+impl TelemetryGuard {
+    /// Whether spans are exported (OTLP configured and not disabled).
+    pub fn exporting(&self) -> bool {
+        self.provider.is_some()
+    }
+
+    /// Flush and stop the exporter (bounded by the SDK's export timeout).
+    pub fn shutdown(self) {
+        if let Some(p) = self.provider
+            && let Err(e) = p.shutdown()
+        {
+            tracing::warn!(error = %e, "trace exporter shutdown");
+        }
+    }
+}
+
+/// Where spans go, resolved from the `OTEL_*` variables (which win, as in
+/// every OpenTelemetry SDK) and the `[telemetry]` config section.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ExportPlan {
+    /// Explicit endpoint from config (`…/v1/traces`); None = the SDK reads
+    /// `OTEL_EXPORTER_OTLP_TRACES_ENDPOINT` / `OTEL_EXPORTER_OTLP_ENDPOINT`.
+    pub endpoint: Option<String>,
+    pub service_name: String,
+    /// Parent-based ratio sampler from config; None = the SDK reads
+    /// `OTEL_TRACES_SAMPLER`/`_ARG` (default: parent-based always-on).
+    pub sample_ratio: Option<f64>,
+}
+
+/// Decide whether and where to export. `env` is the process environment
+/// (injected for tests).
+pub fn export_plan(
+    settings: &TelemetrySettings,
+    env: &dyn Fn(&str) -> Option<String>,
+) -> Option<ExportPlan> {
+    let set = |k: &str| env(k).filter(|v| !v.trim().is_empty());
+    if set("OTEL_SDK_DISABLED").is_some_and(|v| v.trim().eq_ignore_ascii_case("true"))
+        || set("OTEL_TRACES_EXPORTER").is_some_and(|v| v.trim().eq_ignore_ascii_case("none"))
+    {
+        return None;
+    }
+    let env_endpoint = set("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT").is_some()
+        || set("OTEL_EXPORTER_OTLP_ENDPOINT").is_some();
+    let on = settings
+        .enabled
+        .unwrap_or(env_endpoint || settings.otlp_endpoint.is_some());
+    if !on {
+        return None;
+    }
+    let endpoint = if env_endpoint {
+        None
+    } else {
+        settings.otlp_endpoint.as_ref().map(|e| {
+            let e = e.trim_end_matches('/');
+            if e.ends_with("/v1/traces") {
+                e.to_string()
+            } else {
+                format!("{e}/v1/traces")
+            }
+        })
+    };
+    let service_name = set("OTEL_SERVICE_NAME")
+        .or_else(|| settings.service_name.clone())
+        .unwrap_or_else(|| "cubegate".to_string());
+    let sample_ratio = if set("OTEL_TRACES_SAMPLER").is_some() {
+        None
+    } else {
+        settings.sample_ratio.map(|r| r.clamp(0.0, 1.0))
+    };
+    Some(ExportPlan {
+        endpoint,
+        service_name,
+        sample_ratio,
+    })
+}
+
+fn tracer_provider(plan: &ExportPlan) -> Result<SdkTracerProvider, String> {
+    use opentelemetry_otlp::{Protocol, WithExportConfig};
+    use opentelemetry_sdk::trace::{BatchConfigBuilder, BatchSpanProcessor, Sampler};
+    let mut b = opentelemetry_otlp::SpanExporter::builder()
+        .with_http()
+        .with_protocol(Protocol::HttpBinary);
+    if let Some(e) = &plan.endpoint {
+        b = b.with_endpoint(e.clone());
+    }
+    let exporter = b.build().map_err(|e| e.to_string())?;
+    // Bounded queue (OTEL_BSP_MAX_QUEUE_SIZE, default 2048) on the SDK's own
+    // thread: a slow or dead collector costs dropped spans, never latency.
+    let processor = BatchSpanProcessor::builder(CountingExporter(exporter))
+        .with_batch_config(BatchConfigBuilder::default().build())
+        .build();
+    let mut pb = SdkTracerProvider::builder()
+        .with_span_processor(processor)
+        .with_resource(
+            opentelemetry_sdk::Resource::builder()
+                .with_service_name(plan.service_name.clone())
+                .build(),
+        );
+    if let Some(r) = plan.sample_ratio {
+        pb = pb.with_sampler(Sampler::ParentBased(Box::new(Sampler::TraceIdRatioBased(
+            r,
+        ))));
+    }
+    Ok(pb.build())
+}
+
+/// Counts what reached (or failed to reach) the collector, so a broken
+/// export pipeline shows on `/metrics`. (The SDK keeps its queue-full drop
+/// count private; spans created but never counted here were dropped.)
+#[derive(Debug)]
+struct CountingExporter<E>(E);
+
+impl<E: SpanExporter> SpanExporter for CountingExporter<E> {
+    async fn export(&self, batch: Vec<SpanData>) -> OTelSdkResult {
+        let n = batch.len() as u64;
+        let r = self.0.export(batch).await;
+        let result = if r.is_ok() { "ok" } else { "error" };
+        counter!("cubegate_otel_spans_exported_total", "result" => result).increment(n);
+        r
+    }
+    fn shutdown_with_timeout(&self, timeout: Duration) -> OTelSdkResult {
+        self.0.shutdown_with_timeout(timeout)
+    }
+    fn force_flush(&self) -> OTelSdkResult {
+        self.0.force_flush()
+    }
+    fn set_resource(&mut self, resource: &opentelemetry_sdk::Resource) {
+        self.0.set_resource(resource)
+    }
+}
+
+/// Initialise logging (and trace export when configured) for the binary.
+/// `RUST_LOG` wins over the config level for logs; spans from cubegate are
+/// exported at `info` whatever the log level.
+pub fn init(settings: &TelemetrySettings, format_override: Option<LogFormat>) -> TelemetryGuard {
+    use tracing_subscriber::filter::{LevelFilter, Targets};
+    use tracing_subscriber::prelude::*;
+    use tracing_subscriber::{EnvFilter, fmt};
     let filter = EnvFilter::try_from_default_env()
         .or_else(|_| EnvFilter::try_new(&settings.log_level))
         .unwrap_or_else(|_| EnvFilter::new("info"));
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stdout);
-    let r = match format_override.unwrap_or(settings.log_format) {
-        LogFormat::Json => builder
+    let fmt_layer = match format_override.unwrap_or(settings.log_format) {
+        LogFormat::Json => fmt::layer()
             .json()
             .flatten_event(true)
             .with_current_span(false)
-            .try_init(),
-        LogFormat::Text => builder.try_init(),
-    };
+            .with_span_list(false)
+            .with_writer(std::io::stdout)
+            .boxed(),
+        LogFormat::Text => fmt::layer().with_writer(std::io::stdout).boxed(),
+    }
+    .with_filter(filter);
+    let env = |k: &str| std::env::var(k).ok();
+    let mut export_error = None;
+    let provider = export_plan(settings, &env).and_then(|plan| match tracer_provider(&plan) {
+        Ok(p) => Some(p),
+        Err(e) => {
+            export_error = Some(e);
+            None
+        }
+    });
+    let otel_layer = provider.as_ref().map(|p| {
+        use opentelemetry::trace::TracerProvider as _;
+        tracing_opentelemetry::layer()
+            .with_tracer(p.tracer("cubegate"))
+            .with_threads(false)
+            .with_tracked_inactivity(false)
+            .with_filter(Targets::new().with_target("cubegate", LevelFilter::INFO))
+    });
     // A second init (tests) keeps the first subscriber.
-    let _ = r;
+    let _ = tracing_subscriber::registry()
+        .with(fmt_layer)
+        .with(otel_layer)
+        .try_init();
+    if let Some(e) = export_error {
+        tracing::error!(error = %e, "trace export not started; serving without it");
+    }
+    TelemetryGuard { provider }
 }
 
 static REQUEST_SEQ: AtomicU64 = AtomicU64::new(0);
@@ -154,14 +339,159 @@ fn parse_traceparent(v: &str) -> Option<(&str, &str)> {
     Some((trace, span))
 }
 
-pub fn incoming_trace_id(h: &HeaderMap) -> Option<String> {
+struct HeaderExtractor<'a>(&'a HeaderMap);
+impl Extractor for HeaderExtractor<'_> {
+    fn get(&self, key: &str) -> Option<&str> {
+        self.0.get(key).and_then(|v| v.to_str().ok())
+    }
+    fn keys(&self) -> Vec<&str> {
+        self.0.keys().map(|k| k.as_str()).collect()
+    }
+}
+
+#[derive(Default)]
+struct TraceOut {
+    traceparent: Option<HeaderValue>,
+    tracestate: Option<HeaderValue>,
+}
+impl Injector for TraceOut {
+    fn set(&mut self, key: &str, value: String) {
+        let v = HeaderValue::from_str(&value).ok();
+        match key {
+            "traceparent" => self.traceparent = v,
+            "tracestate" => self.tracestate = v.filter(|v| !v.is_empty() && v.len() <= 512),
+            _ => {}
+        }
+    }
+}
+
+/// The method as an attribute value: the standard ones, else `_OTHER`
+/// (semconv; an extension method is caller-chosen text).
+fn method_attr(m: &http::Method) -> &'static str {
+    use http::Method as M;
+    match *m {
+        M::GET => "GET",
+        M::POST => "POST",
+        M::PUT => "PUT",
+        M::DELETE => "DELETE",
+        M::PATCH => "PATCH",
+        M::HEAD => "HEAD",
+        M::OPTIONS => "OPTIONS",
+        M::CONNECT => "CONNECT",
+        M::TRACE => "TRACE",
+        _ => "_OTHER",
+    }
+}
+
+/// The server span for one request, parented by a valid incoming
+/// `traceparent` (a malformed one starts a new trace). Attributes that are
+/// only known later are declared empty and filled by [`request_done`].
+pub fn request_span(h: &HeaderMap, method: &http::Method, listen: &str) -> tracing::Span {
+    let m = method_attr(method);
+    let (host, port) = match listen.parse::<std::net::SocketAddr>() {
+        Ok(a) => (a.ip().to_string(), Some(a.port())),
+        Err(_) => (listen.to_string(), None),
+    };
+    let span = tracing::info_span!(
+        target: "cubegate::request",
+        "request",
+        otel.name = m,
+        otel.kind = "server",
+        otel.status_code = Empty,
+        http.request.method = m,
+        http.route = Empty,
+        http.response.status_code = Empty,
+        server.address = host,
+        server.port = port,
+        error.type = Empty,
+        cubegate.operation = Empty,
+        cubegate.tenant = Empty,
+        cubegate.caller = Empty,
+        cubegate.environment = Empty,
+    );
+    if !span.is_disabled() {
+        let valid = h
+            .get("traceparent")
+            .and_then(|v| v.to_str().ok())
+            .and_then(parse_traceparent)
+            .is_some();
+        if valid {
+            let _ = span.set_parent(TraceContextPropagator::new().extract(&HeaderExtractor(h)));
+        }
+    }
+    span
+}
+
+/// The client span around the upstream call.
+pub fn upstream_span(
+    method: &http::Method,
+    operation: &'static str,
+    authority: &str,
+) -> tracing::Span {
+    let m = method_attr(method);
+    tracing::info_span!(
+        target: "cubegate::upstream",
+        "upstream",
+        otel.name = format!("{m} upstream {operation}"),
+        otel.kind = "client",
+        otel.status_code = Empty,
+        http.request.method = m,
+        server.address = authority,
+        http.response.status_code = Empty,
+        error.type = Empty,
+    )
+}
+
+/// Record the upstream answer (or failure) on the client span.
+pub fn upstream_done(
+    span: &tracing::Span,
+    status: Option<StatusCode>,
+    error: Option<&'static str>,
+) {
+    if let Some(s) = status {
+        span.record("http.response.status_code", s.as_u16());
+        if s.is_server_error() {
+            span.record("error.type", s.as_str());
+            span.record("otel.status_code", "error");
+        }
+    }
+    if let Some(e) = error {
+        span.record("error.type", e);
+        span.record("otel.status_code", "error");
+    }
+}
+
+/// The trace id of `span` when traces are on (it continues a valid incoming
+/// `traceparent`), else the incoming one, else None.
+pub fn trace_id(span: &tracing::Span, h: &HeaderMap) -> Option<String> {
+    let cx = span.context();
+    let sc = cx.span().span_context().clone();
+    if sc.is_valid() {
+        return Some(sc.trace_id().to_string());
+    }
     let v = h.get("traceparent")?.to_str().ok()?;
     parse_traceparent(v).map(|(t, _)| t.to_string())
 }
 
-/// Trace context to pass upstream: a valid incoming `traceparent` (and its
-/// `tracestate`) continues; anything malformed is dropped.
-pub fn trace_headers(h: &HeaderMap) -> (Option<HeaderValue>, Option<HeaderValue>) {
+/// Trace context to send upstream. With traces on: the current trace, its
+/// parent being `span` (the upstream call). Otherwise a valid incoming
+/// `traceparent` (and its `tracestate`) is passed on; anything malformed is
+/// dropped.
+pub fn upstream_trace_headers(
+    span: &tracing::Span,
+    h: &HeaderMap,
+) -> (Option<HeaderValue>, Option<HeaderValue>) {
+    let cx = span.context();
+    if cx.span().span_context().is_valid() {
+        let mut out = TraceOut::default();
+        TraceContextPropagator::new().inject_context(&cx, &mut out);
+        return (out.traceparent, out.tracestate);
+    }
+    trace_headers(h)
+}
+
+/// Pass-through of the caller's trace context (traces off).
+fn trace_headers(h: &HeaderMap) -> (Option<HeaderValue>, Option<HeaderValue>) {
     let Some(tp) = h.get("traceparent") else {
         return (None, None);
     };
@@ -198,6 +528,12 @@ impl Drop for InFlight {
 }
 
 pub struct RequestSummary<'a> {
+    /// The server span from [`request_span`]; attributes land on it.
+    pub span: &'a tracing::Span,
+    pub method: &'a http::Method,
+    /// The route template (`/v1/clients/{id}`), when routed.
+    pub route: Option<String>,
+    pub trace_id: Option<&'a str>,
     pub request_id: &'a str,
     pub operation: Option<&'static str>,
     pub tenant: Option<&'a str>,
@@ -227,9 +563,11 @@ pub fn request_done(s: RequestSummary<'_>) {
     if s.error_type == Some("rate_limit_exceeded") {
         counter!("cubegate_rate_limit_refusals_total", "tenant" => tenant).increment(1);
     }
+    record_span(&s);
     tracing::info!(
         target: "cubegate::access",
         request_id = s.request_id,
+        trace_id = s.trace_id.unwrap_or("-"),
         operation = op,
         tenant = s.tenant.unwrap_or("-"),
         caller = s.caller.unwrap_or("-"),
@@ -240,6 +578,45 @@ pub fn request_done(s: RequestSummary<'_>) {
         upstream_ms = s.upstream_latency.map(|d| d.as_secs_f64() * 1000.0),
         "request"
     );
+}
+
+fn record_span(s: &RequestSummary<'_>) {
+    let span = s.span;
+    if span.is_disabled() {
+        return;
+    }
+    span.record("http.response.status_code", s.status.as_u16());
+    if let Some(r) = &s.route {
+        span.record("http.route", r.as_str());
+    }
+    if let Some(op) = s.operation {
+        span.record("cubegate.operation", op);
+        // The name is fixed once the span is built; rename it on the OTel side.
+        span.context()
+            .span()
+            .update_name(format!("{} {op}", method_attr(s.method)));
+    }
+    if let Some(t) = s.tenant {
+        span.record("cubegate.tenant", t);
+    }
+    if let Some(c) = s.caller {
+        span.record("cubegate.caller", c);
+    }
+    if let Some(e) = s.environment {
+        span.record("cubegate.environment", e);
+    }
+    match s.error_type {
+        Some(e) => {
+            span.record("error.type", e);
+        }
+        None if s.status.is_server_error() => {
+            span.record("error.type", s.status.as_str());
+        }
+        None => {}
+    }
+    if s.status.is_server_error() {
+        span.record("otel.status_code", "error");
+    }
 }
 
 pub fn upstream_response(op: &'static str, status: StatusCode, took: Duration) {
@@ -262,6 +639,10 @@ pub fn audit_write(took: Duration, ok: bool) {
     if !ok {
         counter!("cubegate_audit_failures_total").increment(1);
     }
+}
+
+pub fn ready(ready: bool) {
+    gauge!("cubegate_ready").set(if ready { 1.0 } else { 0.0 });
 }
 
 pub fn config_reload(ok: bool) {
@@ -288,6 +669,43 @@ mod tests {
         ] {
             assert!(parse_traceparent(bad).is_none(), "{bad}");
         }
+    }
+
+    #[test]
+    fn export_is_off_by_default_and_otel_variables_win_over_config() {
+        let none = |_: &str| None;
+        let cfg = TelemetrySettings::default();
+        assert_eq!(export_plan(&cfg, &none), None, "off by default");
+        let env = |k: &str| match k {
+            "OTEL_EXPORTER_OTLP_ENDPOINT" => Some("http://c:4318".to_string()),
+            "OTEL_SERVICE_NAME" => Some("gw-eu".to_string()),
+            "OTEL_TRACES_SAMPLER" => Some("always_on".to_string()),
+            _ => None,
+        };
+        let cfg = TelemetrySettings {
+            otlp_endpoint: Some("http://from-config:4318/".into()),
+            service_name: Some("from-config".into()),
+            sample_ratio: Some(0.1),
+            ..Default::default()
+        };
+        let p = export_plan(&cfg, &env).unwrap();
+        assert_eq!(p.endpoint, None, "the SDK reads the OTEL endpoint itself");
+        assert_eq!(p.service_name, "gw-eu");
+        assert_eq!(p.sample_ratio, None, "OTEL_TRACES_SAMPLER wins");
+        let p = export_plan(&cfg, &none).unwrap();
+        assert_eq!(
+            p.endpoint.as_deref(),
+            Some("http://from-config:4318/v1/traces")
+        );
+        assert_eq!(p.service_name, "from-config");
+        assert_eq!(p.sample_ratio, Some(0.1));
+        let disabled = |k: &str| (k == "OTEL_SDK_DISABLED").then(|| "true".to_string());
+        assert_eq!(export_plan(&cfg, &disabled), None);
+        let off = TelemetrySettings {
+            enabled: Some(false),
+            ..Default::default()
+        };
+        assert_eq!(export_plan(&off, &env), None, "config can switch it off");
     }
 
     #[test]

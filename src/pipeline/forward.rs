@@ -6,8 +6,9 @@
 //! idempotent GET is retried once after a connect failure (nothing was sent).
 //! A POST is never sent twice: a duplicated check costs money.
 
-use std::sync::Arc;
-use std::time::Duration;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, OnceLock};
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use http::{Method, Request, Response};
@@ -32,9 +33,58 @@ pub enum ForwardError {
     Failed(String),
 }
 
+impl ForwardError {
+    /// `error.type` for the upstream span (matches the gateway error type).
+    pub fn type_str(&self) -> &'static str {
+        match self {
+            ForwardError::Timeout(_) => "upstream_timeout",
+            _ => "upstream_unavailable",
+        }
+    }
+}
+
 pub struct Upstream {
     client: Client<HttpsConnector<HttpConnector>, Full<Bytes>>,
     response_timeout: Duration,
+    health: UpstreamHealth,
+}
+
+/// When the upstream last answered and last failed (connect, TLS, reset,
+/// timeout), for readiness. Two relaxed atomics per exchange: cheap.
+#[derive(Default)]
+pub struct UpstreamHealth {
+    epoch: OnceLock<Instant>,
+    /// Milliseconds since `epoch` + 1; 0 = never.
+    last_ok: AtomicU64,
+    last_failure: AtomicU64,
+}
+
+impl UpstreamHealth {
+    fn now(&self) -> u64 {
+        let epoch = *self.epoch.get_or_init(Instant::now);
+        epoch.elapsed().as_millis() as u64 + 1
+    }
+
+    fn record(&self, ok: bool) {
+        let slot = if ok {
+            &self.last_ok
+        } else {
+            &self.last_failure
+        };
+        slot.store(self.now(), Ordering::Relaxed);
+    }
+
+    /// Reachable unless the latest exchange failed and nothing succeeded
+    /// within `window` (no traffic yet, or idle since a success, counts as
+    /// reachable: an idle gateway must stay ready).
+    pub fn reachable_recently(&self, window: Duration) -> bool {
+        let ok = self.last_ok.load(Ordering::Relaxed);
+        let failed = self.last_failure.load(Ordering::Relaxed);
+        if failed == 0 || ok >= failed {
+            return true;
+        }
+        ok != 0 && self.now().saturating_sub(ok) <= window.as_millis() as u64
+    }
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -89,7 +139,12 @@ impl Upstream {
         Ok(Upstream {
             client,
             response_timeout: t.response_timeout,
+            health: UpstreamHealth::default(),
         })
+    }
+
+    pub fn health(&self) -> &UpstreamHealth {
+        &self.health
     }
 
     /// Send and wait for the response head. The body streams afterwards.
@@ -98,13 +153,15 @@ impl Upstream {
         req: Request<Full<Bytes>>,
     ) -> Result<Response<Incoming>, ForwardError> {
         let retry_copy = (req.method() == Method::GET).then(|| clone_request(&req));
-        match self.once(req).await {
+        let r = match self.once(req).await {
             Err(ForwardError::Connect(_)) if retry_copy.is_some() => match retry_copy {
                 Some(again) => self.once(again).await,
                 None => Err(ForwardError::Failed("unreachable".into())),
             },
             other => other,
-        }
+        };
+        self.health.record(r.is_ok());
+        r
     }
 
     async fn once(&self, req: Request<Full<Bytes>>) -> Result<Response<Incoming>, ForwardError> {
@@ -137,4 +194,22 @@ pub fn error_chain(e: &dyn std::error::Error) -> String {
         cur = c.source();
     }
     s
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn readiness_follows_the_latest_exchange() {
+        let h = UpstreamHealth::default();
+        let w = Duration::from_secs(30);
+        assert!(h.reachable_recently(w), "no traffic yet");
+        h.record(false);
+        assert!(!h.reachable_recently(w), "only failures");
+        h.record(true);
+        assert!(h.reachable_recently(w), "answered since");
+        h.record(false);
+        assert!(h.reachable_recently(w), "a failure right after a success");
+    }
 }

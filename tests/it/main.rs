@@ -16,3 +16,4 @@ mod common;
 mod core;
 mod crash;
 mod sdk;
+mod telemetry;
