@@ -297,7 +297,8 @@ pub enum LimiterError {
 /// A request may go upstream.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Admission {
-    /// Time spent waiting for the slot (zero when within burst).
+    /// Time spent waiting for a reserved slot; exactly zero when admitted at
+    /// once (the decision's own cost, e.g. a Redis round trip, is not a wait).
     pub waited: Duration,
 }
 
@@ -543,15 +544,19 @@ impl RateLimiter {
         let c = &shared.counters;
         match result {
             Ok((slot, guard)) => {
-                if let Some(slot) = slot {
-                    shared.clock.sleep_until(slot).await;
-                    c.waits.fetch_add(1, Ordering::Relaxed);
-                }
+                // Only a reserved future slot is a wait; the time the decision
+                // itself took (a Redis round trip) is not shaping.
+                let waited = match slot {
+                    Some(slot) => {
+                        shared.clock.sleep_until(slot).await;
+                        c.waits.fetch_add(1, Ordering::Relaxed);
+                        shared.clock.now().saturating_sub(start)
+                    }
+                    None => Duration::ZERO,
+                };
                 drop(guard);
                 c.admitted.fetch_add(1, Ordering::Relaxed);
-                Ok(Admission {
-                    waited: shared.clock.now().saturating_sub(start),
-                })
+                Ok(Admission { waited })
             }
             Err(refusal) => {
                 c.refusals.fetch_add(1, Ordering::Relaxed);
