@@ -1083,7 +1083,7 @@ fn rate_limit_summary(out: &mut String, s: &Snapshot) {
         if c.quota.is_none() && c.max_wait_ms.is_none() {
             continue;
         }
-        let quota = c.quota.as_ref().map_or("none".to_string(), |q| b(q));
+        let quota = c.quota.as_ref().map_or("none".to_string(), &b);
         let wait = c.max_wait_ms.unwrap_or(rl.max_wait_ms);
         let _ = writeln!(
             out,
