@@ -717,6 +717,18 @@ pub fn compile(
         None => crate::pipeline::validate::Schemas::embedded(),
     }
     .map_err(|e| err(source, "validation.schemas_dir", e.to_string()))?;
+    // Every operation that carries a body must have a schema: an unchecked
+    // body would reach ComplyCube unvalidated.
+    if let Some(o) = OPERATIONS
+        .iter()
+        .find(|o| o.body != operations::BodyKind::None && !schemas.has(o.id))
+    {
+        return Err(err(
+            source,
+            "validation.schemas_dir",
+            format!("no schema for operation {}", o.id),
+        ));
+    }
 
     let rate_limit = compile_rate_limit(&raw.rate_limit, source, env, base_dir)?;
     let audit_keys = compile_audit(&raw, source, env, base_dir)?;
@@ -1175,5 +1187,160 @@ mod rate_limit_tests {
         assert!(e.reason.contains("NOPE is not set"), "{e}");
         let e = compile_with("redis_url = \"http://cache\"", &[]).unwrap_err();
         assert!(e.reason.contains("redis://"), "{e}");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const BASE: &str = r#"
+[upstream]
+base_url = "https://api.complycube.com/v1/"
+
+[[tenants]]
+id = "acme"
+test_key = "env:ACME_TEST"
+live_key = "env:ACME_LIVE"
+
+[[callers]]
+id = "svc"
+token_sha256 = "9f86d081884c7d659a2feaa0c55ad015a3bf4f1b2b0b822cd15d6c15b0f00a08"
+tenant = "acme"
+environment = "test"
+operations = ["clients.*", "checks.get"]
+
+[audit]
+enabled = false
+"#;
+
+    fn env() -> HashMap<String, String> {
+        let mut m = HashMap::new();
+        m.insert("ACME_TEST".into(), "test_abc123".into());
+        m.insert("ACME_LIVE".into(), "live_abc123".into());
+        m
+    }
+
+    fn compile_text(toml: &str, env: &HashMap<String, String>) -> Result<Snapshot, ConfigError> {
+        let src = ConfigSource::Text {
+            name: "t.toml",
+            toml,
+        };
+        let raw = load_raw(&src, env)?;
+        compile(raw, "t.toml", env, Path::new("."))
+    }
+
+    #[test]
+    fn compiles_callers_tenants_and_upstream() {
+        let s = compile_text(BASE, &env()).unwrap();
+        assert_eq!(s.upstream.base, "https://api.complycube.com/v1");
+        assert_eq!(s.upstream.authority, "api.complycube.com");
+        let mut h = [0u8; 32];
+        h.copy_from_slice(
+            &secret::unhex("9f86d081884c7d659a2feaa0c55ad015a3bf4f1b2b0b822cd15d6c15b0f00a08")
+                .unwrap(),
+        );
+        let c = s.caller_by_token_hash(&h).unwrap();
+        assert!(c.may(operations::by_id("clients.update").unwrap()));
+        assert!(c.may(operations::by_id("checks.get").unwrap()));
+        assert!(!c.may(operations::by_id("checks.create").unwrap()));
+        assert_eq!(
+            s.tenants[0].key(Environment::Test).unwrap().expose(),
+            "test_abc123"
+        );
+        // built-in policy: `type` is stripped from clients.update only
+        let upd = operations::by_id("clients.update").unwrap();
+        assert_eq!(s.tenants[0].rules[upd.0 as usize].len(), 1);
+        assert_eq!(s.tenants[0].rules[0].len(), 0);
+    }
+
+    #[test]
+    fn errors_name_the_key_and_never_the_value() {
+        let cases: &[(&str, &str, &str)] = &[
+            (
+                "[upstream]\nbase_url = \"https://x/v1\"\nbogus = 1\n",
+                "",
+                "bogus",
+            ),
+            (
+                &BASE.replace("env:ACME_TEST", "env:NOPE"),
+                "tenants[0].test_key",
+                "NOPE",
+            ),
+            (
+                &BASE.replace("env:ACME_TEST", "env:ACME_LIVE"),
+                "tenants[0].test_key",
+                "wrong environment",
+            ),
+            (
+                &BASE.replace("env:ACME_TEST", "test_literal"),
+                "tenants[0].test_key",
+                "reference",
+            ),
+            (
+                &BASE.replace("https://api", "http://api"),
+                "upstream.base_url",
+                "https",
+            ),
+            (
+                &BASE.replace("\"clients.*\"", "\"nope.*\""),
+                "callers[0].operations[0]",
+                "matches no operation",
+            ),
+            (
+                &BASE.replace("tenant = \"acme\"", "tenant = \"other\""),
+                "callers[0].tenant",
+                "unknown tenant",
+            ),
+            (
+                &BASE.replace("9f86d0", "zz86d0"),
+                "callers[0].token_sha256",
+                "64 hex",
+            ),
+            (
+                &BASE.replace("[audit]\nenabled = false", "[audit]\nenabled = true"),
+                "audit_keys.checkpoint_key",
+                "required",
+            ),
+        ];
+        for (text, key, reason) in cases {
+            let e = compile_text(text, &env())
+                .err()
+                .unwrap_or_else(|| panic!("accepted: {key}"));
+            assert_eq!(e.source, "t.toml");
+            assert!(e.key.contains(key) || e.reason.contains(key), "{e}");
+            assert!(e.to_string().contains(reason), "{e}");
+            assert!(!e.to_string().contains("abc123"), "{e}");
+        }
+    }
+
+    #[test]
+    fn env_overrides_use_double_underscores() {
+        let mut e = env();
+        e.insert(
+            "CUBEGATE__UPSTREAM__CONNECT_TIMEOUT_MS".into(),
+            "1500".into(),
+        );
+        e.insert(
+            "CUBEGATE__LISTENER__ADDRESS".into(),
+            "127.0.0.1:18080".into(),
+        );
+        let s = compile_text(BASE, &e).unwrap();
+        assert_eq!(s.upstream.connect_timeout, Duration::from_millis(1500));
+        assert_eq!(s.listener.address, "127.0.0.1:18080");
+    }
+
+    #[test]
+    fn tenant_policy_can_turn_the_builtin_strip_into_reject() {
+        let text = BASE.replace(
+            "live_key = \"env:ACME_LIVE\"",
+            "live_key = \"env:ACME_LIVE\"\npolicy = [{ operation = \"clients.update\", pointer = \"/type\", action = \"reject\" }]",
+        );
+        let s = compile_text(&text, &env()).unwrap();
+        let upd = operations::by_id("clients.update").unwrap();
+        let rules = &s.tenants[0].rules[upd.0 as usize];
+        assert_eq!(rules.len(), 1);
+        let mut body = serde_json::json!({"type": "company"});
+        assert!(crate::pipeline::policy::apply(&mut body, rules).is_err());
     }
 }

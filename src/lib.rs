@@ -150,10 +150,10 @@ impl Gateway {
         if let Some(t) = self.admin_task {
             let _ = t.await;
         }
-        if let Some(a) = self.shared.audit() {
-            if let Err(e) = a.flush().await {
-                tracing::error!(error = %e, "audit flush at shutdown failed");
-            }
+        if let Some(a) = self.shared.audit()
+            && let Err(e) = a.flush().await
+        {
+            tracing::error!(error = %e, "audit flush at shutdown failed");
         }
     }
 }

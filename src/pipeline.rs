@@ -99,10 +99,10 @@ where
         Ok(r) => r,
         Err(e) => {
             ctx.error_type = Some(e.type_str());
-            if let Some(decision) = refusal_decision(&e) {
-                if matches!(ctx.decision, Decision::Allowed) {
-                    ctx.decision = decision;
-                }
+            if let Some(decision) = refusal_decision(&e)
+                && matches!(ctx.decision, Decision::Allowed)
+            {
+                ctx.decision = decision;
             }
             if !matches!(ctx.decision, Decision::Allowed) {
                 ctx.security_event = true;
@@ -181,19 +181,18 @@ where
     }
 
     // validate
-    if let Some(v) = &value {
-        if snap.schemas.has(def.id) {
-            if let Err(failure) = snap.schemas.validate(def.id, v) {
-                telemetry::validation_refused(def.id, snap.shadow[op.0 as usize]);
-                if snap.shadow[op.0 as usize] {
-                    ctx.shadow_violation = true;
-                    tracing::warn!(request_id = %ctx.request_id, operation = def.id, param = %failure.param, "shadow validation failure (forwarded)");
-                } else {
-                    ctx.decision = Decision::RefusedValidation;
-                    return Err(failure.into());
-                }
-            }
+    if let Some(v) = &value
+        && snap.schemas.has(def.id)
+        && let Err(failure) = snap.schemas.validate(def.id, v)
+    {
+        let shadow = snap.shadow[op.0 as usize];
+        telemetry::validation_refused(def.id, shadow);
+        if !shadow {
+            ctx.decision = Decision::RefusedValidation;
+            return Err(failure.into());
         }
+        ctx.shadow_violation = true;
+        tracing::warn!(request_id = %ctx.request_id, operation = def.id, param = %failure.param, "shadow validation failure (forwarded)");
     }
     let upstream_body = match &value {
         Some(v) => Some(Bytes::from(

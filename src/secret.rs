@@ -115,7 +115,7 @@ pub fn hex(bytes: &[u8]) -> String {
 
 /// Decode lowercase or uppercase hex; None on any non-hex character or odd length.
 pub fn unhex(s: &str) -> Option<Vec<u8>> {
-    if s.len() % 2 != 0 {
+    if !s.len().is_multiple_of(2) {
         return None;
     }
     let nib = |c: u8| -> Option<u8> {

@@ -152,9 +152,16 @@ async fn admin(shared: Arc<Shared>, req: Request<Incoming>) -> Response<AdminBod
 }
 
 /// Ready when not draining and the audit log (if on) is writable.
+///
+/// After a failed write the log stays unhealthy until its next successful
+/// batch; an unready replica gets no traffic, so that batch would never
+/// come. While unhealthy, readiness therefore probes the directory itself,
+/// and turns ready again as soon as the disk is writable.
 pub fn readiness(shared: &Shared) -> (bool, serde_json::Value) {
     let draining = shared.is_draining();
-    let audit_ok = shared.audit().is_none_or(|a| a.is_healthy());
+    let audit_ok = shared
+        .audit()
+        .is_none_or(|a| a.is_healthy() || crate::audit::probe_writable(a.dir()));
     let ready = !draining && audit_ok;
     (
         ready,

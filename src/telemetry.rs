@@ -128,14 +128,13 @@ static REQUEST_PREFIX: OnceLock<String> = OnceLock::new();
 /// The caller's `X-Request-Id` when it is a sane token, else a fresh one
 /// (a random per-process prefix and a counter: unique, cheap, no syscall).
 pub fn request_id(h: &HeaderMap) -> String {
-    if let Some(v) = h.get("x-request-id").and_then(|v| v.to_str().ok()) {
-        if !v.is_empty()
-            && v.len() <= 64
-            && v.bytes()
-                .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
-        {
-            return v.to_string();
-        }
+    if let Some(v) = h.get("x-request-id").and_then(|v| v.to_str().ok())
+        && !v.is_empty()
+        && v.len() <= 64
+        && v.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+    {
+        return v.to_string();
     }
     let prefix = REQUEST_PREFIX.get_or_init(|| {
         use ring::rand::SecureRandom;

@@ -215,9 +215,10 @@ fn strip(v: &mut Value, segments: &[Segment], path: &mut String, out: &mut Vec<S
         match (v, segment) {
             (Value::Object(map), Segment::Token(key)) => {
                 // shift_remove keeps the other members' order.
-                if map.shift_remove(key.as_str()).is_some() {
-                    record(path, key, out);
+                if map.shift_remove(key.as_str()).is_none() {
+                    return;
                 }
+                record(path, key, out);
             }
             (Value::Object(map), Segment::Any) => {
                 for key in map.keys() {

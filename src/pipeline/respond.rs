@@ -57,10 +57,10 @@ pub fn decorate(h: &mut http::HeaderMap, request_id: &str, stripped: &[String]) 
     if let Ok(v) = HeaderValue::from_str(request_id) {
         h.insert(X_REQUEST_ID.clone(), v);
     }
-    if !stripped.is_empty() {
-        if let Ok(v) = HeaderValue::from_str(&stripped.join(", ")) {
-            h.insert(X_STRIPPED.clone(), v);
-        }
+    if !stripped.is_empty()
+        && let Ok(v) = HeaderValue::from_str(&stripped.join(", "))
+    {
+        h.insert(X_STRIPPED.clone(), v);
     }
     h.remove(header::SERVER);
 }

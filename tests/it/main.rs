@@ -1,7 +1,19 @@
 //! Black-box tests: a real gateway and a real sandbox (TLS) on ephemeral
 //! ports. One test binary, so CI links once.
 
+// Test code: failing loudly is the point, and helpers are shared by modules.
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::type_complexity,
+    dead_code
+)]
+
+mod audit;
+mod bodies;
 mod common;
 mod core;
+mod crash;
 mod limits;
 mod sdk;
