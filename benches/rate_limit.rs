@@ -7,9 +7,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 use std::hint::black_box;
-use std::net::TcpListener;
-use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use criterion::{Criterion, criterion_group, criterion_main};
 use cubegate::pipeline::rate_limit::{Backend, Budget, BudgetKey, LimiterSettings, RateLimiter};
@@ -19,49 +17,8 @@ const OPEN: Budget = Budget {
     burst: 1_000_000_000,
 };
 
-struct Server(Child);
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-fn start_redis(rt: &tokio::runtime::Runtime) -> (Server, String) {
-    let port = TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
-    let child = Command::new("redis-server")
-        .args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
-        .args(["--save", "", "--appendonly", "no"])
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap_or_else(|e| {
-            panic!("cannot start `redis-server` ({e}); install it to run this bench")
-        });
-    let url = format!("redis://127.0.0.1:{port}/");
-    let client = redis::Client::open(url.as_str()).unwrap();
-    let deadline = Instant::now() + Duration::from_secs(10);
-    rt.block_on(async {
-        loop {
-            if let Ok(mut c) = client.get_multiplexed_async_connection().await
-                && redis::cmd("PING")
-                    .query_async::<String>(&mut c)
-                    .await
-                    .is_ok()
-            {
-                break;
-            }
-            assert!(Instant::now() < deadline, "redis-server did not come up");
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
-    });
-    (Server(child), url)
-}
+#[path = "../tests/util/redis_server.rs"]
+mod redis_server;
 
 fn bench(c: &mut Criterion) {
     let rt = tokio::runtime::Builder::new_current_thread()
@@ -88,10 +45,10 @@ fn bench(c: &mut Criterion) {
         b.iter(|| rt.block_on(local.acquire(key, &OPEN, Some(("svc", &caller)), Duration::ZERO)))
     });
 
-    let (_server, url) = start_redis(&rt);
+    let server = rt.block_on(redis_server::RedisServer::start());
     let settings = LimiterSettings {
         backend: Backend::Redis,
-        redis_url: Some(url),
+        redis_url: Some(server.url.clone()),
         redis_timeout_ms: 1000,
         ..LimiterSettings::default()
     };

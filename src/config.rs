@@ -757,9 +757,7 @@ pub fn compile(
         ));
     }
 
-    raw.rate_limit
-        .validate()
-        .map_err(|e| err(source, "rate_limit", e.to_string()))?;
+    let rate_limit = compile_rate_limit(&raw.rate_limit, source, env, base_dir)?;
     let audit_keys = compile_audit(&raw, source, env, base_dir)?;
     let mut audit = raw.audit.clone();
     if audit.dir.is_relative() {
@@ -768,7 +766,7 @@ pub fn compile(
 
     Ok(Snapshot {
         source: source.to_string(),
-        rate_limit: raw.rate_limit.clone(),
+        rate_limit,
         audit,
         audit_keys,
         listener: raw.listener.clone(),
@@ -782,6 +780,58 @@ pub fn compile(
         schemas: Arc::new(schemas),
         raw,
     })
+}
+
+/// Validates `[rate_limit]` and resolves `redis_url`: a reference
+/// (`env:NAME` / `file:PATH`) to a URL that may carry a password, or a literal
+/// `redis://host:port/db` without one. A literal URL with a password is
+/// refused, so passwords live only in secret stores, never in the config file.
+/// The compiled settings hold the resolved URL (redacted in their Debug).
+fn compile_rate_limit(
+    raw: &LimiterSettings,
+    source: &str,
+    env: &dyn EnvSource,
+    base_dir: &Path,
+) -> Result<LimiterSettings, ConfigError> {
+    let mut out = raw.clone();
+    if let Some(r) = &raw.redis_url {
+        let url = if r.starts_with("env:") || r.starts_with("file:") {
+            secret::resolve(r, env, base_dir)
+                .map_err(|e| err(source, "rate_limit.redis_url", e.to_string()))?
+                .expose()
+                .to_string()
+        } else if url_has_password(r) {
+            return Err(err(
+                source,
+                "rate_limit.redis_url",
+                "a literal URL must not contain a password: put the whole URL in a secret \
+                 and reference it (env:NAME or file:PATH)",
+            ));
+        } else {
+            r.clone()
+        };
+        if !(url.starts_with("redis://") || url.starts_with("rediss://")) {
+            return Err(err(
+                source,
+                "rate_limit.redis_url",
+                "must be a redis:// or rediss:// URL (or a reference to one)",
+            ));
+        }
+        out.redis_url = Some(url);
+    }
+    out.validate()
+        .map_err(|e| err(source, "rate_limit", e.to_string()))?;
+    Ok(out)
+}
+
+/// Whether `scheme://user:password@host…` carries a non-empty password.
+fn url_has_password(url: &str) -> bool {
+    let rest = url.split_once("://").map_or(url, |(_, r)| r);
+    let authority = rest.split(['/', '?', '#']).next().unwrap_or("");
+    match authority.rsplit_once('@') {
+        Some((userinfo, _)) => userinfo.split_once(':').is_some_and(|(_, p)| !p.is_empty()),
+        None => false,
+    }
 }
 
 fn compile_audit(
@@ -999,6 +1049,7 @@ pub fn summary(s: &Snapshot) -> String {
             &c.token_sha256[..8.min(c.token_sha256.len())]
         );
     }
+    rate_limit_summary(&mut out, s);
     let _ = writeln!(
         out,
         "operations: {} served, default body cap {} B, upload cap {} B",
@@ -1007,6 +1058,163 @@ pub fn summary(s: &Snapshot) -> String {
         s.raw.body.upload_max_bytes
     );
     out
+}
+
+/// The effective limits, as `check-config` prints them. The Redis URL is
+/// never printed (it may hold a password): only its reference, or "literal".
+fn rate_limit_summary(out: &mut String, s: &Snapshot) {
+    use crate::pipeline::rate_limit::{Backend, FailMode};
+    use std::fmt::Write;
+    let rl = &s.rate_limit;
+    let b = |b: &Budget| format!("{}/s burst {}", b.per_second, b.burst);
+    let backend = match rl.backend {
+        Backend::Local => "local (this process only)".to_string(),
+        Backend::Redis => {
+            let url = match s.raw.rate_limit.redis_url.as_deref() {
+                Some(r) if r.starts_with("env:") || r.starts_with("file:") => {
+                    format!("{r} -> <redacted>")
+                }
+                Some(_) => "literal URL without password".to_string(),
+                None => "-".to_string(),
+            };
+            let fail = match rl.fail {
+                FailMode::Closed => {
+                    "closed (refuse with 429 while Redis is unavailable)".to_string()
+                }
+                FailMode::Local => format!(
+                    "local (budget / {} replicas in-process while Redis is unavailable)",
+                    rl.replicas
+                ),
+            };
+            format!(
+                "redis {url}, timeout {} ms, fail {fail}",
+                rl.redis_timeout_ms
+            )
+        }
+    };
+    let _ = writeln!(out, "rate limit: backend {backend}");
+    let _ = writeln!(
+        out,
+        "rate limit: default live {}, test {}; max wait {} ms, at most {} waiting per key; \
+         upstream 429 without Retry-After pauses the key {} s",
+        b(&rl.default_live),
+        b(&rl.default_test),
+        rl.max_wait_ms,
+        rl.max_waiters,
+        rl.upstream_429_pause_secs
+    );
+    for t in &s.tenants {
+        let envs = [
+            (Environment::Live, t.live_key.is_some(), t.budgets.live),
+            (Environment::Test, t.test_key.is_some(), t.budgets.test),
+        ];
+        let parts: Vec<String> = envs
+            .iter()
+            .filter(|(_, has_key, _)| *has_key)
+            .map(|(env, _, own)| {
+                let how = if own.is_some() { "override" } else { "default" };
+                format!("{} {} ({how})", env.as_str(), b(&t.budget(*env, rl)))
+            })
+            .collect();
+        let _ = writeln!(out, "rate limit: tenant {}: {}", t.id, parts.join("; "));
+    }
+    for c in &s.raw.callers {
+        if c.quota.is_none() && c.max_wait_ms.is_none() {
+            continue;
+        }
+        let quota = c.quota.as_ref().map_or("none".to_string(), &b);
+        let wait = c.max_wait_ms.unwrap_or(rl.max_wait_ms);
+        let _ = writeln!(
+            out,
+            "rate limit: caller {}: quota {quota}, max wait {wait} ms",
+            c.id
+        );
+    }
+}
+
+#[cfg(test)]
+mod rate_limit_tests {
+    use super::*;
+
+    fn compile_with(rate_limit: &str, env: &[(&str, &str)]) -> Result<Snapshot, ConfigError> {
+        let toml = format!(
+            "[upstream]\nbase_url = \"https://api.complycube.com/v1\"\n\
+             [[tenants]]\nid = \"acme\"\nlive_key = \"env:ACME_LIVE\"\n\
+             rate_limit = {{ live = {{ per_second = 5.0, burst = 1 }} }}\n\
+             [[callers]]\nid = \"svc\"\ntoken_sha256 = \"{}\"\ntenant = \"acme\"\n\
+             environment = \"live\"\noperations = [\"*\"]\n\
+             quota = {{ per_second = 2.0, burst = 1 }}\nmax_wait_ms = 100\n\
+             [audit]\nenabled = false\n[rate_limit]\n{rate_limit}\n",
+            "ab".repeat(32)
+        );
+        let mut vars: HashMap<String, String> = env
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        vars.insert("ACME_LIVE".into(), "live_abcdef".into());
+        let raw = load_raw(
+            &ConfigSource::Text {
+                name: "t.toml",
+                toml: &toml,
+            },
+            &HashMap::new(),
+        )?;
+        compile(raw, "t.toml", &vars, Path::new("."))
+    }
+
+    #[test]
+    fn redis_url_reference_is_resolved_and_never_printed() {
+        let s = compile_with(
+            "backend = \"redis\"\nredis_url = \"env:REDIS_URL\"\nfail = \"local\"\nreplicas = 3",
+            &[("REDIS_URL", "redis://:hunter2@cache:6379/0")],
+        )
+        .unwrap();
+        assert_eq!(
+            s.rate_limit.redis_url.as_deref(),
+            Some("redis://:hunter2@cache:6379/0")
+        );
+        let text = summary(&s);
+        assert!(!text.contains("hunter2"), "{text}");
+        assert!(text.contains("redis env:REDIS_URL -> <redacted>"), "{text}");
+        assert!(text.contains("budget / 3 replicas"), "{text}");
+        assert!(
+            text.contains("default live 8/s burst 2, test 4/s burst 1"),
+            "{text}"
+        );
+        assert!(
+            text.contains("tenant acme: live 5/s burst 1 (override)"),
+            "{text}"
+        );
+        assert!(
+            text.contains("caller svc: quota 2/s burst 1, max wait 100 ms"),
+            "{text}"
+        );
+        assert!(!format!("{:?}", s.rate_limit).contains("hunter2"));
+    }
+
+    #[test]
+    fn literal_redis_url_with_a_password_is_refused_without_echoing_it() {
+        for url in [
+            "redis://:hunter2@cache:6379/0",
+            "rediss://user:hunter2@cache/1",
+        ] {
+            let e = compile_with(&format!("backend = \"redis\"\nredis_url = \"{url}\""), &[])
+                .unwrap_err();
+            assert_eq!(e.key, "rate_limit.redis_url");
+            assert!(e.reason.contains("must not contain a password"), "{e}");
+            assert!(!e.to_string().contains("hunter2"));
+        }
+        let s = compile_with(
+            "backend = \"redis\"\nredis_url = \"redis://cache:6379/0\"",
+            &[],
+        )
+        .unwrap();
+        assert!(summary(&s).contains("literal URL without password"));
+        let e = compile_with("redis_url = \"env:NOPE\"", &[]).unwrap_err();
+        assert!(e.reason.contains("NOPE is not set"), "{e}");
+        let e = compile_with("redis_url = \"http://cache\"", &[]).unwrap_err();
+        assert!(e.reason.contains("redis://"), "{e}");
+    }
 }
 
 #[cfg(test)]

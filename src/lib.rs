@@ -112,6 +112,21 @@ impl Gateway {
                 return Err(e.into());
             }
         };
+        // The limiter outlives reloads (its state must survive them); the
+        // settings it was built with stay until a restart. Budgets, quotas
+        // and max_wait come from the new snapshot on the next request.
+        let kept = self
+            .shared
+            .runtime()
+            .snapshot
+            .rate_limit
+            .restart_only_changes(&snapshot.rate_limit);
+        if !kept.is_empty() {
+            tracing::warn!(
+                settings = ?kept,
+                "rate_limit settings changed by this reload apply only after a restart"
+            );
+        }
         self.shared.swap(Runtime {
             snapshot: Arc::new(snapshot),
             upstream: Arc::new(upstream),

@@ -98,11 +98,17 @@ impl Shared {
             .max_wait
             .unwrap_or_else(|| snap.rate_limit.max_wait());
         match self.limiter.acquire(key, &budget, quota, max_wait).await {
-            Ok(a) => Ok(a.waited),
-            Err(refusal) => Err(GatewayError::RateLimited {
-                message: "rate limit exceeded for this tenant or caller; retry after the time in Retry-After",
-                headers: refusal.headers(),
-            }),
+            Ok(a) => {
+                crate::telemetry::rate_limit_waited(&tenant.id, a.waited);
+                Ok(a.waited)
+            }
+            Err(refusal) => {
+                crate::telemetry::rate_limit_refused(&tenant.id, refusal.reason.as_str());
+                Err(GatewayError::RateLimited {
+                    message: "rate limit exceeded for this tenant or caller; retry after the time in Retry-After",
+                    headers: refusal.headers(),
+                })
+            }
         }
     }
 

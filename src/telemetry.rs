@@ -67,9 +67,26 @@ fn describe() {
         "cubegate_rate_limit_waits_total",
         "Requests delayed (shaped) by the rate limiter"
     );
+    describe_histogram!(
+        "cubegate_rate_limit_wait_seconds",
+        "Time a shaped request waited for its rate-limit slot"
+    );
     describe_counter!(
         "cubegate_rate_limit_refusals_total",
-        "Requests refused with 429 by cubegate"
+        "Requests refused with 429 by cubegate, by tenant and reason \
+         (budget|caller_quota|paused|queue_full|backend_unavailable)"
+    );
+    describe_counter!(
+        "cubegate_rate_limit_backend_errors_total",
+        "Redis rate-limit calls that failed or timed out"
+    );
+    describe_counter!(
+        "cubegate_rate_limit_fallbacks_total",
+        "Rate-limit decisions taken in-process because Redis was unavailable (fail = local)"
+    );
+    describe_gauge!(
+        "cubegate_rate_limit_tracked_keys",
+        "Budget, quota and pause entries held in memory after the last idle sweep"
     );
     describe_counter!(
         "cubegate_validation_refusals_total",
@@ -557,12 +574,6 @@ pub fn request_done(s: RequestSummary<'_>) {
     if s.stripped > 0 {
         counter!("cubegate_fields_stripped_total", "operation" => op).increment(s.stripped as u64);
     }
-    if s.rate_limit_wait.is_some_and(|w| !w.is_zero()) {
-        counter!("cubegate_rate_limit_waits_total", "tenant" => tenant.clone()).increment(1);
-    }
-    if s.error_type == Some("rate_limit_exceeded") {
-        counter!("cubegate_rate_limit_refusals_total", "tenant" => tenant).increment(1);
-    }
     record_span(&s);
     tracing::info!(
         target: "cubegate::access",
@@ -576,6 +587,7 @@ pub fn request_done(s: RequestSummary<'_>) {
         error = s.error_type.unwrap_or("-"),
         latency_ms = s.latency.as_secs_f64() * 1000.0,
         upstream_ms = s.upstream_latency.map(|d| d.as_secs_f64() * 1000.0),
+        rate_limit_wait_ms = s.rate_limit_wait.map(|d| d.as_secs_f64() * 1000.0),
         "request"
     );
 }
@@ -622,6 +634,36 @@ fn record_span(s: &RequestSummary<'_>) {
 pub fn upstream_response(op: &'static str, status: StatusCode, took: Duration) {
     histogram!("cubegate_upstream_duration_seconds", "operation" => op, "status_class" => status_class(status))
         .record(took.as_secs_f64());
+}
+
+/// A request was admitted by the rate limiter after waiting `waited`
+/// (nothing is counted for requests admitted at once).
+pub fn rate_limit_waited(tenant: &str, waited: Duration) {
+    if waited.is_zero() {
+        return;
+    }
+    counter!("cubegate_rate_limit_waits_total", "tenant" => tenant.to_string()).increment(1);
+    histogram!("cubegate_rate_limit_wait_seconds", "tenant" => tenant.to_string())
+        .record(waited.as_secs_f64());
+}
+
+/// cubegate answered 429 itself; `reason` is a fixed label
+/// (`RefusalReason::as_str`).
+pub fn rate_limit_refused(tenant: &str, reason: &'static str) {
+    counter!("cubegate_rate_limit_refusals_total", "tenant" => tenant.to_string(), "reason" => reason)
+        .increment(1);
+}
+
+pub fn rate_limit_backend_error() {
+    counter!("cubegate_rate_limit_backend_errors_total").increment(1);
+}
+
+pub fn rate_limit_fallback() {
+    counter!("cubegate_rate_limit_fallbacks_total").increment(1);
+}
+
+pub fn rate_limit_tracked_keys(n: usize) {
+    gauge!("cubegate_rate_limit_tracked_keys").set(n as f64);
 }
 
 pub fn upstream_429(tenant: &str) {

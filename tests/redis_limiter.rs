@@ -13,8 +13,7 @@
 // Test support code: a failed setup step must stop the run loudly.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
-use std::net::TcpListener;
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -22,62 +21,9 @@ use cubegate::pipeline::rate_limit::{
     Backend, Budget, BudgetKey, FailMode, LimiterSettings, RateLimiter, RefusalReason,
 };
 
-struct RedisServer {
-    child: Child,
-    url: String,
-}
-
-impl RedisServer {
-    async fn start() -> RedisServer {
-        let port = TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port();
-        let child = Command::new("redis-server")
-            .args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
-            .args(["--save", "", "--appendonly", "no"])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap_or_else(|e| {
-                panic!(
-                    "cannot start `redis-server` ({e}): the distributed limiter tests need it \
-                     on PATH (Debian: apt-get install redis-server)"
-                )
-            });
-        let url = format!("redis://127.0.0.1:{port}/");
-        let server = RedisServer { child, url };
-        let client = redis::Client::open(server.url.as_str()).unwrap();
-        let deadline = Instant::now() + Duration::from_secs(10);
-        loop {
-            if let Ok(mut c) = client.get_multiplexed_async_connection().await
-                && redis::cmd("PING")
-                    .query_async::<String>(&mut c)
-                    .await
-                    .is_ok()
-            {
-                return server;
-            }
-            assert!(
-                Instant::now() < deadline,
-                "redis-server did not come up on port {port}"
-            );
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
-    }
-
-    fn kill(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-impl Drop for RedisServer {
-    fn drop(&mut self) {
-        self.kill();
-    }
-}
+#[path = "util/redis_server.rs"]
+mod redis_server;
+use redis_server::RedisServer;
 
 fn settings(url: &str, fail: FailMode, timeout_ms: u64) -> LimiterSettings {
     LimiterSettings {

@@ -240,6 +240,38 @@ impl LimiterSettings {
         Ok(())
     }
 
+    /// The settings the running limiter was built with and a reload cannot
+    /// change (backend, Redis connection, fail mode, replicas, queue bound,
+    /// default pause, sweep interval): the names of those that differ in
+    /// `new`. Budgets, quotas and `max_wait_ms` are read per request from the
+    /// current snapshot and so do apply on reload.
+    pub fn restart_only_changes(&self, new: &LimiterSettings) -> Vec<&'static str> {
+        let mut changed = Vec::new();
+        let mut check = |name, differs: bool| {
+            if differs {
+                changed.push(name);
+            }
+        };
+        check("backend", self.backend != new.backend);
+        check("redis_url", self.redis_url != new.redis_url);
+        check(
+            "redis_timeout_ms",
+            self.redis_timeout_ms != new.redis_timeout_ms,
+        );
+        check("fail", self.fail != new.fail);
+        check("replicas", self.replicas != new.replicas);
+        check("max_waiters", self.max_waiters != new.max_waiters);
+        check(
+            "upstream_429_pause_secs",
+            self.upstream_429_pause_secs != new.upstream_429_pause_secs,
+        );
+        check(
+            "idle_cleanup_secs",
+            self.idle_cleanup_secs != new.idle_cleanup_secs,
+        );
+        changed
+    }
+
     /// The default budget for a key's environment.
     pub fn default_budget(&self, live: bool) -> &Budget {
         if live {
@@ -265,7 +297,8 @@ pub enum LimiterError {
 /// A request may go upstream.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Admission {
-    /// Time spent waiting for the slot (zero when within burst).
+    /// Time spent waiting for a reserved slot; exactly zero when admitted at
+    /// once (the decision's own cost, e.g. a Redis round trip, is not a wait).
     pub waited: Duration,
 }
 
@@ -281,6 +314,19 @@ pub enum RefusalReason {
     QueueFull,
     /// The shared backend could not decide and `fail = "closed"`.
     BackendUnavailable,
+}
+
+impl RefusalReason {
+    /// The `reason` label of `cubegate_rate_limit_refusals_total`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RefusalReason::Budget => "budget",
+            RefusalReason::CallerQuota => "caller_quota",
+            RefusalReason::Paused => "paused",
+            RefusalReason::QueueFull => "queue_full",
+            RefusalReason::BackendUnavailable => "backend_unavailable",
+        }
+    }
 }
 
 /// A request must be answered 429 `rate_limit_exceeded` and not forwarded.
@@ -340,6 +386,10 @@ pub struct LimiterStats {
     /// Admitted after waiting for a slot.
     pub waits: u64,
     pub refusals: u64,
+    /// Refusals by reason (they add up to `refusals`).
+    pub refused: RefusalCounts,
+    /// Upstream 429s that paused a key.
+    pub pauses: u64,
     pub redis_errors: u64,
     /// Decisions taken by the local fallback because Redis failed.
     pub fallbacks: u64,
@@ -347,11 +397,24 @@ pub struct LimiterStats {
     pub tracked_keys: u64,
 }
 
+/// Refusals of one limiter, by [`RefusalReason`].
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct RefusalCounts {
+    pub budget: u64,
+    pub caller_quota: u64,
+    pub paused: u64,
+    pub queue_full: u64,
+    pub backend_unavailable: u64,
+}
+
 #[derive(Debug, Default)]
 struct Counters {
     admitted: AtomicU64,
     waits: AtomicU64,
     refusals: AtomicU64,
+    // Indexed by `RefusalReason as usize`.
+    by_reason: [AtomicU64; 5],
+    pauses: AtomicU64,
     redis_errors: AtomicU64,
     fallbacks: AtomicU64,
 }
@@ -481,18 +544,23 @@ impl RateLimiter {
         let c = &shared.counters;
         match result {
             Ok((slot, guard)) => {
-                if let Some(slot) = slot {
-                    shared.clock.sleep_until(slot).await;
-                    c.waits.fetch_add(1, Ordering::Relaxed);
-                }
+                // Only a reserved future slot is a wait; the time the decision
+                // itself took (a Redis round trip) is not shaping.
+                let waited = match slot {
+                    Some(slot) => {
+                        shared.clock.sleep_until(slot).await;
+                        c.waits.fetch_add(1, Ordering::Relaxed);
+                        shared.clock.now().saturating_sub(start)
+                    }
+                    None => Duration::ZERO,
+                };
                 drop(guard);
                 c.admitted.fetch_add(1, Ordering::Relaxed);
-                Ok(Admission {
-                    waited: shared.clock.now().saturating_sub(start),
-                })
+                Ok(Admission { waited })
             }
             Err(refusal) => {
                 c.refusals.fetch_add(1, Ordering::Relaxed);
+                c.by_reason[refusal.reason as usize].fetch_add(1, Ordering::Relaxed);
                 tracing::debug!(reason = ?refusal.reason, retry_after_ms = refusal.retry_after.as_millis() as u64, "rate limit refusal");
                 Err(refusal)
             }
@@ -577,6 +645,7 @@ impl RateLimiter {
                 Ok(v) => return Ok(v),
                 Err(e) => {
                     shared.counters.redis_errors.fetch_add(1, Ordering::Relaxed);
+                    crate::telemetry::rate_limit_backend_error();
                     let retry = nanos(shared.clock.now() + BACKEND_RETRY);
                     shared.redis_down_until.fetch_max(retry, Ordering::Relaxed);
                     tracing::warn!(error = %e, fail = ?shared.fail, "rate limit backend unavailable");
@@ -592,6 +661,7 @@ impl RateLimiter {
             )),
             FailMode::Local => {
                 shared.counters.fallbacks.fetch_add(1, Ordering::Relaxed);
+                crate::telemetry::rate_limit_fallback();
                 let n = shared.replicas;
                 let quota = caller.map(|(id, q)| (id, q.divided(n)));
                 Ok(shared.decide_local(
@@ -614,6 +684,7 @@ impl RateLimiter {
             .unwrap_or(shared.default_pause)
             .clamp(Duration::from_secs(1), MAX_PAUSE);
         shared.pause_until(key, shared.clock.now() + length);
+        shared.counters.pauses.fetch_add(1, Ordering::Relaxed);
         tracing::info!(
             pause_secs = length.as_secs(),
             live = key.is_live(),
@@ -629,6 +700,7 @@ impl RateLimiter {
                     && let Err(e) = redis.pause(key, length).await
                 {
                     shared.counters.redis_errors.fetch_add(1, Ordering::Relaxed);
+                    crate::telemetry::rate_limit_backend_error();
                     tracing::warn!(error = %e, "could not share the upstream pause through redis");
                 }
             });
@@ -643,6 +715,16 @@ impl RateLimiter {
             admitted: c.admitted.load(Ordering::Relaxed),
             waits: c.waits.load(Ordering::Relaxed),
             refusals: c.refusals.load(Ordering::Relaxed),
+            refused: RefusalCounts {
+                budget: c.by_reason[RefusalReason::Budget as usize].load(Ordering::Relaxed),
+                caller_quota: c.by_reason[RefusalReason::CallerQuota as usize]
+                    .load(Ordering::Relaxed),
+                paused: c.by_reason[RefusalReason::Paused as usize].load(Ordering::Relaxed),
+                queue_full: c.by_reason[RefusalReason::QueueFull as usize].load(Ordering::Relaxed),
+                backend_unavailable: c.by_reason[RefusalReason::BackendUnavailable as usize]
+                    .load(Ordering::Relaxed),
+            },
+            pauses: c.pauses.load(Ordering::Relaxed),
             redis_errors: c.redis_errors.load(Ordering::Relaxed),
             fallbacks: c.fallbacks.load(Ordering::Relaxed),
             tracked_keys: tracked as u64,
@@ -702,8 +784,17 @@ impl Shared {
 
     fn sweep(&self) {
         let now = nanos(self.clock.now());
-        lock(&self.tats).sweep(now);
-        lock(&self.paused).retain(|_, until| *until > now);
+        let tats = {
+            let mut t = lock(&self.tats);
+            t.sweep(now);
+            t.len()
+        };
+        let paused = {
+            let mut p = lock(&self.paused);
+            p.retain(|_, until| *until > now);
+            p.len()
+        };
+        crate::telemetry::rate_limit_tracked_keys(tats + paused);
     }
 }
 
@@ -1149,6 +1240,28 @@ mod tests {
             ..LimiterSettings::default()
         };
         assert!(zero.validate().is_err());
+    }
+
+    #[test]
+    fn reload_reports_only_settings_the_running_limiter_keeps() {
+        let old = LimiterSettings::default();
+        let per_request = LimiterSettings {
+            max_wait_ms: 900,
+            default_live: budget(1.0, 1),
+            default_test: budget(1.0, 1),
+            ..old.clone()
+        };
+        assert!(old.restart_only_changes(&per_request).is_empty());
+        let restart = LimiterSettings {
+            backend: Backend::Redis,
+            redis_url: Some("redis://:hunter2@cache/".into()),
+            fail: FailMode::Local,
+            ..old.clone()
+        };
+        assert_eq!(
+            old.restart_only_changes(&restart),
+            vec!["backend", "redis_url", "fail"]
+        );
     }
 
     #[test]

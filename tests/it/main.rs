@@ -15,5 +15,6 @@ mod bodies;
 mod common;
 mod core;
 mod crash;
+mod limits;
 mod sdk;
 mod telemetry;
