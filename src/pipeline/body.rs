@@ -216,6 +216,25 @@ where
     Ok(joined.map(BytesMut::freeze).or(single).unwrap_or_default())
 }
 
+/// The whole stage for one request: media type, declared length, capped
+/// read, strict parse. Returns the raw bytes too (the forward stage re-sends
+/// the policy-filtered value, the audit stage may hash the original).
+pub async fn read_json<B>(
+    headers: &HeaderMap,
+    body: B,
+    limits: BodyLimits,
+) -> Result<(Bytes, Value), BodyError>
+where
+    B: http_body::Body<Data = Bytes>,
+    B::Error: Display,
+{
+    check_content_type(headers)?;
+    check_declared_length(headers, limits.max_bytes)?;
+    let bytes = read_capped(body, limits.max_bytes).await?;
+    let value = parse_strict(&bytes, limits.max_depth)?;
+    Ok((bytes, value))
+}
+
 /// Strict single-pass JSON parser producing a `serde_json::Value`.
 ///
 /// Accepts exactly RFC 8259 JSON text with the I-JSON restrictions listed in
@@ -1191,6 +1210,53 @@ mod tests {
         assert!(read_capped(body, 7).await.unwrap().is_empty());
         let full = http_body_util::Full::new(Bytes::from_static(b"{\"a\":1}"));
         assert_eq!(read_capped(full, 64).await.unwrap().as_ref(), b"{\"a\":1}");
+    }
+
+    #[tokio::test]
+    async fn read_json_runs_the_checks_in_order() {
+        let json_headers = |len: &'static str| {
+            let mut h = HeaderMap::new();
+            h.insert(
+                CONTENT_TYPE,
+                http::HeaderValue::from_static("application/json"),
+            );
+            h.insert(CONTENT_LENGTH, http::HeaderValue::from_static(len));
+            h
+        };
+        let full = |s: &'static str| http_body_util::Full::new(Bytes::from_static(s.as_bytes()));
+        let (raw, value) = read_json(
+            &json_headers("9"),
+            full(r#"{"a":[1]}"#),
+            BodyLimits::default(),
+        )
+        .await
+        .unwrap();
+        assert_eq!(
+            (raw.as_ref(), value),
+            (br#"{"a":[1]}"#.as_slice(), serde_json::json!({"a": [1]}))
+        );
+        let err = read_json(&HeaderMap::new(), full("{}"), BodyLimits::default())
+            .await
+            .unwrap_err();
+        assert!(matches!(err, BodyError::UnsupportedMediaType));
+        let err = read_json(&json_headers("70000"), full("{}"), BodyLimits::default())
+            .await
+            .unwrap_err();
+        assert!(matches!(
+            err,
+            BodyError::TooLarge {
+                limit: DEFAULT_MAX_BYTES
+            }
+        ));
+        let tight = BodyLimits {
+            max_bytes: 64,
+            max_depth: 1,
+        };
+        let err = read_json(&json_headers("5"), full("[[1]]"), tight)
+            .await
+            .unwrap_err();
+        assert!(matches!(err, BodyError::Malformed { offset: 1, .. }));
+        assert_eq!(BodyLimits::upload().max_bytes, 6 * 1024 * 1024);
     }
 
     /// Yields one data frame holding the canary, then fails like a reset.
