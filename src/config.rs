@@ -136,6 +136,20 @@ pub struct UpstreamSettings {
     pub pool_idle_timeout_ms: u64,
     #[serde(default = "default_pool_max_idle")]
     pub pool_max_idle_per_host: usize,
+    /// Consecutive transport failures (connect/TLS/reset/timeout) that open
+    /// the circuit breaker; 0 disables it.
+    #[serde(default = "default_breaker_failures")]
+    pub breaker_failures: u32,
+    /// How long an open breaker fails fast before letting one probe through.
+    #[serde(default = "default_breaker_cooldown")]
+    pub breaker_cooldown_ms: u64,
+}
+
+fn default_breaker_failures() -> u32 {
+    5
+}
+fn default_breaker_cooldown() -> u64 {
+    5_000
 }
 
 fn default_connect_timeout() -> u64 {
@@ -456,6 +470,8 @@ pub struct UpstreamTarget {
     pub webpki_roots: bool,
     pub pool_idle_timeout: Duration,
     pub pool_max_idle_per_host: usize,
+    pub breaker_failures: u32,
+    pub breaker_cooldown: Duration,
 }
 
 /// The compiled, immutable configuration a request runs against.
@@ -837,6 +853,8 @@ fn compile_upstream(
         webpki_roots: u.webpki_roots,
         pool_idle_timeout: Duration::from_millis(u.pool_idle_timeout_ms),
         pool_max_idle_per_host: u.pool_max_idle_per_host,
+        breaker_failures: u.breaker_failures,
+        breaker_cooldown: Duration::from_millis(u.breaker_cooldown_ms),
     })
 }
 

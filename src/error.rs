@@ -54,6 +54,9 @@ pub enum GatewayError {
     UpstreamUnavailable(String),
     #[error("upstream did not answer within {0} ms")]
     UpstreamTimeout(u64),
+    /// The circuit breaker is open: refused at once, nothing sent.
+    #[error("ComplyCube is failing; cubegate is not sending requests for a short while")]
+    UpstreamCircuitOpen,
     #[error("the audit trail cannot be written; request not forwarded")]
     AuditUnavailable,
     #[error("cubegate is shutting down")]
@@ -93,7 +96,7 @@ impl GatewayError {
             RateLimited { .. } => StatusCode::TOO_MANY_REQUESTS,
             UpstreamUnavailable(_) => StatusCode::BAD_GATEWAY,
             UpstreamTimeout(_) => StatusCode::GATEWAY_TIMEOUT,
-            AuditUnavailable | Draining => StatusCode::SERVICE_UNAVAILABLE,
+            UpstreamCircuitOpen | AuditUnavailable | Draining => StatusCode::SERVICE_UNAVAILABLE,
             Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
@@ -111,7 +114,7 @@ impl GatewayError {
             UriTooLong { .. } => "uri_too_long",
             UnsupportedMediaType => "unsupported_media_type",
             RateLimited { .. } => "rate_limit_exceeded",
-            UpstreamUnavailable(_) => "upstream_unavailable",
+            UpstreamUnavailable(_) | UpstreamCircuitOpen => "upstream_unavailable",
             UpstreamTimeout(_) => "upstream_timeout",
             AuditUnavailable => "audit_unavailable",
             Draining => "draining",
@@ -122,7 +125,7 @@ impl GatewayError {
     pub fn blame(&self) -> Blame {
         use GatewayError::*;
         match self {
-            UpstreamUnavailable(_) | UpstreamTimeout(_) => Blame::Upstream,
+            UpstreamUnavailable(_) | UpstreamTimeout(_) | UpstreamCircuitOpen => Blame::Upstream,
             AuditUnavailable | Internal(_) | Draining => Blame::Internal,
             _ => Blame::Client,
         }
@@ -219,6 +222,7 @@ mod tests {
             GatewayError::UnsupportedMediaType,
             GatewayError::UpstreamUnavailable("tcp connect error 10.0.0.1".into()),
             GatewayError::UpstreamTimeout(5),
+            GatewayError::UpstreamCircuitOpen,
             GatewayError::AuditUnavailable,
             GatewayError::Draining,
         ];

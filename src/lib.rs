@@ -105,7 +105,8 @@ impl Gateway {
     /// Swap in a new snapshot (and an upstream client built for it).
     /// Requests in flight finish on the old one; limiter and audit carry on.
     pub fn reload(&self, snapshot: Snapshot) -> anyhow::Result<()> {
-        let upstream = match Upstream::new(&snapshot.upstream) {
+        let old = self.shared.runtime();
+        let upstream = match Upstream::succeeding(&snapshot.upstream, &old.upstream) {
             Ok(u) => u,
             Err(e) => {
                 telemetry::config_reload(false);

@@ -510,6 +510,7 @@ impl From<forward::ForwardError> for GatewayError {
         tracing::warn!(error = %e, "upstream call failed");
         match e {
             forward::ForwardError::Timeout(ms) => GatewayError::UpstreamTimeout(ms),
+            forward::ForwardError::CircuitOpen => GatewayError::UpstreamCircuitOpen,
             other => GatewayError::UpstreamUnavailable(other.to_string()),
         }
     }

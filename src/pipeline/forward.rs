@@ -5,6 +5,13 @@
 //! connection was found dead before anything was written; on top of that an
 //! idempotent GET is retried once after a connect failure (nothing was sent).
 //! A POST is never sent twice: a duplicated check costs money.
+//! hyper-util's `retry_canceled_requests` only re-sends when hyper hands the
+//! request back unwritten (a pooled connection found closed before the first
+//! byte went out), so it never duplicates a POST either.
+//! A per-upstream circuit breaker ([`breaker`]) opens after consecutive
+//! transport failures and then fails fast with 503 until a probe succeeds.
+
+pub mod breaker;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -21,6 +28,7 @@ use rustls_pki_types::CertificateDer;
 use rustls_pki_types::pem::PemObject;
 
 use crate::config::UpstreamTarget;
+use breaker::Breaker;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ForwardError {
@@ -30,11 +38,15 @@ pub enum ForwardError {
     Timeout(u64),
     #[error("upstream exchange failed: {0}")]
     Failed(String),
+    #[error("circuit breaker open after repeated upstream failures")]
+    CircuitOpen,
 }
 
 pub struct Upstream {
     client: Client<HttpsConnector<HttpConnector>, Full<Bytes>>,
     response_timeout: Duration,
+    authority: String,
+    breaker: Arc<Breaker>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -89,7 +101,23 @@ impl Upstream {
         Ok(Upstream {
             client,
             response_timeout: t.response_timeout,
+            authority: t.authority.clone(),
+            breaker: Arc::new(Breaker::new(t.breaker_failures, t.breaker_cooldown)),
         })
+    }
+
+    /// Built for a reload: keep the old breaker (its state is about the
+    /// upstream, not the config) when the upstream authority is unchanged.
+    pub fn succeeding(t: &UpstreamTarget, old: &Upstream) -> Result<Upstream, UpstreamBuildError> {
+        let mut u = Upstream::new(t)?;
+        if u.authority == old.authority {
+            u.breaker = old.breaker.clone();
+        }
+        Ok(u)
+    }
+
+    pub fn breaker(&self) -> &Breaker {
+        &self.breaker
     }
 
     /// Send and wait for the response head. The body streams afterwards.
@@ -97,14 +125,22 @@ impl Upstream {
         &self,
         req: Request<Full<Bytes>>,
     ) -> Result<Response<Incoming>, ForwardError> {
+        let permit = self.breaker.admit().ok_or(ForwardError::CircuitOpen)?;
         let retry_copy = (req.method() == Method::GET).then(|| clone_request(&req));
-        match self.once(req).await {
+        let result = match self.once(req).await {
+            // A connect failure means not a byte of the request was sent, so
+            // an idempotent GET may try once more (a fresh connection).
             Err(ForwardError::Connect(_)) if retry_copy.is_some() => match retry_copy {
                 Some(again) => self.once(again).await,
                 None => Err(ForwardError::Failed("unreachable".into())),
             },
             other => other,
+        };
+        match &result {
+            Ok(_) => permit.success(),
+            Err(_) => permit.failure(),
         }
+        result
     }
 
     async fn once(&self, req: Request<Full<Bytes>>) -> Result<Response<Incoming>, ForwardError> {
