@@ -3,6 +3,7 @@
 
 mod common;
 mod core;
+mod drain;
 mod faults;
 mod prod_support;
 mod sdk;
