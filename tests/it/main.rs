@@ -6,4 +6,5 @@ mod core;
 mod drain;
 mod faults;
 mod prod_support;
+mod reload;
 mod sdk;
