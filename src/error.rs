@@ -45,6 +45,9 @@ pub enum GatewayError {
     UriTooLong { limit: usize },
     #[error("request body must be application/json (identity encoding, UTF-8)")]
     UnsupportedMediaType,
+    /// The client stopped sending its body (`listener.body_timeout_ms`).
+    #[error("no request body data arrived for {ms} ms")]
+    BodyTimeout { ms: u64 },
     #[error("{message}")]
     RateLimited {
         message: &'static str,
@@ -93,6 +96,7 @@ impl GatewayError {
             PayloadTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
             UriTooLong { .. } => StatusCode::URI_TOO_LONG,
             UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            BodyTimeout { .. } => StatusCode::REQUEST_TIMEOUT,
             RateLimited { .. } => StatusCode::TOO_MANY_REQUESTS,
             UpstreamUnavailable(_) => StatusCode::BAD_GATEWAY,
             UpstreamTimeout(_) => StatusCode::GATEWAY_TIMEOUT,
@@ -113,6 +117,7 @@ impl GatewayError {
             PayloadTooLarge { .. } => "payload_too_large",
             UriTooLong { .. } => "uri_too_long",
             UnsupportedMediaType => "unsupported_media_type",
+            BodyTimeout { .. } => "request_timeout",
             RateLimited { .. } => "rate_limit_exceeded",
             UpstreamUnavailable(_) | UpstreamCircuitOpen => "upstream_unavailable",
             UpstreamTimeout(_) => "upstream_timeout",
@@ -195,7 +200,9 @@ impl GatewayError {
                     h.insert(k.clone(), v.clone());
                 }
             }
-            GatewayError::Draining => {
+            // The rest of a stalled body may still arrive: close rather than
+            // parse it as the next request.
+            GatewayError::Draining | GatewayError::BodyTimeout { .. } => {
                 h.insert(header::CONNECTION, HeaderValue::from_static("close"));
             }
             _ => {}

@@ -128,9 +128,10 @@ fn refusal_decision(e: &GatewayError) -> Option<Decision> {
         RouteNotFound | MethodNotAllowed { .. } | UriTooLong { .. } => Decision::RefusedRoute,
         RateLimited { .. } => Decision::RefusedRateLimit,
         AuditUnavailable => Decision::RefusedAudit,
-        InvalidRequest { .. } | PayloadTooLarge { .. } | UnsupportedMediaType => {
-            Decision::RefusedBody
-        }
+        InvalidRequest { .. }
+        | PayloadTooLarge { .. }
+        | UnsupportedMediaType
+        | BodyTimeout { .. } => Decision::RefusedBody,
         _ => return None,
     })
 }
@@ -274,11 +275,12 @@ where
     B::Error: std::fmt::Display,
 {
     let cap = snap.body_cap(op);
+    let idle = Some(Duration::from_millis(snap.listener.body_timeout_ms));
     match kind {
         BodyKind::None => {
             // Bodiless operations: anything sent is refused, not silently dropped
             // (Node's SDK sends a Content-Type on GET, which is harmless).
-            let bytes = body::read_capped(body, 1024)
+            let bytes = body::read_capped_idle(body, 1024, idle)
                 .await
                 .map_err(|e| body_error(ctx, e))?;
             if !bytes.is_empty() {
@@ -289,7 +291,7 @@ where
             Ok(None)
         }
         BodyKind::Optional => {
-            let bytes = body::read_capped(body, cap)
+            let bytes = body::read_capped_idle(body, cap, idle)
                 .await
                 .map_err(|e| body_error(ctx, e))?;
             if bytes.is_empty() {
@@ -301,7 +303,7 @@ where
         }
         BodyKind::Json | BodyKind::Upload => {
             body::check_content_type(headers).map_err(|e| body_error(ctx, e))?;
-            let bytes = body::read_capped(body, cap)
+            let bytes = body::read_capped_idle(body, cap, idle)
                 .await
                 .map_err(|e| body_error(ctx, e))?;
             let v = body::parse_strict(&bytes, snap.max_depth).map_err(|e| body_error(ctx, e))?;
@@ -469,6 +471,7 @@ impl From<body::BodyError> for GatewayError {
                 GatewayError::invalid(format!("malformed JSON body: {reason}"))
             }
             body::BodyError::Read(_) => GatewayError::invalid("the request body could not be read"),
+            body::BodyError::Timeout { ms } => GatewayError::BodyTimeout { ms },
         }
     }
 }

@@ -7,7 +7,7 @@
 use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -25,6 +25,10 @@ use crate::state::Shared;
 
 /// Open connections, for drain accounting.
 pub static OPEN_CONNECTIONS: AtomicUsize = AtomicUsize::new(0);
+
+/// Connections closed because their first request head did not arrive
+/// within the header-read timeout (slowloris).
+pub static SLOW_CLIENTS_DROPPED: AtomicUsize = AtomicUsize::new(0);
 
 struct ConnGuard;
 impl Drop for ConnGuard {
@@ -80,8 +84,11 @@ pub async fn run_gateway(
         let _ = stream.set_nodelay(true);
         OPEN_CONNECTIONS.fetch_add(1, Ordering::Relaxed);
         let shared = shared.clone();
+        let first_request = Arc::new(AtomicBool::new(false));
+        let seen = first_request.clone();
         let svc = service_fn(move |req: Request<Incoming>| {
             let shared = shared.clone();
+            seen.store(true, Ordering::Release);
             async move { Ok::<_, Infallible>(pipeline::handle(shared, req).await) }
         });
         let conn = builder
@@ -89,9 +96,28 @@ pub async fn run_gateway(
             .into_owned();
         let conn = graceful.watch(conn);
         let idle = Duration::from_millis(settings.idle_timeout_ms);
+        let header_timeout = Duration::from_millis(settings.header_read_timeout_ms);
         tokio::spawn(async move {
             let _g = ConnGuard;
             let _permit = permit;
+            let mut conn = std::pin::pin!(conn);
+            // hyper's h1 header_read_timeout starts only after hyper-util has
+            // sniffed the protocol (up to the 24-byte h2 preface, no timeout),
+            // and h2 has no header timer at all, so a client trickling the
+            // preface or its first HEADERS would hold the connection: the
+            // first request's head must arrive within the header-read
+            // timeout, counted from accept. Later requests on an h1
+            // connection are covered by hyper's own timer.
+            tokio::select! {
+                _ = conn.as_mut() => return,
+                _ = tokio::time::sleep(header_timeout) => {
+                    if !first_request.load(Ordering::Acquire) {
+                        SLOW_CLIENTS_DROPPED.fetch_add(1, Ordering::Relaxed);
+                        metrics::counter!("cubegate_slow_clients_dropped_total").increment(1);
+                        return;
+                    }
+                }
+            }
             // A hard ceiling on a connection's life when idle timeouts are
             // not enough (h2 keep-alive, pathological clients).
             let _ = tokio::time::timeout(idle.max(Duration::from_secs(1)) * 60, conn).await;

@@ -8,3 +8,4 @@ mod faults;
 mod prod_support;
 mod reload;
 mod sdk;
+mod slow_clients;
