@@ -93,9 +93,15 @@ impl Gateway {
         self.addr
     }
 
-    /// `http://127.0.0.1:PORT` — point an SDK at `{url}/v1`.
+    /// `http://127.0.0.1:PORT` (`https://` with `[listener.tls]`) — point
+    /// an SDK at `{url}/v1`.
     pub fn url(&self) -> String {
-        format!("http://{}", self.addr)
+        let scheme = if self.shared.runtime().snapshot.tls.is_some() {
+            "https"
+        } else {
+            "http"
+        };
+        format!("{scheme}://{}", self.addr)
     }
 
     pub fn admin_addr(&self) -> Option<SocketAddr> {

@@ -150,9 +150,10 @@ where
     let (parts, body) = req.into_parts();
 
     // identify
-    let caller = identify::identify(snap, &parts.headers).inspect_err(|e| {
-        ctx.security_event = e.is_security_event();
-    })?;
+    let caller =
+        identify::identify(snap, &parts.headers, parts.extensions.get()).inspect_err(|e| {
+            ctx.security_event = e.is_security_event();
+        })?;
     ctx.caller = Some(caller.clone());
 
     // route + authorize
@@ -434,6 +435,12 @@ impl From<identify::IdentifyError> for GatewayError {
                 "a ComplyCube API key was sent: use your cubegate caller token instead, never a ComplyCube key"
             }
             identify::IdentifyError::Ambiguous => "more than one Authorization header",
+            identify::IdentifyError::UnknownCertificate => {
+                "the client certificate is valid but identifies no cubegate caller"
+            }
+            identify::IdentifyError::Conflict => {
+                "the client certificate and the Authorization token identify different callers"
+            }
         })
     }
 }

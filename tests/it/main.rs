@@ -5,6 +5,7 @@ mod common;
 mod core;
 mod drain;
 mod faults;
+mod mtls;
 mod prod_support;
 mod reload;
 mod sdk;
