@@ -786,23 +786,23 @@ pub fn compile(
             quota: c.quota,
             max_wait: c.max_wait_ms.map(Duration::from_millis),
         });
-        if let Some(san) = san {
-            if cert_callers.insert(san, caller.clone()).is_some() {
-                return Err(err(
-                    source,
-                    format!("{key}.cert_san"),
-                    "two callers share one certificate SAN",
-                ));
-            }
+        if let Some(san) = san
+            && cert_callers.insert(san, caller.clone()).is_some()
+        {
+            return Err(err(
+                source,
+                format!("{key}.cert_san"),
+                "two callers share one certificate SAN",
+            ));
         }
-        if let Some(hash) = hash {
-            if callers.insert(hash, caller).is_some() {
-                return Err(err(
-                    source,
-                    format!("{key}.token_sha256"),
-                    "two callers share one token",
-                ));
-            }
+        if let Some(hash) = hash
+            && callers.insert(hash, caller).is_some()
+        {
+            return Err(err(
+                source,
+                format!("{key}.token_sha256"),
+                "two callers share one token",
+            ));
         }
     }
 
@@ -1129,4 +1129,32 @@ pub fn summary(s: &Snapshot) -> String {
         s.raw.body.upload_max_bytes
     );
     out
+}
+
+#[cfg(test)]
+mod prod_tests {
+    use super::*;
+
+    #[test]
+    fn cert_sans_are_uris_or_dns_names() {
+        assert_eq!(
+            normalise_san("spiffe://corp/ns/kyc/sa/x").as_deref(),
+            Some("spiffe://corp/ns/kyc/sa/x")
+        );
+        assert_eq!(
+            normalise_san("dns:Reports.KYC.svc").as_deref(),
+            Some("dns:reports.kyc.svc")
+        );
+        for bad in [
+            "",
+            "dns:",
+            "onboarding",
+            "://x",
+            "spiffe://",
+            "dns:a b",
+            "spiffe://a b",
+        ] {
+            assert_eq!(normalise_san(bad), None, "{bad}");
+        }
+    }
 }

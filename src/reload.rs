@@ -144,3 +144,24 @@ pub async fn watch(shared: Arc<Shared>, path: PathBuf, mut stop: watch::Receiver
         seen = stamps(&files);
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_replaced_file_changes_its_stamp_and_a_missing_one_is_none() {
+        let dir = tempfile::tempdir().unwrap();
+        let f = dir.path().join("k");
+        std::fs::write(&f, "test_a").unwrap();
+        let files = vec![f.clone(), dir.path().join("missing")];
+        let before = stamps(&files);
+        assert!(before[0].is_some() && before[1].is_none());
+        // Same size, written aside and renamed in (how Kubernetes and
+        // careful operators replace files): the inode differs.
+        let tmp = dir.path().join("k.tmp");
+        std::fs::write(&tmp, "test_b").unwrap();
+        std::fs::rename(&tmp, &f).unwrap();
+        assert_ne!(stamps(&files), before);
+    }
+}
