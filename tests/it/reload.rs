@@ -171,3 +171,68 @@ async fn invalid_config_is_refused_and_the_old_snapshot_keeps_serving() {
         .await
         .assert_error(429, "rate_limit_exceeded");
 }
+
+#[tokio::test]
+async fn sighup_reloads_the_real_binary_when_watching_is_off() {
+    use cubegate::sandbox::{Sandbox, SandboxOptions};
+    cubegate::install_crypto_provider();
+    let sandbox = Sandbox::start(SandboxOptions::default()).await.unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    write(&dir.path().join("sandbox-ca.pem"), &sandbox.ca_cert_pem());
+    let listen = free_addr();
+    let opts = Opts {
+        extra: "[reload]\nwatch = false\n".into(),
+        ..Opts::default()
+    };
+    let text = config_text(
+        dir.path(),
+        &format!("{}/v1", sandbox.base_url()),
+        &opts,
+        &listen.to_string(),
+    );
+    let config = dir.path().join("cubegate.toml");
+    write(&config, &text);
+    let mut gw = ServeChild::start(dir.path(), &config, listen).await;
+    let http = http_client();
+    let get = || async {
+        http.get(gw.url("/v1/clients"))
+            .header("authorization", TOKEN_A)
+            .send()
+            .await
+            .unwrap()
+            .status()
+    };
+    assert_eq!(get().await, 200);
+    replace_file(&dir.path().join("a-test-key"), KEY_A_ROTATED);
+    // Not watching: the old key stays until SIGHUP.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(get().await, 200);
+    assert!(
+        sandbox
+            .recorded()
+            .iter()
+            .all(|r| r.header_values("authorization") == vec![KEY_A_TEST])
+    );
+    gw.signal("HUP");
+    let mut swapped = false;
+    for _ in 0..100 {
+        assert_eq!(get().await, 200);
+        if sandbox
+            .recorded()
+            .last()
+            .unwrap()
+            .header_values("authorization")
+            == vec![KEY_A_ROTATED]
+        {
+            swapped = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!(swapped, "SIGHUP did not reload: {}", gw.logs());
+    assert!(gw.logs().contains("config reloaded"));
+    gw.signal("TERM");
+    assert_eq!(gw.wait().await, Some(0));
+    assert_no_canary("serve logs", &gw.logs());
+    assert!(!gw.logs().contains("ROTATEDKEY"));
+}
