@@ -49,6 +49,26 @@ pub struct RawConfig {
     pub audit: AuditSettings,
     #[serde(default)]
     pub audit_keys: AuditKeyRefs,
+    #[serde(default)]
+    pub reload: ReloadSettings,
+}
+
+/// Reload when the config file or a file it references changes.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ReloadSettings {
+    /// Poll the files (`serve` only; SIGHUP always reloads).
+    pub watch: bool,
+    pub poll_interval_ms: u64,
+}
+
+impl Default for ReloadSettings {
+    fn default() -> Self {
+        ReloadSettings {
+            watch: true,
+            poll_interval_ms: 1_000,
+        }
+    }
 }
 
 /// References to the audit trail's keys (`env:`/`file:`), resolved at load.
@@ -83,6 +103,33 @@ pub struct ListenerSettings {
     pub max_headers: usize,
     pub max_uri_bytes: usize,
     pub drain_timeout_ms: u64,
+    /// Serve TLS (optionally mTLS) instead of plain HTTP.
+    pub tls: Option<ListenerTls>,
+}
+
+/// `[listener.tls]`: the gateway's own certificate and client-certificate
+/// policy. Paths are relative to the config file.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ListenerTls {
+    pub cert_file: PathBuf,
+    pub key_file: PathBuf,
+    #[serde(default)]
+    pub client_ca_file: Option<PathBuf>,
+    #[serde(default)]
+    pub client_auth: ClientAuth,
+}
+
+/// Whether callers must present a client certificate.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum ClientAuth {
+    #[default]
+    None,
+    /// Verified when presented; callers may use tokens instead.
+    Optional,
+    /// The handshake fails without a certificate from the client CA.
+    Required,
 }
 
 impl Default for ListenerSettings {
@@ -97,6 +144,7 @@ impl Default for ListenerSettings {
             max_headers: 64,
             max_uri_bytes: 4096,
             drain_timeout_ms: 20_000,
+            tls: None,
         }
     }
 }
@@ -136,6 +184,20 @@ pub struct UpstreamSettings {
     pub pool_idle_timeout_ms: u64,
     #[serde(default = "default_pool_max_idle")]
     pub pool_max_idle_per_host: usize,
+    /// Consecutive transport failures (connect/TLS/reset/timeout) that open
+    /// the circuit breaker; 0 disables it.
+    #[serde(default = "default_breaker_failures")]
+    pub breaker_failures: u32,
+    /// How long an open breaker fails fast before letting one probe through.
+    #[serde(default = "default_breaker_cooldown")]
+    pub breaker_cooldown_ms: u64,
+}
+
+fn default_breaker_failures() -> u32 {
+    5
+}
+fn default_breaker_cooldown() -> u64 {
+    5_000
 }
 
 fn default_connect_timeout() -> u64 {
@@ -198,7 +260,13 @@ impl Environment {
 pub struct RawCaller {
     pub id: String,
     /// Lowercase hex SHA-256 of the caller's token (`cubegate token new`).
+    /// Empty for a caller identified only by its client certificate.
+    #[serde(default)]
     pub token_sha256: String,
+    /// The client-certificate SAN identifying this caller on an mTLS
+    /// listener: a URI (`spiffe://corp/ns/kyc/sa/onboarding`) or `dns:name`.
+    #[serde(default)]
+    pub cert_san: Option<String>,
     pub tenant: String,
     pub environment: Environment,
     /// Patterns: `*`, `clients.*`, `clients.get`.
@@ -472,6 +540,8 @@ pub struct UpstreamTarget {
     pub webpki_roots: bool,
     pub pool_idle_timeout: Duration,
     pub pool_max_idle_per_host: usize,
+    pub breaker_failures: u32,
+    pub breaker_cooldown: Duration,
 }
 
 /// The compiled, immutable configuration a request runs against.
@@ -482,7 +552,10 @@ pub struct Snapshot {
     pub upstream: UpstreamTarget,
     pub tenants: Vec<Tenant>,
     callers: HashMap<[u8; 32], Arc<Caller>>,
+    cert_callers: HashMap<String, Arc<Caller>>,
     pub caller_count: usize,
+    /// The listener's TLS config (None = plain HTTP).
+    pub tls: Option<Arc<rustls::ServerConfig>>,
     pub body_caps: Vec<usize>,
     pub max_depth: usize,
     pub shadow: Vec<bool>,
@@ -503,6 +576,30 @@ impl fmt::Debug for Snapshot {
 }
 
 impl Snapshot {
+    /// Files of the TLS listener (certificate, key, client CA), for the
+    /// reload watcher.
+    pub fn listener_tls_files(&self) -> Vec<PathBuf> {
+        self.listener
+            .tls
+            .iter()
+            .flat_map(|t| {
+                [
+                    Some(&t.cert_file),
+                    Some(&t.key_file),
+                    t.client_ca_file.as_ref(),
+                ]
+                .into_iter()
+                .flatten()
+                .cloned()
+            })
+            .collect()
+    }
+
+    /// The caller a verified client certificate's SAN maps to.
+    pub fn caller_by_cert_san(&self, san: &str) -> Option<&Arc<Caller>> {
+        self.cert_callers.get(san)
+    }
+
     /// Find the caller whose token hashes to `hash`. Tokens are never
     /// compared directly: the lookup is keyed by the SHA-256 of the presented
     /// token, so the time a comparison takes depends on hash bytes an
@@ -628,6 +725,7 @@ pub fn compile(
     }
 
     let mut callers = HashMap::new();
+    let mut cert_callers = HashMap::new();
     let mut caller_ids = HashMap::new();
     for (i, c) in raw.callers.iter().enumerate() {
         let key = format!("callers[{i}]");
@@ -650,15 +748,34 @@ pub fn compile(
                 format!("duplicate caller id {}", c.id),
             ));
         }
-        let hash: [u8; 32] = secret::unhex(&c.token_sha256)
-            .and_then(|v| v.try_into().ok())
-            .ok_or_else(|| {
+        let hash: Option<[u8; 32]> = if c.token_sha256.is_empty() {
+            None
+        } else {
+            Some(
+                secret::unhex(&c.token_sha256)
+                    .and_then(|v| v.try_into().ok())
+                    .ok_or_else(|| {
+                        err(
+                            source,
+                            format!("{key}.token_sha256"),
+                            "must be 64 hex characters (SHA-256 of the token)",
+                        )
+                    })?,
+            )
+        };
+        let san = match c.cert_san.as_deref() {
+            None => None,
+            Some(s) => Some(normalise_san(s).ok_or_else(|| {
                 err(
                     source,
-                    format!("{key}.token_sha256"),
-                    "must be 64 hex characters (SHA-256 of the token)",
+                    format!("{key}.cert_san"),
+                    "must be a URI SAN (spiffe://…) or dns:<name>",
                 )
-            })?;
+            })?),
+        };
+        if hash.is_none() && san.is_none() {
+            return Err(err(source, key, "a caller needs token_sha256 or cert_san"));
+        }
         let tenant = *tenant_index.get(&c.tenant).ok_or_else(|| {
             err(
                 source,
@@ -696,7 +813,18 @@ pub fn compile(
             quota: c.quota,
             max_wait: c.max_wait_ms.map(Duration::from_millis),
         });
-        if callers.insert(hash, caller).is_some() {
+        if let Some(san) = san
+            && cert_callers.insert(san, caller.clone()).is_some()
+        {
+            return Err(err(
+                source,
+                format!("{key}.cert_san"),
+                "two callers share one certificate SAN",
+            ));
+        }
+        if let Some(hash) = hash
+            && callers.insert(hash, caller).is_some()
+        {
             return Err(err(
                 source,
                 format!("{key}.token_sha256"),
@@ -758,6 +886,13 @@ pub fn compile(
     }
 
     let rate_limit = compile_rate_limit(&raw.rate_limit, source, env, base_dir)?;
+    let tls = match &raw.listener.tls {
+        Some(t) => Some(
+            crate::server::tls::server_config(t, base_dir)
+                .map_err(|e| err(source, "listener.tls", e))?,
+        ),
+        None => None,
+    };
     let audit_keys = compile_audit(&raw, source, env, base_dir)?;
     let mut audit = raw.audit.clone();
     if audit.dir.is_relative() {
@@ -772,8 +907,10 @@ pub fn compile(
         listener: raw.listener.clone(),
         upstream,
         tenants,
-        caller_count: callers.len(),
+        caller_count: caller_ids.len(),
         callers,
+        cert_callers,
+        tls,
         body_caps,
         max_depth: raw.body.max_depth,
         shadow,
@@ -832,6 +969,25 @@ fn url_has_password(url: &str) -> bool {
         Some((userinfo, _)) => userinfo.split_once(':').is_some_and(|(_, p)| !p.is_empty()),
         None => false,
     }
+}
+
+/// `spiffe://…` (any URI) stays as written; `dns:Name` is lower-cased.
+fn normalise_san(s: &str) -> Option<String> {
+    if let Some(name) = s.strip_prefix("dns:") {
+        let ok = !name.is_empty()
+            && name
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || "-.*".contains(c));
+        return ok.then(|| format!("dns:{}", name.to_ascii_lowercase()));
+    }
+    let (scheme, rest) = s.split_once("://")?;
+    let ok = !scheme.is_empty()
+        && scheme
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || "+-.".contains(c))
+        && !rest.is_empty()
+        && !s.chars().any(|c| c.is_whitespace() || c.is_control());
+    ok.then(|| s.to_string())
 }
 
 fn compile_audit(
@@ -926,6 +1082,8 @@ fn compile_upstream(
         webpki_roots: u.webpki_roots,
         pool_idle_timeout: Duration::from_millis(u.pool_idle_timeout_ms),
         pool_max_idle_per_host: u.pool_max_idle_per_host,
+        breaker_failures: u.breaker_failures,
+        breaker_cooldown: Duration::from_millis(u.breaker_cooldown_ms),
     })
 }
 
@@ -1048,6 +1206,9 @@ pub fn summary(s: &Snapshot) -> String {
             c.operations.join(", "),
             &c.token_sha256[..8.min(c.token_sha256.len())]
         );
+        if let Some(san) = &c.cert_san {
+            let _ = writeln!(out, "caller {}: client certificate SAN {san}", c.id);
+        }
     }
     rate_limit_summary(&mut out, s);
     let _ = writeln!(
@@ -1369,5 +1530,33 @@ enabled = false
         assert_eq!(rules.len(), 1);
         let mut body = serde_json::json!({"type": "company"});
         assert!(crate::pipeline::policy::apply(&mut body, rules).is_err());
+    }
+}
+
+#[cfg(test)]
+mod prod_tests {
+    use super::*;
+
+    #[test]
+    fn cert_sans_are_uris_or_dns_names() {
+        assert_eq!(
+            normalise_san("spiffe://corp/ns/kyc/sa/x").as_deref(),
+            Some("spiffe://corp/ns/kyc/sa/x")
+        );
+        assert_eq!(
+            normalise_san("dns:Reports.KYC.svc").as_deref(),
+            Some("dns:reports.kyc.svc")
+        );
+        for bad in [
+            "",
+            "dns:",
+            "onboarding",
+            "://x",
+            "spiffe://",
+            "dns:a b",
+            "spiffe://a b",
+        ] {
+            assert_eq!(normalise_san(bad), None, "{bad}");
+        }
     }
 }

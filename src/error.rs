@@ -45,6 +45,9 @@ pub enum GatewayError {
     UriTooLong { limit: usize },
     #[error("request body must be application/json (identity encoding, UTF-8)")]
     UnsupportedMediaType,
+    /// The client stopped sending its body (`listener.body_timeout_ms`).
+    #[error("no request body data arrived for {ms} ms")]
+    BodyTimeout { ms: u64 },
     #[error("{message}")]
     RateLimited {
         message: &'static str,
@@ -54,6 +57,9 @@ pub enum GatewayError {
     UpstreamUnavailable(String),
     #[error("upstream did not answer within {0} ms")]
     UpstreamTimeout(u64),
+    /// The circuit breaker is open: refused at once, nothing sent.
+    #[error("ComplyCube is failing; cubegate is not sending requests for a short while")]
+    UpstreamCircuitOpen,
     #[error("the audit trail cannot be written; request not forwarded")]
     AuditUnavailable,
     #[error("cubegate is shutting down")]
@@ -90,10 +96,11 @@ impl GatewayError {
             PayloadTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
             UriTooLong { .. } => StatusCode::URI_TOO_LONG,
             UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            BodyTimeout { .. } => StatusCode::REQUEST_TIMEOUT,
             RateLimited { .. } => StatusCode::TOO_MANY_REQUESTS,
             UpstreamUnavailable(_) => StatusCode::BAD_GATEWAY,
             UpstreamTimeout(_) => StatusCode::GATEWAY_TIMEOUT,
-            AuditUnavailable | Draining => StatusCode::SERVICE_UNAVAILABLE,
+            UpstreamCircuitOpen | AuditUnavailable | Draining => StatusCode::SERVICE_UNAVAILABLE,
             Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
@@ -110,8 +117,9 @@ impl GatewayError {
             PayloadTooLarge { .. } => "payload_too_large",
             UriTooLong { .. } => "uri_too_long",
             UnsupportedMediaType => "unsupported_media_type",
+            BodyTimeout { .. } => "request_timeout",
             RateLimited { .. } => "rate_limit_exceeded",
-            UpstreamUnavailable(_) => "upstream_unavailable",
+            UpstreamUnavailable(_) | UpstreamCircuitOpen => "upstream_unavailable",
             UpstreamTimeout(_) => "upstream_timeout",
             AuditUnavailable => "audit_unavailable",
             Draining => "draining",
@@ -122,7 +130,7 @@ impl GatewayError {
     pub fn blame(&self) -> Blame {
         use GatewayError::*;
         match self {
-            UpstreamUnavailable(_) | UpstreamTimeout(_) => Blame::Upstream,
+            UpstreamUnavailable(_) | UpstreamTimeout(_) | UpstreamCircuitOpen => Blame::Upstream,
             AuditUnavailable | Internal(_) | Draining => Blame::Internal,
             _ => Blame::Client,
         }
@@ -192,7 +200,9 @@ impl GatewayError {
                     h.insert(k.clone(), v.clone());
                 }
             }
-            GatewayError::Draining => {
+            // The rest of a stalled body may still arrive: close rather than
+            // parse it as the next request.
+            GatewayError::Draining | GatewayError::BodyTimeout { .. } => {
                 h.insert(header::CONNECTION, HeaderValue::from_static("close"));
             }
             _ => {}
@@ -219,6 +229,7 @@ mod tests {
             GatewayError::UnsupportedMediaType,
             GatewayError::UpstreamUnavailable("tcp connect error 10.0.0.1".into()),
             GatewayError::UpstreamTimeout(5),
+            GatewayError::UpstreamCircuitOpen,
             GatewayError::AuditUnavailable,
             GatewayError::Draining,
         ];

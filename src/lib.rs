@@ -7,6 +7,7 @@ pub mod config;
 pub mod error;
 pub mod operations;
 pub mod pipeline;
+pub mod reload;
 pub mod sandbox;
 pub mod secret;
 pub mod server;
@@ -14,6 +15,7 @@ pub mod state;
 pub mod telemetry;
 
 use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -39,6 +41,7 @@ pub struct Gateway {
     stop: watch::Sender<bool>,
     gateway_task: JoinHandle<()>,
     admin_task: Option<JoinHandle<()>>,
+    watch_task: Option<JoinHandle<()>>,
 }
 
 impl Gateway {
@@ -82,6 +85,7 @@ impl Gateway {
             stop,
             gateway_task,
             admin_task,
+            watch_task: None,
         })
     }
 
@@ -89,9 +93,15 @@ impl Gateway {
         self.addr
     }
 
-    /// `http://127.0.0.1:PORT` — point an SDK at `{url}/v1`.
+    /// `http://127.0.0.1:PORT` (`https://` with `[listener.tls]`) — point
+    /// an SDK at `{url}/v1`.
     pub fn url(&self) -> String {
-        format!("http://{}", self.addr)
+        let scheme = if self.shared.runtime().snapshot.tls.is_some() {
+            "https"
+        } else {
+            "http"
+        };
+        format!("{scheme}://{}", self.addr)
     }
 
     pub fn admin_addr(&self) -> Option<SocketAddr> {
@@ -105,34 +115,24 @@ impl Gateway {
     /// Swap in a new snapshot (and an upstream client built for it).
     /// Requests in flight finish on the old one; limiter and audit carry on.
     pub fn reload(&self, snapshot: Snapshot) -> anyhow::Result<()> {
-        let upstream = match Upstream::new(&snapshot.upstream) {
-            Ok(u) => u,
-            Err(e) => {
-                telemetry::config_reload(false);
-                return Err(e.into());
-            }
-        };
-        // The limiter outlives reloads (its state must survive them); the
-        // settings it was built with stay until a restart. Budgets, quotas
-        // and max_wait come from the new snapshot on the next request.
-        let kept = self
-            .shared
-            .runtime()
-            .snapshot
-            .rate_limit
-            .restart_only_changes(&snapshot.rate_limit);
-        if !kept.is_empty() {
-            tracing::warn!(
-                settings = ?kept,
-                "rate_limit settings changed by this reload apply only after a restart"
-            );
-        }
-        self.shared.swap(Runtime {
-            snapshot: Arc::new(snapshot),
-            upstream: Arc::new(upstream),
-        });
-        telemetry::config_reload(true);
-        Ok(())
+        reload::swap(&self.shared, snapshot)
+    }
+
+    /// Load `path` again and swap it in; on error the old snapshot keeps
+    /// serving (logged, counted as refused).
+    pub fn reload_file(&self, path: &Path) -> anyhow::Result<()> {
+        reload::reload_file(&self.shared, path)
+    }
+
+    /// Reload whenever `path` or a file it references changes (polling
+    /// every `reload.poll_interval_ms`). Stops at shutdown.
+    pub fn watch_config(&mut self, path: PathBuf) {
+        let task = tokio::spawn(reload::watch(
+            self.shared.clone(),
+            path,
+            self.stop.subscribe(),
+        ));
+        self.watch_task = Some(task);
     }
 
     /// Graceful shutdown: readiness fails and new requests get 503
@@ -148,6 +148,9 @@ impl Gateway {
         let _ = self.stop.send(true);
         let _ = self.gateway_task.await;
         if let Some(t) = self.admin_task {
+            let _ = t.await;
+        }
+        if let Some(t) = self.watch_task {
             let _ = t.await;
         }
         if let Some(a) = self.shared.audit()

@@ -288,31 +288,31 @@ fn audit_cmd(cmd: AuditCmd) -> ExitCode {
 }
 
 async fn serve(path: &Path, text_logs: bool) -> anyhow::Result<()> {
-    let load = || {
-        config::load(
-            &ConfigSource::File(path),
-            &config::process_env(),
-            &secret::ProcessEnv,
-        )
-    };
-    let snapshot = load().map_err(|e| anyhow::anyhow!("{e}"))?;
+    let snapshot = config::load(
+        &ConfigSource::File(path),
+        &config::process_env(),
+        &secret::ProcessEnv,
+    )
+    .map_err(|e| anyhow::anyhow!("{e}"))?;
     let telemetry = telemetry::init(
         &snapshot.raw.telemetry,
         text_logs.then_some(LogFormat::Text),
     );
-    let gw = Gateway::start(snapshot).await?;
+    let watch = snapshot.raw.reload.watch;
+    let mut gw = Gateway::start(snapshot).await?;
+    if watch {
+        gw.watch_config(path.to_path_buf());
+    }
     tracing::info!(listen = %gw.addr(), admin = ?gw.admin_addr(), traces = telemetry.exporting(), "cubegate serving");
-    let r = run_until_signal(gw, Some(&load)).await;
+    let r = run_until_signal(gw, Some(path)).await;
     // Flush buffered spans; the exporter's blocking client must not run on
     // a runtime worker.
     let _ = tokio::task::spawn_blocking(move || telemetry.shutdown()).await;
     r
 }
 
-type Loader<'a> = &'a dyn Fn() -> Result<config::Snapshot, config::ConfigError>;
-
 /// Serve until SIGTERM/SIGINT (then drain); SIGHUP reloads when a loader is given.
-async fn run_until_signal(gw: Gateway, loader: Option<Loader<'_>>) -> anyhow::Result<()> {
+async fn run_until_signal(gw: Gateway, config: Option<&Path>) -> anyhow::Result<()> {
     use tokio::signal::unix::{SignalKind, signal};
     let mut term = signal(SignalKind::terminate())?;
     let mut hup = signal(SignalKind::hangup())?;
@@ -321,17 +321,9 @@ async fn run_until_signal(gw: Gateway, loader: Option<Loader<'_>>) -> anyhow::Re
             _ = term.recv() => break,
             _ = tokio::signal::ctrl_c() => break,
             _ = hup.recv() => {
-                if let Some(load) = loader {
-                    match load() {
-                        Ok(s) => match gw.reload(s) {
-                            Ok(()) => tracing::info!("config reloaded"),
-                            Err(e) => tracing::error!(error = %e, "reload refused; old config keeps serving"),
-                        },
-                        Err(e) => {
-                            telemetry::config_reload(false);
-                            tracing::error!(error = %e, "reload refused; old config keeps serving");
-                        }
-                    }
+                if let Some(path) = config {
+                    // Logged and counted inside; the old config keeps serving on error.
+                    let _ = gw.reload_file(path);
                 }
             }
         }

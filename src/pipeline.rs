@@ -147,9 +147,10 @@ fn refusal_decision(e: &GatewayError) -> Option<Decision> {
         RouteNotFound | MethodNotAllowed { .. } | UriTooLong { .. } => Decision::RefusedRoute,
         RateLimited { .. } => Decision::RefusedRateLimit,
         AuditUnavailable => Decision::RefusedAudit,
-        InvalidRequest { .. } | PayloadTooLarge { .. } | UnsupportedMediaType => {
-            Decision::RefusedBody
-        }
+        InvalidRequest { .. }
+        | PayloadTooLarge { .. }
+        | UnsupportedMediaType
+        | BodyTimeout { .. } => Decision::RefusedBody,
         _ => return None,
     })
 }
@@ -170,7 +171,7 @@ where
     // identify
     let caller = {
         let _s = info_span!("identify").entered();
-        identify::identify(snap, &parts.headers).inspect_err(|e| {
+        identify::identify(snap, &parts.headers, parts.extensions.get()).inspect_err(|e| {
             ctx.security_event = e.is_security_event();
         })?
     };
@@ -326,11 +327,12 @@ where
     B::Error: std::fmt::Display,
 {
     let cap = snap.body_cap(op);
+    let idle = Some(Duration::from_millis(snap.listener.body_timeout_ms));
     match kind {
         BodyKind::None => {
             // Bodiless operations: anything sent is refused, not silently dropped
             // (Node's SDK sends a Content-Type on GET, which is harmless).
-            let bytes = body::read_capped(body, 1024)
+            let bytes = body::read_capped_idle(body, 1024, idle)
                 .await
                 .map_err(|e| body_error(ctx, e))?;
             if !bytes.is_empty() {
@@ -341,7 +343,7 @@ where
             Ok(None)
         }
         BodyKind::Optional => {
-            let bytes = body::read_capped(body, cap)
+            let bytes = body::read_capped_idle(body, cap, idle)
                 .await
                 .map_err(|e| body_error(ctx, e))?;
             if bytes.is_empty() {
@@ -353,7 +355,7 @@ where
         }
         BodyKind::Json | BodyKind::Upload => {
             body::check_content_type(headers).map_err(|e| body_error(ctx, e))?;
-            let bytes = body::read_capped(body, cap)
+            let bytes = body::read_capped_idle(body, cap, idle)
                 .await
                 .map_err(|e| body_error(ctx, e))?;
             let v = body::parse_strict(&bytes, snap.max_depth).map_err(|e| body_error(ctx, e))?;
@@ -491,6 +493,12 @@ impl From<identify::IdentifyError> for GatewayError {
                 "a ComplyCube API key was sent: use your cubegate caller token instead, never a ComplyCube key"
             }
             identify::IdentifyError::Ambiguous => "more than one Authorization header",
+            identify::IdentifyError::UnknownCertificate => {
+                "the client certificate is valid but identifies no cubegate caller"
+            }
+            identify::IdentifyError::Conflict => {
+                "the client certificate and the Authorization token identify different callers"
+            }
         })
     }
 }
@@ -528,6 +536,7 @@ impl From<body::BodyError> for GatewayError {
                 GatewayError::invalid(format!("malformed JSON body: {reason}"))
             }
             body::BodyError::Read(_) => GatewayError::invalid("the request body could not be read"),
+            body::BodyError::Timeout { ms } => GatewayError::BodyTimeout { ms },
         }
     }
 }
@@ -569,6 +578,7 @@ impl From<forward::ForwardError> for GatewayError {
         tracing::warn!(error = %e, "upstream call failed");
         match e {
             forward::ForwardError::Timeout(ms) => GatewayError::UpstreamTimeout(ms),
+            forward::ForwardError::CircuitOpen => GatewayError::UpstreamCircuitOpen,
             other => GatewayError::UpstreamUnavailable(other.to_string()),
         }
     }

@@ -1,13 +1,13 @@
 //! Listeners: the gateway listener (HTTP/1.1 and h2c via hyper-util's auto
-//! builder) with limits on connections, header size and count, header-read
-//! time; the admin listener (`/healthz`, `/readyz`, `/metrics`); graceful
+//! builder, or HTTPS/mTLS with `[listener.tls]`, see [`tls`]) with limits on
+//! connections, header size and count, header-read time; the admin listener (`/healthz`, `/readyz`, `/metrics`); graceful
 //! shutdown: on drain the gateway answers 503 `draining` with
 //! `Connection: close`, in-flight requests finish within the drain time.
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -19,12 +19,18 @@ use hyper_util::server::conn::auto;
 use tokio::net::TcpListener;
 use tokio::sync::{Semaphore, watch};
 
+pub mod tls;
+
 use crate::config::ListenerSettings;
 use crate::pipeline;
 use crate::state::Shared;
 
 /// Open connections, for drain accounting.
 pub static OPEN_CONNECTIONS: AtomicUsize = AtomicUsize::new(0);
+
+/// Connections closed because their first request head did not arrive
+/// within the header-read timeout (slowloris).
+pub static SLOW_CLIENTS_DROPPED: AtomicUsize = AtomicUsize::new(0);
 
 struct ConnGuard;
 impl Drop for ConnGuard {
@@ -79,23 +85,16 @@ pub async fn run_gateway(
         };
         let _ = stream.set_nodelay(true);
         OPEN_CONNECTIONS.fetch_add(1, Ordering::Relaxed);
-        let shared = shared.clone();
-        let svc = service_fn(move |req: Request<Incoming>| {
-            let shared = shared.clone();
-            async move { Ok::<_, Infallible>(pipeline::handle(shared, req).await) }
-        });
-        let conn = builder
-            .serve_connection(TokioIo::new(stream), svc)
-            .into_owned();
-        let conn = graceful.watch(conn);
-        let idle = Duration::from_millis(settings.idle_timeout_ms);
-        tokio::spawn(async move {
-            let _g = ConnGuard;
-            let _permit = permit;
-            // A hard ceiling on a connection's life when idle timeouts are
-            // not enough (h2 keep-alive, pathological clients).
-            let _ = tokio::time::timeout(idle.max(Duration::from_secs(1)) * 60, conn).await;
-        });
+        let tls_config = shared.runtime().snapshot.tls.clone();
+        tokio::spawn(serve_one(
+            stream,
+            tls_config,
+            shared.clone(),
+            builder.clone(),
+            graceful.watcher(),
+            permit,
+            settings.clone(),
+        ));
     }
     let drain = Duration::from_millis(settings.drain_timeout_ms);
     if tokio::time::timeout(drain, graceful.shutdown())
@@ -104,6 +103,84 @@ pub async fn run_gateway(
     {
         tracing::warn!("drain time over; closing remaining connections");
     }
+}
+
+/// What hyper serves: a plain TCP stream or a TLS stream over one.
+trait Io: tokio::io::AsyncRead + tokio::io::AsyncWrite + Send + Unpin {}
+impl<T: tokio::io::AsyncRead + tokio::io::AsyncWrite + Send + Unpin> Io for T {}
+
+/// One gateway connection: TLS handshake (bounded by the header-read
+/// timeout), then HTTP with the verified client certificate, if any, in
+/// every request's extensions for `identify`.
+async fn serve_one(
+    stream: tokio::net::TcpStream,
+    tls_config: Option<Arc<rustls::ServerConfig>>,
+    shared: Arc<Shared>,
+    builder: Arc<auto::Builder<TokioExecutor>>,
+    watcher: hyper_util::server::graceful::Watcher,
+    permit: tokio::sync::OwnedSemaphorePermit,
+    settings: ListenerSettings,
+) {
+    let _g = ConnGuard;
+    let _permit = permit;
+    let header_timeout = Duration::from_millis(settings.header_read_timeout_ms);
+    let idle = Duration::from_millis(settings.idle_timeout_ms);
+    let deadline = tokio::time::Instant::now() + header_timeout;
+    let (io, peer): (Box<dyn Io>, Option<tls::PeerCert>) = match tls_config {
+        None => (Box::new(stream), None),
+        Some(cfg) => {
+            let acceptor = tokio_rustls::TlsAcceptor::from(cfg);
+            match tokio::time::timeout_at(deadline, acceptor.accept(stream)).await {
+                Ok(Ok(s)) => {
+                    let peer = tls::peer_cert(s.get_ref().1.peer_certificates());
+                    (Box::new(s), peer)
+                }
+                Ok(Err(e)) => {
+                    // No cert when required, unknown CA, expired: the
+                    // handshake fails and nothing reaches the pipeline.
+                    tracing::info!(error = %e, "TLS handshake refused");
+                    metrics::counter!("cubegate_tls_handshake_failures_total").increment(1);
+                    return;
+                }
+                Err(_) => {
+                    SLOW_CLIENTS_DROPPED.fetch_add(1, Ordering::Relaxed);
+                    metrics::counter!("cubegate_slow_clients_dropped_total").increment(1);
+                    return;
+                }
+            }
+        }
+    };
+    let first_request = Arc::new(AtomicBool::new(false));
+    let seen = first_request.clone();
+    let svc = service_fn(move |mut req: Request<Incoming>| {
+        let shared = shared.clone();
+        seen.store(true, Ordering::Release);
+        if let Some(p) = &peer {
+            req.extensions_mut().insert(p.clone());
+        }
+        async move { Ok::<_, Infallible>(pipeline::handle(shared, req).await) }
+    });
+    let conn = builder.serve_connection(TokioIo::new(io), svc).into_owned();
+    let mut conn = std::pin::pin!(watcher.watch(conn));
+    // hyper's h1 header_read_timeout starts only after hyper-util has
+    // sniffed the protocol (up to the 24-byte h2 preface, no timeout), and
+    // h2 has no header timer at all, so a client trickling the preface or
+    // its first HEADERS would hold the connection: the first request's head
+    // must arrive within the header-read timeout, counted from accept.
+    // Later requests on an h1 connection are covered by hyper's own timer.
+    tokio::select! {
+        _ = conn.as_mut() => return,
+        _ = tokio::time::sleep_until(deadline) => {
+            if !first_request.load(Ordering::Acquire) {
+                SLOW_CLIENTS_DROPPED.fetch_add(1, Ordering::Relaxed);
+                metrics::counter!("cubegate_slow_clients_dropped_total").increment(1);
+                return;
+            }
+        }
+    }
+    // A hard ceiling on a connection's life when idle timeouts are not
+    // enough (h2 keep-alive, pathological clients).
+    let _ = tokio::time::timeout(idle.max(Duration::from_secs(1)) * 60, conn).await;
 }
 
 pub type AdminBody = http_body_util::Full<Bytes>;

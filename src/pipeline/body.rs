@@ -76,6 +76,9 @@ pub enum BodyError {
     Malformed { reason: &'static str, offset: usize },
     #[error("the body could not be read: {0}")]
     Read(String),
+    /// No body bytes arrived for `ms` milliseconds (a slow or stalled client).
+    #[error("no request body data for {ms} ms")]
+    Timeout { ms: u64 },
 }
 
 impl BodyError {
@@ -85,6 +88,7 @@ impl BodyError {
             BodyError::UnsupportedMediaType => http::StatusCode::UNSUPPORTED_MEDIA_TYPE,
             BodyError::TooLarge { .. } => http::StatusCode::PAYLOAD_TOO_LARGE,
             BodyError::Malformed { .. } | BodyError::Read(_) => http::StatusCode::BAD_REQUEST,
+            BodyError::Timeout { .. } => http::StatusCode::REQUEST_TIMEOUT,
         }
     }
 
@@ -94,6 +98,7 @@ impl BodyError {
             BodyError::UnsupportedMediaType => "unsupported_media_type",
             BodyError::TooLarge { .. } => "payload_too_large",
             BodyError::Malformed { .. } | BodyError::Read(_) => "invalid_request",
+            BodyError::Timeout { .. } => "request_timeout",
         }
     }
 }
@@ -172,9 +177,24 @@ pub fn check_declared_length(headers: &HeaderMap, limit: usize) -> Result<(), Bo
 /// Collects the body, failing with `TooLarge` as soon as the running total
 /// crosses `limit` (the rest of the stream is not read), or at once when the
 /// body's size hint (Content-Length for `hyper::body::Incoming`) is over it.
-/// Trailers are ignored. Timeouts are the caller's (wrap in
-/// `tokio::time::timeout` and map to `BodyError::Read`).
+/// Trailers are ignored. No timeout: see [`read_capped_idle`].
 pub async fn read_capped<B>(body: B, limit: usize) -> Result<Bytes, BodyError>
+where
+    B: http_body::Body<Data = Bytes>,
+    B::Error: Display,
+{
+    read_capped_idle(body, limit, None).await
+}
+
+/// [`read_capped`] with a body idle timeout: fails with `Timeout` when no
+/// frame arrives for `idle` (a client trickling or stalling its body holds a
+/// connection and a request slot; the total time stays bounded by
+/// `limit / bytes-per-idle-period` as well).
+pub async fn read_capped_idle<B>(
+    body: B,
+    limit: usize,
+    idle: Option<std::time::Duration>,
+) -> Result<Bytes, BodyError>
 where
     B: http_body::Body<Data = Bytes>,
     B::Error: Display,
@@ -188,7 +208,17 @@ where
     let mut single: Option<Bytes> = None;
     let mut joined: Option<BytesMut> = None;
     let mut total: usize = 0;
-    while let Some(frame) = std::future::poll_fn(|cx| body.as_mut().poll_frame(cx)).await {
+    loop {
+        let next = std::future::poll_fn(|cx| body.as_mut().poll_frame(cx));
+        let frame = match idle {
+            Some(d) => tokio::time::timeout(d, next)
+                .await
+                .map_err(|_| BodyError::Timeout {
+                    ms: d.as_millis() as u64,
+                })?,
+            None => next.await,
+        };
+        let Some(frame) = frame else { break };
         let frame = frame.map_err(|e| BodyError::Read(e.to_string()))?;
         let Ok(data) = frame.into_data() else {
             continue;

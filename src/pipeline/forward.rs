@@ -5,6 +5,13 @@
 //! connection was found dead before anything was written; on top of that an
 //! idempotent GET is retried once after a connect failure (nothing was sent).
 //! A POST is never sent twice: a duplicated check costs money.
+//! hyper-util's `retry_canceled_requests` only re-sends when hyper hands the
+//! request back unwritten (a pooled connection found closed before the first
+//! byte went out), so it never duplicates a POST either.
+//! A per-upstream circuit breaker ([`breaker`]) opens after consecutive
+//! transport failures and then fails fast with 503 until a probe succeeds.
+
+pub mod breaker;
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, OnceLock};
@@ -22,6 +29,7 @@ use rustls_pki_types::CertificateDer;
 use rustls_pki_types::pem::PemObject;
 
 use crate::config::UpstreamTarget;
+use breaker::Breaker;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ForwardError {
@@ -31,6 +39,8 @@ pub enum ForwardError {
     Timeout(u64),
     #[error("upstream exchange failed: {0}")]
     Failed(String),
+    #[error("circuit breaker open after repeated upstream failures")]
+    CircuitOpen,
 }
 
 impl ForwardError {
@@ -47,6 +57,8 @@ pub struct Upstream {
     client: Client<HttpsConnector<HttpConnector>, Full<Bytes>>,
     response_timeout: Duration,
     health: UpstreamHealth,
+    authority: String,
+    breaker: Arc<Breaker>,
 }
 
 /// When the upstream last answered and last failed (connect, TLS, reset,
@@ -140,7 +152,23 @@ impl Upstream {
             client,
             response_timeout: t.response_timeout,
             health: UpstreamHealth::default(),
+            authority: t.authority.clone(),
+            breaker: Arc::new(Breaker::new(t.breaker_failures, t.breaker_cooldown)),
         })
+    }
+
+    /// Built for a reload: keep the old breaker (its state is about the
+    /// upstream, not the config) when the upstream authority is unchanged.
+    pub fn succeeding(t: &UpstreamTarget, old: &Upstream) -> Result<Upstream, UpstreamBuildError> {
+        let mut u = Upstream::new(t)?;
+        if u.authority == old.authority {
+            u.breaker = old.breaker.clone();
+        }
+        Ok(u)
+    }
+
+    pub fn breaker(&self) -> &Breaker {
+        &self.breaker
     }
 
     pub fn health(&self) -> &UpstreamHealth {
@@ -152,16 +180,23 @@ impl Upstream {
         &self,
         req: Request<Full<Bytes>>,
     ) -> Result<Response<Incoming>, ForwardError> {
+        let permit = self.breaker.admit().ok_or(ForwardError::CircuitOpen)?;
         let retry_copy = (req.method() == Method::GET).then(|| clone_request(&req));
-        let r = match self.once(req).await {
+        let result = match self.once(req).await {
+            // A connect failure means not a byte of the request was sent, so
+            // an idempotent GET may try once more (a fresh connection).
             Err(ForwardError::Connect(_)) if retry_copy.is_some() => match retry_copy {
                 Some(again) => self.once(again).await,
                 None => Err(ForwardError::Failed("unreachable".into())),
             },
             other => other,
         };
-        self.health.record(r.is_ok());
-        r
+        match &result {
+            Ok(_) => permit.success(),
+            Err(_) => permit.failure(),
+        }
+        self.health.record(result.is_ok());
+        result
     }
 
     async fn once(&self, req: Request<Full<Bytes>>) -> Result<Response<Incoming>, ForwardError> {

@@ -1,6 +1,9 @@
 //! Stage `identify`: the caller's gateway token (in `Authorization`, raw as
-//! the ComplyCube SDKs send their key, or `Bearer …`) -> [`Caller`]; then
-//! `authorize` checks the caller may run the routed operation.
+//! the ComplyCube SDKs send their key, or `Bearer …`) or its verified mTLS
+//! client certificate (a URI or DNS SAN, [`PeerCert`]) -> [`Caller`]; then
+//! `authorize` checks the caller may run the routed operation. A presented
+//! certificate wins: one whose SANs map to no caller is refused (no fallback
+//! to a token), and a token naming a different caller is refused too.
 //! Failures: missing/unknown token or a raw ComplyCube key -> 401 (the key is
 //! flagged as a security event, never logged); operation not allowed -> 403.
 
@@ -10,6 +13,7 @@ use http::HeaderMap;
 
 use crate::config::{Caller, Snapshot};
 use crate::operations::OpIndex;
+use crate::server::tls::PeerCert;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
 pub enum IdentifyError {
@@ -23,6 +27,10 @@ pub enum IdentifyError {
     RawComplyCubeKey,
     #[error("more than one Authorization header")]
     Ambiguous,
+    #[error("the client certificate maps to no caller")]
+    UnknownCertificate,
+    #[error("the client certificate and the token name different callers")]
+    Conflict,
 }
 
 impl IdentifyError {
@@ -31,7 +39,10 @@ impl IdentifyError {
     pub fn is_security_event(self) -> bool {
         matches!(
             self,
-            IdentifyError::RawComplyCubeKey | IdentifyError::Ambiguous
+            IdentifyError::RawComplyCubeKey
+                | IdentifyError::Ambiguous
+                | IdentifyError::UnknownCertificate
+                | IdentifyError::Conflict
         )
     }
 }
@@ -61,8 +72,38 @@ fn presented_token(headers: &HeaderMap) -> Result<&str, IdentifyError> {
     Ok(token)
 }
 
-pub fn identify(snapshot: &Snapshot, headers: &HeaderMap) -> Result<Arc<Caller>, IdentifyError> {
-    let token = presented_token(headers)?;
+pub fn identify(
+    snapshot: &Snapshot,
+    headers: &HeaderMap,
+    peer: Option<&PeerCert>,
+) -> Result<Arc<Caller>, IdentifyError> {
+    let Some(peer) = peer else {
+        return by_token(snapshot, presented_token(headers)?);
+    };
+    let mut found: Option<&Arc<Caller>> = None;
+    for san in &peer.sans {
+        if let Some(c) = snapshot.caller_by_cert_san(san) {
+            if found.is_some_and(|f| !Arc::ptr_eq(f, c)) {
+                return Err(IdentifyError::Conflict);
+            }
+            found = Some(c);
+        }
+    }
+    let caller = found.ok_or(IdentifyError::UnknownCertificate)?;
+    // The SDKs always send some Authorization value: ignore one that is not
+    // a known token, refuse a raw key or a token of another caller.
+    match presented_token(headers) {
+        Err(IdentifyError::Ambiguous) => Err(IdentifyError::Ambiguous),
+        Err(_) => Ok(caller.clone()),
+        Ok(token) => match by_token(snapshot, token) {
+            Err(IdentifyError::RawComplyCubeKey) => Err(IdentifyError::RawComplyCubeKey),
+            Ok(other) if !Arc::ptr_eq(&other, caller) => Err(IdentifyError::Conflict),
+            _ => Ok(caller.clone()),
+        },
+    }
+}
+
+fn by_token(snapshot: &Snapshot, token: &str) -> Result<Arc<Caller>, IdentifyError> {
     if token.starts_with("live_") || token.starts_with("test_") {
         return Err(IdentifyError::RawComplyCubeKey);
     }

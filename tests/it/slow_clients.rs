@@ -1,0 +1,120 @@
+//! Issue 7: slow and abusive clients. Slowloris connections (a header byte
+//! now and then) are closed at the header-read timeout while normal requests
+//! keep succeeding; a client that stalls its body gets 408 at the body idle
+//! timeout; connections above `max_connections` wait, never crash anything.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
+
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+
+use crate::common::*;
+
+fn slow_opts(extra_listener: &str) -> Opts {
+    Opts {
+        listener: format!("header_read_timeout_ms = 1000\nbody_timeout_ms = 500\n{extra_listener}"),
+        ..Opts::default()
+    }
+}
+
+/// Sends one byte of a request head every `gap` and reports whether the
+/// gateway closed the connection before the head was complete.
+async fn slowloris(addr: std::net::SocketAddr, gap: Duration) -> bool {
+    let head = format!("GET /v1/clients HTTP/1.1\r\nhost: x\r\nauthorization: {TOKEN_A}\r\n\r\n");
+    let Ok(mut s) = TcpStream::connect(addr).await else {
+        return true;
+    };
+    let mut buf = [0u8; 256];
+    for b in head.as_bytes() {
+        if s.write_all(&[*b]).await.is_err() {
+            return true;
+        }
+        match tokio::time::timeout(gap, s.read(&mut buf)).await {
+            Err(_) => {} // still open, nothing said
+            Ok(Ok(0)) | Ok(Err(_)) => return true,
+            Ok(Ok(_)) => {} // e.g. a 408 before the close
+        }
+    }
+    false
+}
+
+#[tokio::test]
+async fn slowloris_connections_are_closed_while_normal_requests_succeed() {
+    let env = Arc::new(TestEnv::with(slow_opts("")).await);
+    let addr = env.gw.addr();
+    let attackers: Vec<_> = (0..50)
+        .map(|_| tokio::spawn(slowloris(addr, Duration::from_millis(300))))
+        .collect();
+    // Normal traffic alongside, on fresh connections each time.
+    let ok = Arc::new(AtomicUsize::new(0));
+    let normal = {
+        let (env, ok) = (env.clone(), ok.clone());
+        tokio::spawn(async move {
+            for _ in 0..25 {
+                let r = http_client()
+                    .get(env.url("/v1/clients"))
+                    .header("authorization", TOKEN_A)
+                    .send()
+                    .await
+                    .unwrap();
+                assert_eq!(r.status(), 200);
+                ok.fetch_add(1, Ordering::Relaxed);
+                tokio::time::sleep(Duration::from_millis(60)).await;
+            }
+        })
+    };
+    for a in attackers {
+        // The head has ~120 bytes: at one byte per 300 ms it would take
+        // ~36 s; the gateway must hang up long before it completes.
+        assert!(
+            a.await.unwrap(),
+            "a slowloris connection got its whole head through"
+        );
+    }
+    normal.await.unwrap();
+    assert_eq!(ok.load(Ordering::Relaxed), 25);
+    assert!(
+        env.sandbox.recorded().len() == 25,
+        "only the normal requests reached the upstream"
+    );
+    let m = env.metrics().await;
+    assert!(m.contains("cubegate_slow_clients_dropped_total"), "{m}");
+}
+
+#[tokio::test]
+async fn stalled_body_gets_408_at_the_body_idle_timeout_and_is_not_forwarded() {
+    let env = TestEnv::with(slow_opts("")).await;
+    let mut s = TcpStream::connect(env.gw.addr()).await.unwrap();
+    let head = format!(
+        "POST /v1/clients HTTP/1.1\r\nhost: x\r\nauthorization: {TOKEN_A}\r\ncontent-type: application/json\r\ncontent-length: 100\r\n\r\n{{\"type\":\"per"
+    );
+    s.write_all(head.as_bytes()).await.unwrap();
+    let mut out = Vec::new();
+    tokio::time::timeout(Duration::from_secs(10), s.read_to_end(&mut out))
+        .await
+        .expect("the gateway never answered the stalled body")
+        .unwrap();
+    let text = String::from_utf8_lossy(&out);
+    assert!(text.starts_with("HTTP/1.1 408"), "{text}");
+    assert!(text.contains("\"type\":\"request_timeout\""), "{text}");
+    assert!(
+        text.to_ascii_lowercase().contains("connection: close"),
+        "{text}"
+    );
+    assert_no_canary("408 body", &text);
+    assert!(env.recorded().is_empty(), "a partial body was forwarded");
+}
+
+#[tokio::test]
+async fn connections_over_the_limit_wait_and_are_served_when_a_slot_frees() {
+    let env = TestEnv::with(slow_opts("max_connections = 2")).await;
+    // Two idle connections take both slots...
+    let a = TcpStream::connect(env.gw.addr()).await.unwrap();
+    let b = TcpStream::connect(env.gw.addr()).await.unwrap();
+    // ...a third request waits until the header timeout frees them.
+    let r = env.get(TOKEN_A, "/v1/clients").await;
+    assert_eq!(r.status, 200, "{}", r.text);
+    drop((a, b));
+}
