@@ -1,6 +1,7 @@
 //! Telemetry: request ids, W3C trace context, OpenTelemetry traces (OTLP/HTTP
 //! export, off unless configured), Prometheus metrics (through the `metrics`
-//! facade; rendered on the admin listener), and the tracing subscriber with
+//! facade; rendered on the admin listener, and pushed over OTLP alongside
+//! traces: see `otlp_metrics`), and the tracing subscriber with
 //! one access line per request. Labels and span attributes are bounded:
 //! operation ids and route templates, tenant and caller ids from config,
 //! status classes — never raw paths, query strings, header values or body

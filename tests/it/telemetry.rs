@@ -311,6 +311,8 @@ impl Served {
             .env_remove("OTEL_EXPORTER_OTLP_ENDPOINT")
             .env_remove("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT")
             .env_remove("OTEL_SDK_DISABLED")
+            .env_remove("OTEL_EXPORTER_OTLP_METRICS_ENDPOINT")
+            .env_remove("OTEL_METRIC_EXPORT_INTERVAL")
             .stdin(Stdio::null())
             .stdout(Stdio::from(f.try_clone().unwrap()))
             .stderr(Stdio::from(f));
