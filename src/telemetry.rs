@@ -124,6 +124,10 @@ fn describe() {
         "cubegate_otel_spans_exported_total",
         "Spans handed to the OTLP collector, by result (ok|error)"
     );
+    describe_counter!(
+        "cubegate_otel_metric_exports_total",
+        "Metric exports to the OTLP collector, by result (ok|error)"
+    );
 }
 
 /// Keeps the trace pipeline alive; [`TelemetryGuard::shutdown`] flushes

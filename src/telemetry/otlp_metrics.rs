@@ -27,7 +27,10 @@ use metrics_exporter_prometheus::PrometheusRecorder;
 use metrics_util::registry::{Registry, Storage};
 use opentelemetry::KeyValue;
 use opentelemetry::metrics::{Meter, MeterProvider as _};
-use opentelemetry_sdk::metrics::SdkMeterProvider;
+use opentelemetry_sdk::error::OTelSdkResult;
+use opentelemetry_sdk::metrics::data::ResourceMetrics;
+use opentelemetry_sdk::metrics::exporter::PushMetricExporter;
+use opentelemetry_sdk::metrics::{SdkMeterProvider, Temporality};
 
 use crate::config::TelemetrySettings;
 
@@ -293,7 +296,7 @@ pub(super) fn meter_provider(
     if let Some(e) = endpoint {
         b = b.with_endpoint(e);
     }
-    let exporter = b.build().map_err(|e| e.to_string())?;
+    let exporter = CountingExporter(b.build().map_err(|e| e.to_string())?);
     // The periodic reader runs on its own thread and reads
     // OTEL_METRIC_EXPORT_INTERVAL (ms, default 60 000).
     let provider = SdkMeterProvider::builder()
@@ -313,6 +316,29 @@ pub(super) fn meter_provider(
         .set(Registry::new(storage))
         .map_err(|_| "OTLP metrics already bound".to_string())?;
     Ok(provider)
+}
+
+/// Counts exports by result, so a collector that refuses or is unreachable
+/// shows on `/metrics` (and, once it recovers, over OTLP).
+struct CountingExporter<E>(E);
+
+impl<E: PushMetricExporter> PushMetricExporter for CountingExporter<E> {
+    async fn export(&self, metrics: &ResourceMetrics) -> OTelSdkResult {
+        let r = self.0.export(metrics).await;
+        let result = if r.is_ok() { "ok" } else { "error" };
+        // Recorded after the SDK's collection: no lock of the reader is held.
+        metrics::counter!("cubegate_otel_metric_exports_total", "result" => result).increment(1);
+        r
+    }
+    fn force_flush(&self) -> OTelSdkResult {
+        self.0.force_flush()
+    }
+    fn shutdown_with_timeout(&self, timeout: std::time::Duration) -> OTelSdkResult {
+        self.0.shutdown_with_timeout(timeout)
+    }
+    fn temporality(&self) -> Temporality {
+        self.0.temporality()
+    }
 }
 
 #[cfg(test)]

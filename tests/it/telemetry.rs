@@ -1175,8 +1175,51 @@ async fn metrics_are_exported_over_otlp_periodically_with_the_prometheus_names_a
         ),
         1.0
     );
+    assert!(
+        metric(
+            &prom,
+            "cubegate_otel_metric_exports_total",
+            &[("result", "ok")]
+        ) >= 1.0,
+        "{prom}"
+    );
     gw.stop().await;
     assert_no_canary("OTLP metrics", &collector.metrics_raw.lock().unwrap());
+}
+
+#[tokio::test]
+async fn an_unreachable_metrics_collector_is_counted_and_requests_still_succeed() {
+    // Nothing listens on this port.
+    let dead = format!("http://127.0.0.1:{}", free_port());
+    let gw = Served::start(&[
+        (
+            "OTEL_EXPORTER_OTLP_METRICS_ENDPOINT",
+            format!("{dead}/v1/metrics"),
+        ),
+        ("OTEL_METRIC_EXPORT_INTERVAL", "200".into()),
+    ])
+    .await;
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let r = gw
+            .send("GET", Some(TOKEN_A), "/v1/clients?page=1", None, &[])
+            .await;
+        assert_eq!(r.status, 200, "{}", r.text);
+        let (_, prom) = gw.admin_get("/metrics").await;
+        if metric(
+            &prom,
+            "cubegate_otel_metric_exports_total",
+            &[("result", "error")],
+        ) >= 1.0
+        {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no failed export counted: {prom}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
 }
 
 #[tokio::test]
