@@ -350,11 +350,12 @@ pub struct TelemetrySettings {
     pub log_format: LogFormat,
     /// `RUST_LOG`-style filter; the `RUST_LOG` variable wins when set.
     pub log_level: String,
-    /// Export traces over OTLP/HTTP. Unset: on when an OTLP endpoint is
+    /// Export traces and metrics over OTLP/HTTP. Unset: on when an OTLP endpoint is
     /// given (here or in `OTEL_EXPORTER_OTLP_*`). `OTEL_SDK_DISABLED=true`
     /// always turns it off.
     pub enabled: Option<bool>,
-    /// Collector base URL (`http://127.0.0.1:4318`); `/v1/traces` is added.
+    /// Collector base URL (`http://127.0.0.1:4318`); `/v1/traces` (and
+    /// `/v1/metrics` for metrics) is added.
     /// The `OTEL_EXPORTER_OTLP_*ENDPOINT` variables win.
     pub otlp_endpoint: Option<String>,
     /// `service.name`; `OTEL_SERVICE_NAME` wins. Default `cubegate`.

@@ -1,6 +1,7 @@
 //! Telemetry: request ids, W3C trace context, OpenTelemetry traces (OTLP/HTTP
 //! export, off unless configured), Prometheus metrics (through the `metrics`
-//! facade; rendered on the admin listener), and the tracing subscriber with
+//! facade; rendered on the admin listener, and pushed over OTLP alongside
+//! traces: see `otlp_metrics`), and the tracing subscriber with
 //! one access line per request. Labels and span attributes are bounded:
 //! operation ids and route templates, tenant and caller ids from config,
 //! status classes — never raw paths, query strings, header values or body
@@ -25,23 +26,28 @@ use tracing_opentelemetry::OpenTelemetrySpanExt;
 
 use crate::config::{LogFormat, TelemetrySettings};
 
+mod otlp_metrics;
+pub use otlp_metrics::metrics_endpoint;
+
 static PROMETHEUS: OnceLock<Option<PrometheusHandle>> = OnceLock::new();
+
+/// Histogram bucket bounds (seconds), on `/metrics` and over OTLP alike.
+const LATENCY: &[f64] = &[
+    0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0,
+];
 
 /// Install the process-wide metrics recorder once; later calls (several
 /// gateways in one test process) share it.
 pub fn metrics_handle() -> Option<PrometheusHandle> {
     PROMETHEUS
         .get_or_init(|| {
-            const LATENCY: &[f64] = &[
-                0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0,
-                10.0, 30.0,
-            ];
             let recorder = PrometheusBuilder::new()
                 .set_buckets(LATENCY)
                 .ok()?
                 .build_recorder();
             let handle = recorder.handle();
-            metrics::set_global_recorder(recorder).ok()?;
+            // Fans out to OTLP too once `init` binds a meter provider.
+            otlp_metrics::install(recorder).ok()?;
             describe();
             Some(handle)
         })
@@ -118,6 +124,10 @@ fn describe() {
         "cubegate_otel_spans_exported_total",
         "Spans handed to the OTLP collector, by result (ok|error)"
     );
+    describe_counter!(
+        "cubegate_otel_metric_exports_total",
+        "Metric exports to the OTLP collector, by result (ok|error)"
+    );
 }
 
 /// Keeps the trace pipeline alive; [`TelemetryGuard::shutdown`] flushes
@@ -125,6 +135,7 @@ fn describe() {
 #[must_use]
 pub struct TelemetryGuard {
     provider: Option<SdkTracerProvider>,
+    meters: Option<opentelemetry_sdk::metrics::SdkMeterProvider>,
 }
 
 impl TelemetryGuard {
@@ -133,8 +144,14 @@ impl TelemetryGuard {
         self.provider.is_some()
     }
 
-    /// Flush and stop the exporter (bounded by the SDK's export timeout).
+    /// Flush and stop the exporters (bounded by the SDK's export timeout).
     pub fn shutdown(self) {
+        // Final metric export: the values since the last periodic one.
+        if let Some(m) = self.meters
+            && let Err(e) = m.shutdown()
+        {
+            tracing::warn!(error = %e, "metric exporter shutdown");
+        }
         if let Some(p) = self.provider
             && let Err(e) = p.shutdown()
         {
@@ -304,7 +321,29 @@ pub fn init(settings: &TelemetrySettings, format_override: Option<LogFormat>) ->
     if let Some(e) = export_error {
         tracing::error!(error = %e, "trace export not started; serving without it");
     }
-    TelemetryGuard { provider }
+    let meters = init_metrics(settings, &env);
+    TelemetryGuard { provider, meters }
+}
+
+/// OTLP metric export, on the same switch as traces (see
+/// [`metrics_endpoint`]); a failure is logged and `/metrics` keeps working.
+fn init_metrics(
+    settings: &TelemetrySettings,
+    env: &dyn Fn(&str) -> Option<String>,
+) -> Option<opentelemetry_sdk::metrics::SdkMeterProvider> {
+    let endpoint = metrics_endpoint(settings, env)?;
+    let _ = metrics_handle();
+    let service_name = env("OTEL_SERVICE_NAME")
+        .filter(|v| !v.trim().is_empty())
+        .or_else(|| settings.service_name.clone())
+        .unwrap_or_else(|| "cubegate".to_string());
+    match otlp_metrics::meter_provider(endpoint, service_name, LATENCY) {
+        Ok(p) => Some(p),
+        Err(e) => {
+            tracing::error!(error = %e, "metric export not started; serving without it");
+            None
+        }
+    }
 }
 
 static REQUEST_SEQ: AtomicU64 = AtomicU64::new(0);

@@ -38,10 +38,111 @@ struct GotSpan {
 const KIND_SERVER: i32 = 2;
 const KIND_CLIENT: i32 = 3;
 
-/// An OTLP/HTTP (protobuf) trace receiver on 127.0.0.1:0.
+/// One exported metric data point (OTLP metrics).
+#[derive(Debug, Clone)]
+struct GotPoint {
+    name: String,
+    /// "sum" (with `monotonic`), "gauge" or "histogram".
+    kind: &'static str,
+    monotonic: bool,
+    attrs: BTreeMap<String, String>,
+    /// Sum value, gauge value, or histogram sum.
+    value: f64,
+    /// Histogram count.
+    count: u64,
+    bounds: Vec<f64>,
+    service: String,
+}
+
+/// An OTLP/HTTP (protobuf) trace and metrics receiver on 127.0.0.1:0.
 struct Collector {
     addr: SocketAddr,
     spans: Arc<Mutex<Vec<GotSpan>>>,
+    /// Metric points, one Vec per export request, in arrival order.
+    metrics: Arc<Mutex<Vec<Vec<GotPoint>>>>,
+    /// Debug text of every metrics request (for the canary check).
+    metrics_raw: Arc<Mutex<String>>,
+}
+
+fn metric_points(
+    msg: opentelemetry_proto::tonic::collector::metrics::v1::ExportMetricsServiceRequest,
+) -> Vec<GotPoint> {
+    use opentelemetry_proto::tonic::common::v1::KeyValue;
+    use opentelemetry_proto::tonic::metrics::v1::{metric::Data, number_data_point::Value};
+    let attrs = |kv: &[KeyValue]| -> BTreeMap<String, String> {
+        kv.iter()
+            .map(|kv| (kv.key.clone(), any_value(&kv.value)))
+            .collect()
+    };
+    let num = |v: &Option<Value>| match v {
+        Some(Value::AsDouble(d)) => *d,
+        Some(Value::AsInt(i)) => *i as f64,
+        None => f64::NAN,
+    };
+    let mut out = Vec::new();
+    for rm in msg.resource_metrics {
+        let service = rm
+            .resource
+            .iter()
+            .flat_map(|r| r.attributes.iter())
+            .find(|kv| kv.key == "service.name")
+            .map(|kv| any_value(&kv.value))
+            .unwrap_or_default();
+        for sm in rm.scope_metrics {
+            for m in sm.metrics {
+                let p = |kind, monotonic, attrs, value, count, bounds| GotPoint {
+                    name: m.name.clone(),
+                    kind,
+                    monotonic,
+                    attrs,
+                    value,
+                    count,
+                    bounds,
+                    service: service.clone(),
+                };
+                match &m.data {
+                    Some(Data::Sum(s)) => {
+                        for d in &s.data_points {
+                            out.push(p(
+                                "sum",
+                                s.is_monotonic,
+                                attrs(&d.attributes),
+                                num(&d.value),
+                                0,
+                                vec![],
+                            ));
+                        }
+                    }
+                    Some(Data::Gauge(g)) => {
+                        for d in &g.data_points {
+                            out.push(p(
+                                "gauge",
+                                false,
+                                attrs(&d.attributes),
+                                num(&d.value),
+                                0,
+                                vec![],
+                            ));
+                        }
+                    }
+                    Some(Data::Histogram(h)) => {
+                        for d in &h.data_points {
+                            out.push(p(
+                                "histogram",
+                                false,
+                                attrs(&d.attributes),
+                                d.sum.unwrap_or_default(),
+                                d.count,
+                                d.explicit_bounds.clone(),
+                            ));
+                        }
+                    }
+                    _ => {}
+                }
+            }
+        }
+    }
+    out
 }
 
 fn any_value(v: &Option<opentelemetry_proto::tonic::common::v1::AnyValue>) -> String {
@@ -69,18 +170,34 @@ impl Collector {
         let addr = listener.local_addr().unwrap();
         let spans: Arc<Mutex<Vec<GotSpan>>> = Arc::default();
         let store = spans.clone();
+        let metrics: Arc<Mutex<Vec<Vec<GotPoint>>>> = Arc::default();
+        let metrics_raw: Arc<Mutex<String>> = Arc::default();
+        let (mstore, mraw) = (metrics.clone(), metrics_raw.clone());
         tokio::spawn(async move {
             loop {
                 let Ok((stream, _)) = listener.accept().await else {
                     return;
                 };
                 let store = store.clone();
-                let svc =
-                    hyper::service::service_fn(move |req: http::Request<hyper::body::Incoming>| {
+                let (mstore, mraw) = (mstore.clone(), mraw.clone());
+                let svc = hyper::service::service_fn(
+                    move |req: http::Request<hyper::body::Incoming>| {
                         let store = store.clone();
+                        let (mstore, mraw) = (mstore.clone(), mraw.clone());
                         async move {
-                            assert_eq!(req.uri().path(), "/v1/traces");
+                            let path = req.uri().path().to_string();
                             let body = req.into_body().collect().await.unwrap().to_bytes();
+                            if path == "/v1/metrics" {
+                                use opentelemetry_proto::tonic::collector::metrics::v1::ExportMetricsServiceRequest as M;
+                                let msg = M::decode(body).unwrap();
+                                mraw.lock().unwrap().push_str(&format!("{msg:?}\n"));
+                                mstore.lock().unwrap().push(metric_points(msg));
+                                return Ok(http::Response::builder()
+                                    .header("content-type", "application/x-protobuf")
+                                    .body(http_body_util::Full::new(bytes::Bytes::new()))
+                                    .unwrap());
+                            }
+                            assert_eq!(path, "/v1/traces");
                             let msg = ExportTraceServiceRequest::decode(body).unwrap();
                             let mut out = store.lock().unwrap();
                             for rs in msg.resource_spans {
@@ -116,7 +233,8 @@ impl Collector {
                                     .unwrap(),
                             )
                         }
-                    });
+                    },
+                );
                 tokio::spawn(async move {
                     let _ = hyper::server::conn::http1::Builder::new()
                         .serve_connection(hyper_util::rt::TokioIo::new(stream), svc)
@@ -124,7 +242,16 @@ impl Collector {
                 });
             }
         });
-        Collector { addr, spans }
+        Collector {
+            addr,
+            spans,
+            metrics,
+            metrics_raw,
+        }
+    }
+
+    fn metric_exports(&self) -> Vec<Vec<GotPoint>> {
+        self.metrics.lock().unwrap().clone()
     }
 
     fn spans(&self) -> Vec<GotSpan> {
@@ -184,6 +311,8 @@ impl Served {
             .env_remove("OTEL_EXPORTER_OTLP_ENDPOINT")
             .env_remove("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT")
             .env_remove("OTEL_SDK_DISABLED")
+            .env_remove("OTEL_EXPORTER_OTLP_METRICS_ENDPOINT")
+            .env_remove("OTEL_METRIC_EXPORT_INTERVAL")
             .stdin(Stdio::null())
             .stdout(Stdio::from(f.try_clone().unwrap()))
             .stderr(Stdio::from(f));
@@ -930,4 +1059,190 @@ fn deploy_files_parse_and_use_the_metrics_the_code_emits() {
         .collect::<Vec<_>>()
         .join("\n");
     assert_known_metrics("alerts", &all);
+}
+
+// ------------------------------------------------------------ OTLP metrics
+
+/// The last exported point of `name` whose attributes include `attrs`.
+fn last_point<'a>(
+    exports: &'a [Vec<GotPoint>],
+    name: &str,
+    attrs: &[(&str, &str)],
+) -> Option<&'a GotPoint> {
+    exports.iter().rev().find_map(|e| {
+        e.iter().find(|p| {
+            p.name == name
+                && attrs
+                    .iter()
+                    .all(|(k, v)| p.attrs.get(*k).map(String::as_str) == Some(*v))
+        })
+    })
+}
+
+const CREATED_OK: [(&str, &str); 3] = [
+    ("operation", "clients.create"),
+    ("status_class", "2xx"),
+    ("tenant", "tenant-a"),
+];
+const CREATE_REFUSED: [(&str, &str); 3] = [
+    ("operation", "clients.create"),
+    ("status_class", "4xx"),
+    ("tenant", "tenant-a"),
+];
+
+/// A success and a schema refusal, both carrying PII canaries.
+async fn success_and_validation_refusal(gw: &Served) {
+    let created = gw
+        .send(
+            "POST",
+            Some(TOKEN_A),
+            "/v1/clients",
+            Some(&format!(r#"{{"type":"person","email":"{PII_EMAIL}","personDetails":{{"firstName":"Ann","lastName":"{PII_NAME}"}}}}"#)),
+            &[],
+        )
+        .await;
+    assert_eq!(created.status, 200, "{}", created.text);
+    gw.send(
+        "POST",
+        Some(TOKEN_A),
+        "/v1/clients",
+        Some(&format!(r#"{{"type":"alien","email":"{PII_EMAIL}"}}"#)),
+        &[],
+    )
+    .await
+    .assert_error(400, "invalid_request");
+}
+
+#[tokio::test]
+async fn metrics_are_exported_over_otlp_periodically_with_the_prometheus_names_and_labels() {
+    let collector = Collector::start().await;
+    let mut env = otel_env(&collector);
+    env.push(("OTEL_METRIC_EXPORT_INTERVAL", "300".into()));
+    let mut gw = Served::start(&env).await;
+    success_and_validation_refusal(&gw).await;
+
+    // Periodic export, while the gateway keeps running.
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let exports = loop {
+        let e = collector.metric_exports();
+        let refused = last_point(&e, "cubegate_requests_total", &CREATE_REFUSED);
+        if refused.is_some_and(|p| p.value >= 1.0) {
+            break e;
+        }
+        assert!(Instant::now() < deadline, "no periodic export: {e:#?}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    let ok = last_point(&exports, "cubegate_requests_total", &CREATED_OK).expect("2xx series");
+    assert_eq!((ok.kind, ok.monotonic), ("sum", true), "{ok:?}");
+    assert_eq!(ok.value, 1.0);
+    assert_eq!(ok.service, "cubegate-it");
+    let h = last_point(&exports, "cubegate_request_duration_seconds", &CREATED_OK)
+        .expect("duration histogram");
+    assert_eq!(h.kind, "histogram");
+    assert_eq!(h.count, 1);
+    assert!(h.value > 0.0, "{h:?}");
+    // The Prometheus bucket bounds, not the OTel defaults.
+    assert_eq!(
+        h.bounds,
+        [
+            0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
+            30.0
+        ]
+    );
+    let v = last_point(
+        &exports,
+        "cubegate_validation_refusals_total",
+        &[("operation", "clients.create"), ("mode", "enforce")],
+    )
+    .expect("validation refusals");
+    assert_eq!(v.value, 1.0);
+    let g = last_point(&exports, "cubegate_in_flight_requests", &[]).expect("in-flight gauge");
+    assert_eq!((g.kind, g.value), ("gauge", 0.0), "{g:?}");
+
+    // /metrics reads the same series: same names, labels and values.
+    let (st, prom) = gw.admin_get("/metrics").await;
+    assert_eq!(st, 200);
+    assert_eq!(metric(&prom, "cubegate_requests_total", &CREATED_OK), 1.0);
+    assert_eq!(
+        metric(&prom, "cubegate_requests_total", &CREATE_REFUSED),
+        1.0
+    );
+    assert_eq!(
+        metric(
+            &prom,
+            "cubegate_request_duration_seconds_count",
+            &CREATED_OK
+        ),
+        1.0
+    );
+    assert!(
+        metric(
+            &prom,
+            "cubegate_otel_metric_exports_total",
+            &[("result", "ok")]
+        ) >= 1.0,
+        "{prom}"
+    );
+    gw.stop().await;
+    assert_no_canary("OTLP metrics", &collector.metrics_raw.lock().unwrap());
+}
+
+#[tokio::test]
+async fn an_unreachable_metrics_collector_is_counted_and_requests_still_succeed() {
+    // Nothing listens on this port.
+    let dead = format!("http://127.0.0.1:{}", free_port());
+    let gw = Served::start(&[
+        (
+            "OTEL_EXPORTER_OTLP_METRICS_ENDPOINT",
+            format!("{dead}/v1/metrics"),
+        ),
+        ("OTEL_METRIC_EXPORT_INTERVAL", "200".into()),
+    ])
+    .await;
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let r = gw
+            .send("GET", Some(TOKEN_A), "/v1/clients?page=1", None, &[])
+            .await;
+        assert_eq!(r.status, 200, "{}", r.text);
+        let (_, prom) = gw.admin_get("/metrics").await;
+        if metric(
+            &prom,
+            "cubegate_otel_metric_exports_total",
+            &[("result", "error")],
+        ) >= 1.0
+        {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no failed export counted: {prom}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+#[tokio::test]
+async fn the_last_metric_values_are_flushed_on_sigterm() {
+    let collector = Collector::start().await;
+    // The default interval (60 s) never fires during this test: whatever
+    // arrives was sent by the shutdown flush.
+    let mut gw = Served::start(&otel_env(&collector)).await;
+    success_and_validation_refusal(&gw).await;
+    assert!(collector.metric_exports().is_empty());
+    gw.stop().await;
+    let exports = collector.metric_exports();
+    assert_eq!(exports.len(), 1, "one final export: {exports:#?}");
+    for (attrs, want) in [(CREATED_OK, 1.0), (CREATE_REFUSED, 1.0)] {
+        let p = last_point(&exports, "cubegate_requests_total", &attrs).expect("flushed");
+        assert_eq!(p.value, want, "{p:?}");
+    }
+    let h = last_point(
+        &exports,
+        "cubegate_request_duration_seconds",
+        &CREATE_REFUSED,
+    )
+    .expect("flushed histogram");
+    assert_eq!((h.kind, h.count), ("histogram", 1));
+    assert_no_canary("OTLP metrics", &collector.metrics_raw.lock().unwrap());
 }
