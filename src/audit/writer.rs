@@ -851,9 +851,10 @@ mod tests {
     }
 
     /// Collects what the writer ships; `capture` returns a fixed context.
+    type Shipped = (Vec<u8>, u64, Option<SpanContext>);
     #[derive(Default)]
     struct Collect {
-        got: std::sync::Mutex<Vec<(Vec<u8>, u64, Option<SpanContext>)>>,
+        got: std::sync::Mutex<Vec<Shipped>>,
     }
     impl RecordSink for Collect {
         fn capture(&self) -> Option<SpanContext> {
