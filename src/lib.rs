@@ -55,6 +55,10 @@ impl Gateway {
             .await
             .map_err(|e| anyhow::anyhow!("rate limiter: {e}"))?;
         let audit = snapshot.open_audit()?;
+        // Ship durable records as OTel logs when telemetry::init turned that on.
+        if let (Some(a), Some(sink)) = (&audit, telemetry::audit_sink()) {
+            a.set_sink(sink);
+        }
         let (listener, addr) = server::bind(&snapshot.raw.listener.address).await?;
         let admin = if snapshot.raw.admin.enabled {
             Some(server::bind(&snapshot.raw.admin.address).await?)

@@ -303,7 +303,7 @@ async fn serve(path: &Path, text_logs: bool) -> anyhow::Result<()> {
     if watch {
         gw.watch_config(path.to_path_buf());
     }
-    tracing::info!(listen = %gw.addr(), admin = ?gw.admin_addr(), traces = telemetry.exporting(), "cubegate serving");
+    tracing::info!(listen = %gw.addr(), admin = ?gw.admin_addr(), traces = telemetry.exporting(), audit_logs = telemetry.exporting_audit_logs(), "cubegate serving");
     let r = run_until_signal(gw, Some(path)).await;
     // Flush buffered spans; the exporter's blocking client must not run on
     // a runtime worker.

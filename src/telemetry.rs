@@ -7,6 +7,14 @@
 //! status classes — never raw paths, query strings, header values or body
 //! values. Exporting never blocks a request: spans go to a bounded queue
 //! drained by the SDK's own thread; a full queue drops spans.
+//!
+//! With export on, every audit record made durable is also shipped as an
+//! OpenTelemetry log record (`/v1/logs`, event `cubegate.audit`): the body is
+//! the record's exact JSON line (so a central store can re-check the hash
+//! chain), attributes are its seq, instance, kind and operation, and the
+//! trace context is the request's. Same bounded-queue rule: a slow collector
+//! drops log records, never delays a request or the audit writer; the audit
+//! file stays the source of truth.
 
 use std::sync::OnceLock;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -19,11 +27,13 @@ use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
 use opentelemetry::propagation::{Extractor, Injector, TextMapPropagator};
 use opentelemetry::trace::TraceContextExt;
 use opentelemetry_sdk::error::OTelSdkResult;
+use opentelemetry_sdk::logs::{LogBatch, LogExporter, SdkLogger, SdkLoggerProvider};
 use opentelemetry_sdk::propagation::TraceContextPropagator;
 use opentelemetry_sdk::trace::{SdkTracerProvider, SpanData, SpanExporter};
 use tracing::field::Empty;
 use tracing_opentelemetry::OpenTelemetrySpanExt;
 
+use crate::audit::{Kind, Record, RecordSink};
 use crate::config::{LogFormat, TelemetrySettings};
 
 mod otlp_metrics;
@@ -128,6 +138,10 @@ fn describe() {
         "cubegate_otel_metric_exports_total",
         "Metric exports to the OTLP collector, by result (ok|error)"
     );
+    describe_counter!(
+        "cubegate_otel_audit_logs_exported_total",
+        "Audit records handed to the OTLP collector as log records, by result (ok|error)"
+    );
 }
 
 /// Keeps the trace pipeline alive; [`TelemetryGuard::shutdown`] flushes
@@ -136,6 +150,7 @@ fn describe() {
 pub struct TelemetryGuard {
     provider: Option<SdkTracerProvider>,
     meters: Option<opentelemetry_sdk::metrics::SdkMeterProvider>,
+    logs: Option<SdkLoggerProvider>,
 }
 
 impl TelemetryGuard {
@@ -144,13 +159,25 @@ impl TelemetryGuard {
         self.provider.is_some()
     }
 
+    /// Whether audit records are shipped as OTel log records.
+    pub fn exporting_audit_logs(&self) -> bool {
+        self.logs.is_some()
+    }
+
     /// Flush and stop the exporters (bounded by the SDK's export timeout).
+    /// Call after the gateway shut down, so the last audit records and the
+    /// final metric values are in.
     pub fn shutdown(self) {
         // Final metric export: the values since the last periodic one.
         if let Some(m) = self.meters
             && let Err(e) = m.shutdown()
         {
             tracing::warn!(error = %e, "metric exporter shutdown");
+        }
+        if let Some(p) = self.logs
+            && let Err(e) = p.shutdown()
+        {
+            tracing::warn!(error = %e, "audit log exporter shutdown");
         }
         if let Some(p) = self.provider
             && let Err(e) = p.shutdown()
@@ -171,6 +198,11 @@ pub struct ExportPlan {
     /// Parent-based ratio sampler from config; None = the SDK reads
     /// `OTEL_TRACES_SAMPLER`/`_ARG` (default: parent-based always-on).
     pub sample_ratio: Option<f64>,
+    /// Ship audit records as log records (off with `OTEL_LOGS_EXPORTER=none`).
+    pub audit_logs: bool,
+    /// Explicit logs endpoint from config (`…/v1/logs`); None = the SDK
+    /// reads `OTEL_EXPORTER_OTLP_LOGS_ENDPOINT` / `OTEL_EXPORTER_OTLP_ENDPOINT`.
+    pub logs_endpoint: Option<String>,
 }
 
 /// Decide whether and where to export. `env` is the process environment
@@ -213,10 +245,25 @@ pub fn export_plan(
     } else {
         settings.sample_ratio.map(|r| r.clamp(0.0, 1.0))
     };
+    let audit_logs =
+        !set("OTEL_LOGS_EXPORTER").is_some_and(|v| v.trim().eq_ignore_ascii_case("none"));
+    let logs_endpoint = if set("OTEL_EXPORTER_OTLP_LOGS_ENDPOINT").is_some()
+        || set("OTEL_EXPORTER_OTLP_ENDPOINT").is_some()
+    {
+        None
+    } else {
+        settings.otlp_endpoint.as_ref().map(|e| {
+            let e = e.trim_end_matches('/');
+            let base = e.strip_suffix("/v1/traces").unwrap_or(e);
+            format!("{base}/v1/logs")
+        })
+    };
     Some(ExportPlan {
         endpoint,
         service_name,
         sample_ratio,
+        audit_logs,
+        logs_endpoint,
     })
 }
 
@@ -237,11 +284,7 @@ fn tracer_provider(plan: &ExportPlan) -> Result<SdkTracerProvider, String> {
         .build();
     let mut pb = SdkTracerProvider::builder()
         .with_span_processor(processor)
-        .with_resource(
-            opentelemetry_sdk::Resource::builder()
-                .with_service_name(plan.service_name.clone())
-                .build(),
-        );
+        .with_resource(resource(plan));
     if let Some(r) = plan.sample_ratio {
         pb = pb.with_sampler(Sampler::ParentBased(Box::new(Sampler::TraceIdRatioBased(
             r,
@@ -275,6 +318,114 @@ impl<E: SpanExporter> SpanExporter for CountingExporter<E> {
     }
 }
 
+fn resource(plan: &ExportPlan) -> opentelemetry_sdk::Resource {
+    opentelemetry_sdk::Resource::builder()
+        .with_service_name(plan.service_name.clone())
+        .build()
+}
+
+fn logger_provider(plan: &ExportPlan) -> Result<SdkLoggerProvider, String> {
+    use opentelemetry_otlp::{Protocol, WithExportConfig};
+    use opentelemetry_sdk::logs::{BatchConfigBuilder, BatchLogProcessor};
+    let mut b = opentelemetry_otlp::LogExporter::builder()
+        .with_http()
+        .with_protocol(Protocol::HttpBinary);
+    if let Some(e) = &plan.logs_endpoint {
+        b = b.with_endpoint(e.clone());
+    }
+    let exporter = b.build().map_err(|e| e.to_string())?;
+    // Bounded queue (OTEL_BLRP_MAX_QUEUE_SIZE, default 2048) on the SDK's
+    // own thread: the audit writer only enqueues.
+    let processor = BatchLogProcessor::builder(CountingLogExporter(exporter))
+        .with_batch_config(BatchConfigBuilder::default().build())
+        .build();
+    Ok(SdkLoggerProvider::builder()
+        .with_log_processor(processor)
+        .with_resource(resource(plan))
+        .build())
+}
+
+#[derive(Debug)]
+struct CountingLogExporter<E>(E);
+
+impl<E: LogExporter> LogExporter for CountingLogExporter<E> {
+    async fn export(&self, batch: LogBatch<'_>) -> OTelSdkResult {
+        let n = batch.iter().count() as u64;
+        let r = self.0.export(batch).await;
+        let result = if r.is_ok() { "ok" } else { "error" };
+        counter!("cubegate_otel_audit_logs_exported_total", "result" => result).increment(n);
+        r
+    }
+    fn shutdown_with_timeout(&self, timeout: Duration) -> OTelSdkResult {
+        self.0.shutdown_with_timeout(timeout)
+    }
+    fn set_resource(&mut self, resource: &opentelemetry_sdk::Resource) {
+        self.0.set_resource(resource)
+    }
+}
+
+/// Ships durable audit records as OTel log records (see the module doc).
+struct AuditLogSink {
+    logger: SdkLogger,
+}
+
+impl RecordSink for AuditLogSink {
+    fn capture(&self) -> Option<opentelemetry::trace::SpanContext> {
+        let cx = tracing::Span::current().context();
+        let sc = cx.span().span_context().clone();
+        sc.is_valid().then_some(sc)
+    }
+
+    fn durable(
+        &self,
+        line: &[u8],
+        record: &Record,
+        cx: Option<&opentelemetry::trace::SpanContext>,
+    ) {
+        use opentelemetry::logs::{AnyValue, LogRecord as _, Logger as _, Severity};
+        let mut r = self.logger.create_log_record();
+        r.set_event_name("cubegate.audit");
+        if let Ok(t) = humantime::parse_rfc3339(&record.time) {
+            r.set_timestamp(t);
+        }
+        r.set_severity_number(Severity::Info);
+        r.set_severity_text("INFO");
+        // serde_json writes UTF-8, so this is the exact line; bytes otherwise.
+        r.set_body(match std::str::from_utf8(line) {
+            Ok(s) => AnyValue::String(s.to_owned().into()),
+            Err(_) => AnyValue::Bytes(Box::new(line.to_vec())),
+        });
+        r.add_attribute("cubegate.audit.seq", record.seq as i64);
+        r.add_attribute(
+            "cubegate.audit.instance",
+            record.instance.as_str().to_owned(),
+        );
+        r.add_attribute(
+            "cubegate.audit.kind",
+            match record.event.kind {
+                Kind::Intent => "intent",
+                Kind::Outcome => "outcome",
+                Kind::Event => "event",
+            },
+        );
+        if let Some(op) = &record.event.operation {
+            r.add_attribute("cubegate.operation", op.as_str().to_owned());
+        }
+        if let Some(sc) = cx {
+            r.set_trace_context(sc.trace_id(), sc.span_id(), Some(sc.trace_flags()));
+        }
+        self.logger.emit(r);
+    }
+}
+
+static AUDIT_SINK: OnceLock<std::sync::Arc<dyn RecordSink>> = OnceLock::new();
+
+/// The audit-record sink [`init`] built when log export is on; the gateway
+/// attaches it to its audit log.
+pub fn audit_sink() -> Option<std::sync::Arc<dyn RecordSink>> {
+    AUDIT_SINK.get().cloned()
+}
+
 /// Initialise logging (and trace export when configured) for the binary.
 /// `RUST_LOG` wins over the config level for logs; spans from cubegate are
 /// exported at `info` whatever the log level.
@@ -298,13 +449,32 @@ pub fn init(settings: &TelemetrySettings, format_override: Option<LogFormat>) ->
     .with_filter(filter);
     let env = |k: &str| std::env::var(k).ok();
     let mut export_error = None;
-    let provider = export_plan(settings, &env).and_then(|plan| match tracer_provider(&plan) {
+    let plan = export_plan(settings, &env);
+    let provider = plan.as_ref().and_then(|plan| match tracer_provider(plan) {
         Ok(p) => Some(p),
         Err(e) => {
             export_error = Some(e);
             None
         }
     });
+    let mut logs_error = None;
+    let logs =
+        plan.as_ref()
+            .filter(|p| p.audit_logs)
+            .and_then(|plan| match logger_provider(plan) {
+                Ok(p) => Some(p),
+                Err(e) => {
+                    logs_error = Some(e);
+                    None
+                }
+            });
+    if let Some(p) = &logs {
+        use opentelemetry::logs::LoggerProvider as _;
+        let sink = AuditLogSink {
+            logger: p.logger("cubegate.audit"),
+        };
+        let _ = AUDIT_SINK.set(std::sync::Arc::new(sink));
+    }
     let otel_layer = provider.as_ref().map(|p| {
         use opentelemetry::trace::TracerProvider as _;
         tracing_opentelemetry::layer()
@@ -321,8 +491,15 @@ pub fn init(settings: &TelemetrySettings, format_override: Option<LogFormat>) ->
     if let Some(e) = export_error {
         tracing::error!(error = %e, "trace export not started; serving without it");
     }
+    if let Some(e) = logs_error {
+        tracing::error!(error = %e, "audit log export not started; serving without it");
+    }
     let meters = init_metrics(settings, &env);
-    TelemetryGuard { provider, meters }
+    TelemetryGuard {
+        provider,
+        meters,
+        logs,
+    }
 }
 
 /// OTLP metric export, on the same switch as traces (see
@@ -773,13 +950,39 @@ mod tests {
         assert_eq!(p.endpoint, None, "the SDK reads the OTEL endpoint itself");
         assert_eq!(p.service_name, "gw-eu");
         assert_eq!(p.sample_ratio, None, "OTEL_TRACES_SAMPLER wins");
+        assert_eq!(p.logs_endpoint, None, "the SDK derives …/v1/logs itself");
+        assert!(p.audit_logs, "audit records ship with the traces");
         let p = export_plan(&cfg, &none).unwrap();
         assert_eq!(
             p.endpoint.as_deref(),
             Some("http://from-config:4318/v1/traces")
         );
         assert_eq!(p.service_name, "from-config");
+        assert_eq!(
+            p.logs_endpoint.as_deref(),
+            Some("http://from-config:4318/v1/logs")
+        );
         assert_eq!(p.sample_ratio, Some(0.1));
+        let traces_url = TelemetrySettings {
+            otlp_endpoint: Some("http://c:4318/v1/traces".into()),
+            ..Default::default()
+        };
+        let p = export_plan(&traces_url, &none).unwrap();
+        assert_eq!(p.logs_endpoint.as_deref(), Some("http://c:4318/v1/logs"));
+        let logs_env =
+            |k: &str| (k == "OTEL_EXPORTER_OTLP_LOGS_ENDPOINT").then(|| "http://l:1/x".to_string());
+        let p = export_plan(&traces_url, &logs_env).unwrap();
+        assert_eq!(
+            p.logs_endpoint, None,
+            "OTEL_EXPORTER_OTLP_LOGS_ENDPOINT wins"
+        );
+        assert!(p.endpoint.is_some(), "traces keep the config endpoint");
+        let no_logs = |k: &str| (k == "OTEL_LOGS_EXPORTER").then(|| "none".to_string());
+        let p = export_plan(&traces_url, &no_logs).unwrap();
+        assert!(
+            !p.audit_logs,
+            "OTEL_LOGS_EXPORTER=none keeps traces, drops logs"
+        );
         let disabled = |k: &str| (k == "OTEL_SDK_DISABLED").then(|| "true".to_string());
         assert_eq!(export_plan(&cfg, &disabled), None);
         let off = TelemetrySettings {

@@ -30,7 +30,7 @@ pub use record::{
     key_fingerprint,
 };
 pub use verify::{FailureKind, InstanceReport, VerifyFailure, VerifyReport, verify};
-pub use writer::{AuditLog, AuditStats};
+pub use writer::{AuditLog, AuditStats, RecordSink};
 
 /// The `[audit]` section of the config.
 #[derive(Debug, Clone, serde::Deserialize)]

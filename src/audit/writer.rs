@@ -19,11 +19,12 @@ use std::collections::BTreeMap;
 use std::fs::{File, OpenOptions};
 use std::io::{Read, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::mpsc;
+use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
+use opentelemetry::trace::SpanContext;
 use tokio::sync::oneshot;
 
 use super::chain::{self, Checkpoint};
@@ -61,8 +62,30 @@ struct Counters {
     checkpoints: AtomicU64,
 }
 
+/// Receives every record once it is durable, for shipping elsewhere (the
+/// OpenTelemetry log export). Nothing but the record is handed over, so a
+/// sink sees exactly what the file holds: names, ids, pointers — no values.
+pub trait RecordSink: Send + Sync {
+    /// Called in the appending task, where the request's span is current
+    /// (it is not on the writer thread): the trace context to attach.
+    fn capture(&self) -> Option<SpanContext>;
+    /// Called on the writer thread after the record's batch was written and
+    /// fsynced (and its appender answered). `line` is exactly the bytes in
+    /// the file, without the newline. Must not block: it delays the next
+    /// batch.
+    fn durable(&self, line: &[u8], record: &Record, cx: Option<&SpanContext>);
+}
+
+type Sink = Arc<OnceLock<Arc<dyn RecordSink>>>;
+
+struct Pending {
+    ev: Box<AuditEvent>,
+    cx: Option<SpanContext>,
+    tx: oneshot::Sender<Result<u64, AuditError>>,
+}
+
 enum Cmd {
-    Append(Box<AuditEvent>, oneshot::Sender<Result<u64, AuditError>>),
+    Append(Pending),
     Flush(oneshot::Sender<Result<(), AuditError>>),
 }
 
@@ -75,6 +98,7 @@ struct Inner {
     fingerprint_key: Vec<u8>,
     field_hmac_key: Vec<u8>,
     hmac_pointers: Vec<Pointer>,
+    sink: Sink,
 }
 
 /// Handle to the audit trail; clone freely (one `Arc`). The writer thread
@@ -104,6 +128,7 @@ impl AuditLog {
         let hmac_pointers = settings.hmac_pointers()?;
         let counters = Arc::new(Counters::default());
         let healthy = Arc::new(AtomicBool::new(true));
+        let sink: Sink = Arc::default();
         let mut inner = Inner {
             tx: None,
             counters: counters.clone(),
@@ -113,6 +138,7 @@ impl AuditLog {
             fingerprint_key: keys.fingerprint_key,
             field_hmac_key: keys.field_hmac_key,
             hmac_pointers,
+            sink: sink.clone(),
         };
         if !settings.enabled {
             return Ok(AuditLog {
@@ -133,6 +159,7 @@ impl AuditLog {
             keys.checkpoint_key,
             counters,
             healthy,
+            sink,
         )?;
         let (tx, rx) = mpsc::channel();
         std::thread::Builder::new()
@@ -152,9 +179,20 @@ impl AuditLog {
             return Ok(0);
         };
         let (otx, orx) = oneshot::channel();
-        tx.send(Cmd::Append(Box::new(ev), otx))
-            .map_err(|_| AuditError::Closed)?;
+        let cx = self.inner.sink.get().and_then(|s| s.capture());
+        tx.send(Cmd::Append(Pending {
+            ev: Box::new(ev),
+            cx,
+            tx: otx,
+        }))
+        .map_err(|_| AuditError::Closed)?;
         orx.await.map_err(|_| AuditError::Closed)?
+    }
+
+    /// Hands every record made durable from now on to `sink` as well. Set
+    /// once per log; returns false (and keeps the first) on a second call.
+    pub fn set_sink(&self, sink: Arc<dyn RecordSink>) -> bool {
+        self.inner.sink.set(sink).is_ok()
     }
 
     /// Waits until every record appended before this call is fsynced and a
@@ -299,6 +337,7 @@ struct Writer {
 
     counters: Arc<Counters>,
     healthy: Arc<AtomicBool>,
+    sink: Sink,
 }
 
 impl Writer {
@@ -308,6 +347,7 @@ impl Writer {
         cp_key: Vec<u8>,
         counters: Arc<Counters>,
         healthy: Arc<AtomicBool>,
+        sink: Sink,
     ) -> Result<Writer, AuditError> {
         let dir = s.dir.clone();
         std::fs::create_dir_all(&dir).map_err(io_err(&dir))?;
@@ -344,6 +384,7 @@ impl Writer {
             cp_due: Instant::now() + Duration::from_secs(s.checkpoint_every_secs.max(1)),
             counters,
             healthy,
+            sink,
         };
 
         // The newest file is where writing continues; the chain head is the
@@ -484,7 +525,7 @@ impl Writer {
             let mut appends = Vec::new();
             let mut flushes = Vec::new();
             let mut take = |c: Cmd| match c {
-                Cmd::Append(ev, tx) => appends.push((ev, tx)),
+                Cmd::Append(p) => appends.push(p),
                 Cmd::Flush(tx) => flushes.push(tx),
             };
             take(first);
@@ -586,17 +627,12 @@ impl Writer {
         }
     }
 
-    #[allow(clippy::type_complexity)]
-    fn write_batch(
-        &mut self,
-        appends: Vec<(Box<AuditEvent>, oneshot::Sender<Result<u64, AuditError>>)>,
-    ) {
-        let reply_all =
-            |appends: Vec<(Box<AuditEvent>, oneshot::Sender<Result<u64, AuditError>>)>| {
-                for (_, tx) in appends {
-                    let _ = tx.send(Err(AuditError::Unavailable));
-                }
-            };
+    fn write_batch(&mut self, appends: Vec<Pending>) {
+        let reply_all = |appends: Vec<Pending>| {
+            for p in appends {
+                let _ = p.tx.send(Err(AuditError::Unavailable));
+            }
+        };
         if let Err(e) = self.repair() {
             self.fail("repair after earlier failure", &e);
             self.file = None;
@@ -611,11 +647,15 @@ impl Writer {
         let mut seq = self.seq;
         let mut head = self.head.clone();
         let mut seqs = Vec::with_capacity(appends.len());
+        // For the sink: where each line sits in `buf`, and its record.
+        let sink = self.sink.get().cloned();
+        let mut shipped = Vec::new();
         let Ok(instance) = Name::new(self.instance.clone()) else {
             reply_all(appends);
             return;
         };
-        for (ev, _) in &appends {
+        for p in &appends {
+            let ev = &p.ev;
             let rec = Record {
                 v: record::SCHEMA_VERSION,
                 seq: seq + 1,
@@ -628,7 +668,11 @@ impl Writer {
                 Ok(line) => {
                     seq += 1;
                     head = chain::line_hash(&line);
+                    let at = buf.len();
                     buf.extend_from_slice(&line);
+                    if sink.is_some() {
+                        shipped.push((at..buf.len(), rec, p.cx.clone()));
+                    }
                     buf.push(b'\n');
                     seqs.push(Some(seq));
                 }
@@ -674,8 +718,14 @@ impl Writer {
             c.fsyncs.fetch_add(1, Ordering::Relaxed);
         }
         self.healthy.store(true, Ordering::Relaxed);
-        for ((_, tx), s) in appends.into_iter().zip(seqs) {
-            let _ = tx.send(s.ok_or(AuditError::Unavailable));
+        for (p, s) in appends.into_iter().zip(seqs) {
+            let _ = p.tx.send(s.ok_or(AuditError::Unavailable));
+        }
+        // Only now: a record that failed to become durable is never shipped.
+        if let Some(sink) = sink {
+            for (range, rec, cx) in shipped {
+                sink.durable(&buf[range], &rec, cx.as_ref());
+            }
         }
     }
 
@@ -800,6 +850,83 @@ mod tests {
         assert_eq!(r.instances["t1"].unanchored, 0);
     }
 
+    /// Collects what the writer ships; `capture` returns a fixed context.
+    type Shipped = (Vec<u8>, u64, Option<SpanContext>);
+    #[derive(Default)]
+    struct Collect {
+        got: std::sync::Mutex<Vec<Shipped>>,
+    }
+    impl RecordSink for Collect {
+        fn capture(&self) -> Option<SpanContext> {
+            use opentelemetry::trace::{SpanId, TraceFlags, TraceId, TraceState};
+            Some(SpanContext::new(
+                TraceId::from(7u128),
+                SpanId::from(9u64),
+                TraceFlags::SAMPLED,
+                false,
+                TraceState::default(),
+            ))
+        }
+        fn durable(&self, line: &[u8], record: &Record, cx: Option<&SpanContext>) {
+            self.got
+                .lock()
+                .unwrap()
+                .push((line.to_vec(), record.seq, cx.cloned()));
+        }
+    }
+
+    #[tokio::test]
+    async fn sink_gets_the_exact_durable_lines_and_never_failed_ones() {
+        let d = tempfile::tempdir().unwrap();
+        let log = AuditLog::open(&settings(d.path()), keys()).unwrap();
+        let sink = Arc::new(Collect::default());
+        assert!(log.set_sink(sink.clone()));
+        assert!(!log.set_sink(Arc::new(Collect::default())), "set once");
+        for i in 0..3 {
+            log.append(event(Kind::Intent, &format!("r{i}"), "svc-a", "c1"))
+                .await
+                .unwrap();
+        }
+        let frozen = testing::freeze_dir(d.path()).expect("chattr +i must work here");
+        assert!(
+            log.append(event(Kind::Intent, "lost", "svc-a", "c1"))
+                .await
+                .is_err()
+        );
+        frozen.thaw().unwrap();
+        log.append(event(Kind::Outcome, "r3", "svc-a", "c1"))
+            .await
+            .unwrap();
+        log.flush().await.unwrap();
+
+        let file: Vec<Vec<u8>> = std::fs::read_dir(d.path())
+            .unwrap()
+            .flatten()
+            .map(|e| e.path())
+            .filter(|p| p.extension().is_some_and(|x| x == "jsonl"))
+            .flat_map(|p| {
+                std::fs::read(p)
+                    .unwrap()
+                    .split(|b| *b == b'\n')
+                    .filter(|l| !l.is_empty())
+                    .map(<[u8]>::to_vec)
+                    .collect::<Vec<_>>()
+            })
+            .collect();
+        let got = sink.got.lock().unwrap().clone();
+        assert_eq!(file.len(), 4);
+        assert_eq!(
+            got.iter().map(|g| g.0.clone()).collect::<Vec<_>>(),
+            file,
+            "the sink sees exactly the file's lines, and not the failed append"
+        );
+        assert_eq!(got.iter().map(|g| g.1).collect::<Vec<_>>(), [1, 2, 3, 4]);
+        assert!(got.iter().all(|g| {
+            g.2.as_ref()
+                .is_some_and(|c| c.span_id() == opentelemetry::trace::SpanId::from(9u64))
+        }));
+    }
+
     #[tokio::test]
     async fn restart_resumes_the_chain() {
         let d = tempfile::tempdir().unwrap();
@@ -866,16 +993,18 @@ mod tests {
         let s = settings(d.path());
         let c = Arc::new(Counters::default());
         let h = Arc::new(AtomicBool::new(true));
-        let mut w = Writer::resume(&s, "t1", CP_KEY.to_vec(), c, h.clone()).unwrap();
+        let mut w =
+            Writer::resume(&s, "t1", CP_KEY.to_vec(), c, h.clone(), Sink::default()).unwrap();
         let batch = |n: usize| {
             let mut v = Vec::new();
             let mut rx = Vec::new();
             for i in 0..n {
                 let (tx, r) = oneshot::channel();
-                v.push((
-                    Box::new(event(Kind::Intent, &format!("x{i}"), "svc-a", "c1")),
+                v.push(Pending {
+                    ev: Box::new(event(Kind::Intent, &format!("x{i}"), "svc-a", "c1")),
+                    cx: None,
                     tx,
-                ));
+                });
                 rx.push(r);
             }
             (v, rx)

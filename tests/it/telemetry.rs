@@ -35,6 +35,17 @@ struct GotSpan {
     service: String,
 }
 
+/// One OTLP log record as received.
+#[derive(Debug, Clone)]
+struct GotLog {
+    body: String,
+    event_name: String,
+    trace_id: String,
+    span_id: String,
+    attrs: BTreeMap<String, String>,
+    service: String,
+}
+
 const KIND_SERVER: i32 = 2;
 const KIND_CLIENT: i32 = 3;
 
@@ -54,7 +65,7 @@ struct GotPoint {
     service: String,
 }
 
-/// An OTLP/HTTP (protobuf) trace and metrics receiver on 127.0.0.1:0.
+/// An OTLP/HTTP (protobuf) trace, metrics and log receiver on 127.0.0.1:0.
 struct Collector {
     addr: SocketAddr,
     spans: Arc<Mutex<Vec<GotSpan>>>,
@@ -62,6 +73,7 @@ struct Collector {
     metrics: Arc<Mutex<Vec<Vec<GotPoint>>>>,
     /// Debug text of every metrics request (for the canary check).
     metrics_raw: Arc<Mutex<String>>,
+    logs: Arc<Mutex<Vec<GotLog>>>,
 }
 
 fn metric_points(
@@ -145,6 +157,39 @@ fn metric_points(
     out
 }
 
+fn resource_service(r: &Option<opentelemetry_proto::tonic::resource::v1::Resource>) -> String {
+    r.iter()
+        .flat_map(|r| r.attributes.iter())
+        .find(|kv| kv.key == "service.name")
+        .map(|kv| any_value(&kv.value))
+        .unwrap_or_default()
+}
+
+fn decode_logs(body: bytes::Bytes, out: &mut Vec<GotLog>) {
+    use opentelemetry_proto::tonic::collector::logs::v1::ExportLogsServiceRequest;
+    use prost::Message;
+    let msg = ExportLogsServiceRequest::decode(body).unwrap();
+    for rl in msg.resource_logs {
+        let service = resource_service(&rl.resource);
+        for sl in rl.scope_logs {
+            for l in sl.log_records {
+                out.push(GotLog {
+                    body: any_value(&l.body),
+                    event_name: l.event_name,
+                    trace_id: hex(&l.trace_id),
+                    span_id: hex(&l.span_id),
+                    attrs: l
+                        .attributes
+                        .iter()
+                        .map(|kv| (kv.key.clone(), any_value(&kv.value)))
+                        .collect(),
+                    service: service.clone(),
+                });
+            }
+        }
+    }
+}
+
 fn any_value(v: &Option<opentelemetry_proto::tonic::common::v1::AnyValue>) -> String {
     use opentelemetry_proto::tonic::common::v1::any_value::Value;
     match v.as_ref().and_then(|v| v.value.as_ref()) {
@@ -169,10 +214,12 @@ impl Collector {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         let spans: Arc<Mutex<Vec<GotSpan>>> = Arc::default();
+        let logs: Arc<Mutex<Vec<GotLog>>> = Arc::default();
         let store = spans.clone();
         let metrics: Arc<Mutex<Vec<Vec<GotPoint>>>> = Arc::default();
         let metrics_raw: Arc<Mutex<String>> = Arc::default();
         let (mstore, mraw) = (metrics.clone(), metrics_raw.clone());
+        let log_store = logs.clone();
         tokio::spawn(async move {
             loop {
                 let Ok((stream, _)) = listener.accept().await else {
@@ -180,34 +227,39 @@ impl Collector {
                 };
                 let store = store.clone();
                 let (mstore, mraw) = (mstore.clone(), mraw.clone());
+                let log_store = log_store.clone();
                 let svc = hyper::service::service_fn(
                     move |req: http::Request<hyper::body::Incoming>| {
                         let store = store.clone();
                         let (mstore, mraw) = (mstore.clone(), mraw.clone());
+                        let log_store = log_store.clone();
                         async move {
                             let path = req.uri().path().to_string();
                             let body = req.into_body().collect().await.unwrap().to_bytes();
+                            let ok = || {
+                                Ok::<_, std::convert::Infallible>(
+                                    http::Response::builder()
+                                        .header("content-type", "application/x-protobuf")
+                                        .body(http_body_util::Full::new(bytes::Bytes::new()))
+                                        .unwrap(),
+                                )
+                            };
                             if path == "/v1/metrics" {
                                 use opentelemetry_proto::tonic::collector::metrics::v1::ExportMetricsServiceRequest as M;
                                 let msg = M::decode(body).unwrap();
                                 mraw.lock().unwrap().push_str(&format!("{msg:?}\n"));
                                 mstore.lock().unwrap().push(metric_points(msg));
-                                return Ok(http::Response::builder()
-                                    .header("content-type", "application/x-protobuf")
-                                    .body(http_body_util::Full::new(bytes::Bytes::new()))
-                                    .unwrap());
+                                return ok();
+                            }
+                            if path == "/v1/logs" {
+                                decode_logs(body, &mut log_store.lock().unwrap());
+                                return ok();
                             }
                             assert_eq!(path, "/v1/traces");
                             let msg = ExportTraceServiceRequest::decode(body).unwrap();
                             let mut out = store.lock().unwrap();
                             for rs in msg.resource_spans {
-                                let service = rs
-                                    .resource
-                                    .iter()
-                                    .flat_map(|r| r.attributes.iter())
-                                    .find(|kv| kv.key == "service.name")
-                                    .map(|kv| any_value(&kv.value))
-                                    .unwrap_or_default();
+                                let service = resource_service(&rs.resource);
                                 for ss in rs.scope_spans {
                                     for s in ss.spans {
                                         out.push(GotSpan {
@@ -226,12 +278,8 @@ impl Collector {
                                     }
                                 }
                             }
-                            Ok::<_, std::convert::Infallible>(
-                                http::Response::builder()
-                                    .header("content-type", "application/x-protobuf")
-                                    .body(http_body_util::Full::new(bytes::Bytes::new()))
-                                    .unwrap(),
-                            )
+                            drop(out);
+                            ok()
                         }
                     },
                 );
@@ -247,6 +295,7 @@ impl Collector {
             spans,
             metrics,
             metrics_raw,
+            logs,
         }
     }
 
@@ -256,6 +305,10 @@ impl Collector {
 
     fn spans(&self) -> Vec<GotSpan> {
         self.spans.lock().unwrap().clone()
+    }
+
+    fn logs(&self) -> Vec<GotLog> {
+        self.logs.lock().unwrap().clone()
     }
 }
 
@@ -310,6 +363,8 @@ impl Served {
             .env_remove("CUBEGATE_CONFIG")
             .env_remove("OTEL_EXPORTER_OTLP_ENDPOINT")
             .env_remove("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT")
+            .env_remove("OTEL_EXPORTER_OTLP_LOGS_ENDPOINT")
+            .env_remove("OTEL_LOGS_EXPORTER")
             .env_remove("OTEL_SDK_DISABLED")
             .env_remove("OTEL_EXPORTER_OTLP_METRICS_ENDPOINT")
             .env_remove("OTEL_METRIC_EXPORT_INTERVAL")
@@ -641,6 +696,170 @@ async fn spans_carry_route_operation_and_caller_continue_the_callers_trace_and_r
     )
     .unwrap();
     assert!(audit.contains(TRACE_1), "audit trace id");
+}
+
+/// Issue 5: with OTLP export on, every durable audit record also reaches the
+/// collector as a log record whose body is the exact line in the audit file
+/// (so a central store can re-verify the chain), with its seq, instance,
+/// kind and operation, in the request's trace.
+#[tokio::test]
+async fn audit_records_are_shipped_as_otel_log_records_equal_to_the_file_lines() {
+    let collector = Collector::start().await;
+    let mut env = otel_env(&collector);
+    env.push(("OTEL_BLRP_SCHEDULE_DELAY", "100".into()));
+    let mut gw = Served::start(&env).await;
+    let created = gw
+        .send(
+            "POST",
+            Some(TOKEN_A),
+            "/v1/clients",
+            Some(&format!(r#"{{"type":"person","email":"{PII_EMAIL}","personDetails":{{"firstName":"Ann","lastName":"{PII_NAME}","dob":"{PII_DOB}"}}}}"#)),
+            &[],
+        )
+        .await;
+    assert_eq!(created.status, 200, "{}", created.text);
+    let id = created.json["id"].as_str().unwrap().to_string();
+    let tp1 = traceparent(TRACE_1, PARENT_1);
+    let ok = gw
+        .send(
+            "POST",
+            Some(TOKEN_A),
+            &format!("/v1/clients/{id}"),
+            Some(&format!(r#"{{"email":"{PII_EMAIL}"}}"#)),
+            &[("traceparent", tp1.as_str())],
+        )
+        .await;
+    assert_eq!(ok.status, 200, "{}", ok.text);
+    let tp2 = traceparent(TRACE_2, PARENT_2);
+    let bad_token = format!("{KEY_A_TEST}-not-a-token");
+    let refused = gw
+        .send(
+            "POST",
+            Some(&bad_token),
+            &format!("/v1/clients/{id}"),
+            Some(&format!(r#"{{"email":"{PII_EMAIL}"}}"#)),
+            &[("traceparent", tp2.as_str())],
+        )
+        .await;
+    refused.assert_error(401, "unauthorized");
+    // SIGTERM: the drain flushes the audit log, then the logger provider
+    // flushes its queue.
+    gw.stop().await;
+
+    let audit_dir = gw.dir.path().join("audit");
+    let mut lines = Vec::new();
+    for e in std::fs::read_dir(&audit_dir).unwrap().flatten() {
+        let p = e.path();
+        if p.extension().is_some_and(|x| x == "jsonl") {
+            let text = std::fs::read_to_string(&p).unwrap();
+            lines.extend(text.lines().map(str::to_string));
+        }
+    }
+    let logs = collector.logs();
+    let mut bodies: Vec<&str> = logs.iter().map(|l| l.body.as_str()).collect();
+    bodies.sort();
+    let mut want: Vec<&str> = lines.iter().map(String::as_str).collect();
+    want.sort();
+    assert_eq!(
+        bodies, want,
+        "one log record per audit line, body = the exact line"
+    );
+    // create + update (intent and outcome each) and the 401 event
+    assert_eq!(lines.len(), 5, "{lines:#?}");
+
+    for l in &logs {
+        let rec: serde_json::Value = serde_json::from_str(&l.body).unwrap();
+        assert_eq!(l.event_name, "cubegate.audit");
+        assert_eq!(l.service, "cubegate-it");
+        assert_eq!(l.attrs["cubegate.audit.seq"], rec["seq"].to_string());
+        assert_eq!(
+            l.attrs["cubegate.audit.instance"],
+            rec["instance"].as_str().unwrap()
+        );
+        assert_eq!(
+            l.attrs["cubegate.audit.kind"],
+            rec["kind"].as_str().unwrap()
+        );
+        assert_eq!(
+            l.attrs.get("cubegate.operation").map(String::as_str),
+            rec["operation"].as_str(),
+        );
+        let mut keys: Vec<&str> = l.attrs.keys().map(String::as_str).collect();
+        keys.retain(|k| {
+            ![
+                "cubegate.audit.seq",
+                "cubegate.audit.instance",
+                "cubegate.audit.kind",
+                "cubegate.operation",
+            ]
+            .contains(k)
+        });
+        assert!(
+            keys.is_empty(),
+            "only the record's own attributes: {keys:?}"
+        );
+        assert_no_canary("audit log record body", &l.body);
+        for (k, v) in &l.attrs {
+            assert_no_canary(&format!("audit log record attribute {k}"), v);
+        }
+        // The request's trace: the same trace id the record itself holds.
+        assert_eq!(l.trace_id.len(), 32, "{l:?}");
+        assert_ne!(l.span_id, "0000000000000000");
+        if let Some(t) = rec["trace_id"].as_str() {
+            assert_eq!(l.trace_id, t);
+        }
+    }
+    let by_trace = |t: &str| -> Vec<String> {
+        let mut k: Vec<String> = logs
+            .iter()
+            .filter(|l| l.trace_id == t)
+            .map(|l| l.attrs["cubegate.audit.kind"].clone())
+            .collect();
+        k.sort();
+        k
+    };
+    assert_eq!(by_trace(TRACE_1), ["intent", "outcome"], "the update");
+    assert_eq!(by_trace(TRACE_2), ["event"], "the 401");
+    let update = logs
+        .iter()
+        .find(|l| l.trace_id == TRACE_1 && l.attrs["cubegate.audit.kind"] == "outcome")
+        .unwrap();
+    assert_eq!(update.attrs["cubegate.operation"], "clients.update");
+    let rec: serde_json::Value = serde_json::from_str(&update.body).unwrap();
+    assert_eq!(rec["status"], 200);
+    let unauth = logs.iter().find(|l| l.trace_id == TRACE_2).unwrap();
+    let rec: serde_json::Value = serde_json::from_str(&unauth.body).unwrap();
+    assert_eq!(rec["decision"], "refused_auth");
+    assert_eq!(rec["status"], 401);
+    // A central store can re-verify the chain from the shipped bodies alone:
+    // put them, in seq order, into a file of their own and run `verify`.
+    let mut shipped: Vec<(u64, &str)> = logs
+        .iter()
+        .map(|l| {
+            (
+                l.attrs["cubegate.audit.seq"].parse().unwrap(),
+                l.body.as_str(),
+            )
+        })
+        .collect();
+    shipped.sort();
+    let central = tempfile::tempdir().unwrap();
+    let instance = &logs[0].attrs["cubegate.audit.instance"];
+    let text: String = shipped.iter().map(|(_, b)| format!("{b}\n")).collect();
+    write(
+        &central
+            .path()
+            .join(format!("audit-{instance}-000001.jsonl")),
+        &text,
+    );
+    let o = Command::new(env!("CARGO_BIN_EXE_cubegate"))
+        .args(["audit", "verify"])
+        .arg(central.path())
+        .output()
+        .unwrap();
+    let out = String::from_utf8_lossy(&o.stdout).to_string();
+    assert_eq!(o.status.code(), Some(0), "{out}");
+    assert!(out.contains("OK"), "{out}");
 }
 
 /// Every refusal case plus successful PII traffic with the real binary at
