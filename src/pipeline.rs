@@ -182,7 +182,7 @@ where
 
     // validate
     if let Some(v) = &value {
-        if snap.schemas.has(def.id) {
+        if snap.raw.validation.enabled && snap.schemas.has(def.id) {
             if let Err(failure) = snap.schemas.validate(def.id, v) {
                 telemetry::validation_refused(def.id, snap.shadow[op.0 as usize]);
                 if snap.shadow[op.0 as usize] {
