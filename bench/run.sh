@@ -4,7 +4,7 @@
 # Usage: bench/run.sh [--quick]
 #
 # One run, all on 127.0.0.1:
-#   1. builds `cubegate` and the `loadgen` example in release mode;
+#   1. builds `cubegate` and the `cubegate-loadgen` bench tool in release mode;
 #   2. starts the sandbox (fast mode: no artificial delay, TLS on) and creates
 #      one client in it;
 #   3. starts, side by side, against that one sandbox:
@@ -18,7 +18,7 @@
 #        cg-noval     full, but [validation] enabled = false;
 #   4. measures each, and direct calls to the sandbox (the floor, TLS, test key),
 #      with a valid ~300-byte clients.update body: closed loop at saturation
-#      and open loop at fixed rates (latency corrected, see examples/loadgen.rs),
+#      and open loop at fixed rates (latency corrected, see bench/loadgen.rs),
 #      alternating the systems (A B C … A B C …) so machine drift hits each
 #      the same;
 #   5. peak RSS under 1,000 concurrent connections (closed loop, -c 1000);
@@ -77,10 +77,10 @@ need python3 || apt_install python3
 need taskset || apt_install util-linux
 
 log "building cubegate and loadgen (release)"
-cargo build --release --quiet --bin cubegate --example loadgen
+cargo build --release --quiet --bin cubegate --bin cubegate-loadgen
 TD=${CARGO_TARGET_DIR:-$ROOT/target}
 CG=$TD/release/cubegate
-LG=$TD/release/examples/loadgen
+LG=$TD/release/cubegate-loadgen
 
 NCPU=$(nproc)
 if [ "$NCPU" -ge 2 ]; then
@@ -125,7 +125,7 @@ CID=$(curl -s --cacert "$W/ca.pem" -X POST "https://127.0.0.1:$P_SB/v1/clients" 
     python3 -c 'import json,sys;print(json.load(sys.stdin)["id"])')
 # The body every system gets: a valid ~300-byte clients.update (cubegate
 # strips `type` by policy; it equals the stored type, so upstream accepts it).
-printf '%s' '{"type":"person","email":"john.doe@example.com","mobile":"+447700900123","telephone":"+442079460000","joinedDate":"2024-03-01","personDetails":{"firstName":"John","middleName":"Quincy","lastName":"Doe","dob":"1990-01-31","nationality":"GB","birthCountry":"GB","gender":"male","nin":"QQ123456C"}}' >"$W/body.json"
+printf '%s' '{"type":"person","email":"john.doe@example.com","mobile":"+447700900123","telephone":"+442079460000","joinedDate":"2024-03-01","personDetails":{"firstName":"John","middleName":"Quincy","lastName":"Doe","dob":"1990-01-31","nationality":"GB","birthCountry":"GB","gender":"male","nationalIdentityNumber":"QQ123456C"}}' >"$W/body.json"
 log "sandbox on :$P_SB, client $CID, body $(wc -c <"$W/body.json") bytes"
 
 # ---- cubegate variants -----------------------------------------------------
@@ -227,6 +227,18 @@ wait_http "http://127.0.0.1:$P_NG/v1/clients/$CID"
 PID[direct]=$SB_PID
 
 SYSTEMS=(direct nginx cubegate cg-nofsync cg-noaudit cg-noval)
+# Every system must answer the benchmark request with 200 before we measure.
+check_ok() { # system curl-args...
+    local sys=$1 code; shift
+    code=$(curl -s -o "$W/check-$sys.txt" -w '%{http_code}' -X POST "$@" \
+        -H 'Content-Type: application/json' --data-binary @"$W/body.json")
+    [ "$code" = 200 ] || { echo "bench/run.sh: $sys answered $code: $(cat "$W/check-$sys.txt")" >&2; exit 1; }
+}
+check_ok direct --cacert "$W/ca.pem" -H "Authorization: $KEY" "https://127.0.0.1:$P_SB/v1/clients/$CID"
+check_ok nginx "http://127.0.0.1:$P_NG/v1/clients/$CID"
+for s in cubegate cg-nofsync cg-noaudit cg-noval; do
+    check_ok "$s" -H "Authorization: $TOKEN" "http://127.0.0.1:${PORT[$s]}/v1/clients/$CID"
+done
 load_args() { # system -> loadgen target arguments
     case "$1" in
     direct) echo "--url https://127.0.0.1:$P_SB/v1/clients/$CID --ca $W/ca.pem --header Authorization:$KEY" ;;

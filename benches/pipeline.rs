@@ -44,7 +44,7 @@ use http_body_util::Full;
 const TOKEN: &str = "cgw_benchtoken000000000000000000000000000000000000000000000000001";
 const KEY: &str = "test_benchkey0123456789";
 const CLIENT_ID: &str = "5f1b2c3d4e5f60718293a4b5";
-const CLIENTS_UPDATE: &[u8] = br#"{"type":"person","email":"john.doe@example.com","mobile":"+447700900123","telephone":"+442079460000","joinedDate":"2024-03-01","personDetails":{"firstName":"John","middleName":"Quincy","lastName":"Doe","dob":"1990-01-31","nationality":"GB","birthCountry":"GB","gender":"male","nin":"QQ123456C"}}"#;
+const CLIENTS_UPDATE: &[u8] = br#"{"type":"person","email":"john.doe@example.com","mobile":"+447700900123","telephone":"+442079460000","joinedDate":"2024-03-01","personDetails":{"firstName":"John","middleName":"Quincy","lastName":"Doe","dob":"1990-01-31","nationality":"GB","birthCountry":"GB","gender":"male","nationalIdentityNumber":"QQ123456C"}}"#;
 
 fn snapshot() -> Snapshot {
     let toml = format!(
