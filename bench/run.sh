@@ -31,6 +31,9 @@
 # Environment knobs (defaults; --quick shortens DURATION/ROUNDS):
 #   DURATION=10 WARMUP=2 ROUNDS=2 RATES="500 2000" CONNS=50 SAT_CONNS=50
 #   C1000=1000 OUT_DIR=bench/results/<timestamp> CARGO_TARGET_DIR=target
+#   BASELINE_BIN=<older cubegate binary>  adds "cg-baseline" (full config) for before/after
+#   PERF_RECORD=<system>  also profiles that system's first saturation run
+#                         with `perf record -e cpu-clock` (needs linux-perf)
 # Needs: cargo, curl, python3, taskset (util-linux); installs nginx-light
 # with apt-get when nginx is missing. Takes ~8 minutes (--quick: ~2).
 set -euo pipefail
@@ -134,8 +137,8 @@ python3 -c 'import secrets;print(secrets.token_hex(32))' >"$W/ckey"
 python3 -c 'import secrets;print(secrets.token_hex(32))' >"$W/fkey"
 TOKEN_SHA=$(printf '%s' "$TOKEN" | sha256sum | cut -d' ' -f1)
 declare -A PORT PID
-start_cubegate() { # name validation audit fsync
-    local name=$1 val=$2 audit=$3 fsync=$4 port
+start_cubegate() { # name validation audit fsync [binary]
+    local name=$1 val=$2 audit=$3 fsync=$4 bin=${5:-$CG} port
     port=$(free_port)
     cat >"$W/$name.toml" <<EOF
 [listener]
@@ -174,7 +177,7 @@ fingerprint_key = "file:fkey"
 log_format = "json"
 log_level = "info"
 EOF
-    $SRV "$CG" serve --config "$W/$name.toml" >"$W/$name.log" 2>&1 &
+    $SRV "$bin" serve --config "$W/$name.toml" >"$W/$name.log" 2>&1 &
     PID[$name]=$!; PIDS+=("$!"); PORT[$name]=$port
     wait_http "http://127.0.0.1:$port/v1/clients/$CID" -H "Authorization: $TOKEN"
 }
@@ -182,6 +185,9 @@ start_cubegate cubegate true true true
 start_cubegate cg-nofsync true true false
 start_cubegate cg-noaudit true false false
 start_cubegate cg-noval false true true
+# BASELINE_BIN=/path/to/an/older/cubegate adds "cg-baseline": the full
+# configuration on that binary, measured in the same alternation (before/after).
+[ -n "${BASELINE_BIN:-}" ] && start_cubegate cg-baseline true true true "$BASELINE_BIN"
 
 # ---- nginx -----------------------------------------------------------------
 P_NG=$(free_port)
@@ -227,6 +233,7 @@ wait_http "http://127.0.0.1:$P_NG/v1/clients/$CID"
 PID[direct]=$SB_PID
 
 SYSTEMS=(direct nginx cubegate cg-nofsync cg-noaudit cg-noval)
+[ -n "${BASELINE_BIN:-}" ] && SYSTEMS+=(cg-baseline)
 # Every system must answer the benchmark request with 200 before we measure.
 check_ok() { # system curl-args...
     local sys=$1 code; shift
@@ -236,7 +243,7 @@ check_ok() { # system curl-args...
 }
 check_ok direct --cacert "$W/ca.pem" -H "Authorization: $KEY" "https://127.0.0.1:$P_SB/v1/clients/$CID"
 check_ok nginx "http://127.0.0.1:$P_NG/v1/clients/$CID"
-for s in cubegate cg-nofsync cg-noaudit cg-noval; do
+for s in "${SYSTEMS[@]:2}"; do
     check_ok "$s" -H "Authorization: $TOKEN" "http://127.0.0.1:${PORT[$s]}/v1/clients/$CID"
 done
 load_args() { # system -> loadgen target arguments
@@ -254,12 +261,24 @@ RESULTS=$OUT_DIR/results.jsonl
 run_one() { # system mode(sat|RATE) round conns
     local sys=$1 mode=$2 round=$3 conns=$4 rate_arg="" c0 s0 c1 s1 line
     [ "$mode" != sat ] && rate_arg="--rate $mode"
+    local perf_pid=""
+    if [ "$mode" = sat ] && [ "$round" = 1 ] && [ "$sys" = "${PERF_RECORD:-}" ]; then
+        perf record -q -e cpu-clock -F 1999 ${PERF_ARGS:-} -p "${PID[$sys]}" -o "$OUT_DIR/perf-$sys.data" \
+            -- sleep "$DURATION" >/dev/null 2>&1 &
+        perf_pid=$!
+    fi
     c0=$(cpu_ticks "${PID[$sys]}"); s0=$(cpu_ticks "$SB_PID")
     # shellcheck disable=SC2046
     line=$($GEN "$LG" $(load_args "$sys") --method POST --body-file "$W/body.json" \
         --header 'Content-Type: application/json' -c "$conns" \
         --duration "$DURATION" --warmup "$WARMUP" $rate_arg --label "$sys")
     c1=$(cpu_ticks "${PID[$sys]}"); s1=$(cpu_ticks "$SB_PID")
+    if [ -n "$perf_pid" ]; then
+        wait "$perf_pid" || true
+        perf report -i "$OUT_DIR/perf-$sys.data" --stdio --no-children --sort symbol -g none 2>/dev/null |
+            grep -v '^#' | grep -v '^$' | head -40 >"$OUT_DIR/perf-$sys.txt" || true
+        log "profile of $sys at saturation: $OUT_DIR/perf-$sys.txt"
+    fi
     echo "$line" | python3 -c "
 import json,sys
 r=json.load(sys.stdin)
@@ -291,7 +310,8 @@ r=json.load(sys.stdin); r.update(system='$sys', load='c$C1000', round=0, cpu_tic
 print(json.dumps(r))" >>"$RESULTS"
     echo "{\"system\":\"$sys\",\"load\":\"hwm\",\"hwm_kib_before_c1000\":${HWM[$sys]},\"hwm_kib_after_c1000\":$(hwm_kib "${PID[$sys]}")}" >>"$RESULTS"
 done
-for sys in direct cg-nofsync cg-noaudit cg-noval; do
+for sys in "${SYSTEMS[@]}"; do
+    [ "$sys" = cubegate ] || [ "$sys" = nginx ] && continue
     echo "{\"system\":\"$sys\",\"load\":\"hwm\",\"hwm_kib_before_c1000\":${HWM[$sys]}}" >>"$RESULTS"
 done
 LOAD_AFTER=$(cut -d' ' -f1-3 /proc/loadavg)

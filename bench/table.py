@@ -96,7 +96,8 @@ base_rps, base_cpu = agg("cubegate", "sat", "rps"), cpu_per_1k("cubegate")
 for s, what in [("cubegate", "full (validation, audit+fsync, rate limit)"),
                 ("cg-nofsync", "audit without fsync"),
                 ("cg-noaudit", "audit off"),
-                ("cg-noval", "validation off")]:
+                ("cg-noval", "validation off"),
+                ("cg-baseline", "full, on the BASELINE_BIN binary (before/after)")]:
     if (s, "sat") not in runs:
         continue
     rps, cpu = agg(s, "sat", "rps"), cpu_per_1k(s)
