@@ -16,12 +16,6 @@ use cubegate::{Gateway, audit, secret, telemetry};
 
 const DEMO_TOML: &str = include_str!("../config/demo.toml");
 
-// Allocation and freeing were a quarter of the gateway's CPU under load with
-// glibc malloc (docs/performance.md); mimalloc's per-thread free lists cut
-// that for the many short-lived per-request allocations.
-#[global_allocator]
-static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
-
 #[derive(Parser)]
 #[command(
     name = "cubegate",
