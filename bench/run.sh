@@ -210,7 +210,11 @@ http {
     upstream sandbox {
         server 127.0.0.1:$P_SB;
         keepalive 64;
+        keepalive_requests 1000000;
     }
+    # nginx closes a client connection after 1,000 requests by default; the
+    # load generator would then count the request racing the close as an error.
+    keepalive_requests 1000000;
     server {
         listen 127.0.0.1:$P_NG;
         location / {
