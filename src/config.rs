@@ -327,13 +327,27 @@ pub struct PolicySettings {
     pub rules: Vec<RawFieldRule>,
 }
 
-#[derive(Debug, Clone, Deserialize, Default)]
+#[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct ValidationSettings {
+    /// Validate bodies against the operation schemas at all (default true).
+    /// Off exists to measure what validation costs (`bench/run.sh`); the
+    /// strict JSON parse and the field policy still run.
+    pub enabled: bool,
     /// Schema directory overriding the schemas embedded in the binary.
     pub schemas_dir: Option<PathBuf>,
     /// Operations (patterns) validated in shadow mode: reported, still forwarded.
     pub shadow: Vec<String>,
+}
+
+impl Default for ValidationSettings {
+    fn default() -> Self {
+        ValidationSettings {
+            enabled: true,
+            schemas_dir: None,
+            shadow: Vec::new(),
+        }
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]

@@ -217,7 +217,8 @@ where
     // validate
     if let Some(v) = &value {
         let _s = info_span!("validate").entered();
-        if snap.schemas.has(def.id)
+        if snap.raw.validation.enabled
+            && snap.schemas.has(def.id)
             && let Err(failure) = snap.schemas.validate(def.id, v)
         {
             let shadow = snap.shadow[op.0 as usize];

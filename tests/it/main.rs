@@ -19,6 +19,7 @@ mod drain;
 mod faults;
 mod limits;
 mod mtls;
+mod perf_switches;
 mod prod_support;
 mod reload;
 mod sdk;

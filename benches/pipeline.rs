@@ -1,0 +1,267 @@
+//! Cost per request of cubegate's own work, without any network (issue 8):
+//! every stage `pipeline::run` performs before `forward`, in the same order
+//! and through the same public stage functions, on a ~300-byte
+//! `clients.update` body against a compiled [`Snapshot`]:
+//!
+//! ```text
+//! request id ─ identify ─ route ─ authorize ─ content type ─ read body
+//!   ─ strict parse ─ field pointers ─ policy ─ validate ─ to_vec
+//!   ─ rate limit ─ inject (build the upstream request)   + telemetry::request_done
+//! ```
+//!
+//! Variants switch one feature off at a time (validation, rate limit,
+//! metrics/access line), so each feature's cost is the difference. The
+//! baseline is `serde_json::from_slice` of the same body: the least any
+//! JSON-aware proxy must do. Audit is measured by the load benchmark
+//! (`bench/run.sh`), since its cost is the disk's.
+//!
+//! This mirrors the stage order by hand rather than calling
+//! `pipeline::handle`, because `handle` always forwards upstream and the
+//! network would dominate. Keep it in step with `pipeline::run`.
+//!
+//! Run: `cargo bench --bench pipeline -- --warm-up-time 1 --measurement-time 3`
+
+// Bench support code: a failed setup step must stop the run loudly.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+use std::collections::HashMap;
+use std::hint::black_box;
+use std::path::Path;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use criterion::{Criterion, criterion_group, criterion_main};
+use cubegate::config::{self, ConfigSource, Snapshot};
+use cubegate::pipeline::forward::Upstream;
+use cubegate::pipeline::rate_limit::RateLimiter;
+use cubegate::pipeline::{body, identify, inject, policy, route};
+use cubegate::state::{Runtime, Shared};
+use cubegate::{secret, telemetry};
+use http::{HeaderMap, HeaderValue, Method, Request, Uri, Version};
+use http_body_util::Full;
+
+const TOKEN: &str = "cgw_benchtoken000000000000000000000000000000000000000000000000001";
+const KEY: &str = "test_benchkey0123456789";
+const CLIENT_ID: &str = "5f1b2c3d4e5f60718293a4b5";
+const CLIENTS_UPDATE: &[u8] = br#"{"type":"person","email":"john.doe@example.com","mobile":"+447700900123","telephone":"+442079460000","joinedDate":"2024-03-01","personDetails":{"firstName":"John","middleName":"Quincy","lastName":"Doe","dob":"1990-01-31","nationality":"GB","birthCountry":"GB","gender":"male","nationalIdentityNumber":"QQ123456C"}}"#;
+
+fn snapshot() -> Snapshot {
+    let toml = format!(
+        r#"
+[listener]
+address = "127.0.0.1:0"
+[admin]
+address = "127.0.0.1:0"
+enabled = false
+[upstream]
+base_url = "https://api.complycube.com/v1"
+[[tenants]]
+id = "bench"
+test_key = "env:BENCH_TEST_KEY"
+[[callers]]
+id = "bench-caller"
+token_sha256 = "{}"
+tenant = "bench"
+environment = "test"
+operations = ["*"]
+[rate_limit]
+default_test = {{ per_second = 1e9, burst = 1000000000 }}
+[audit]
+enabled = false
+"#,
+        secret::sha256_hex(TOKEN.as_bytes())
+    );
+    let raw = config::load_raw(
+        &ConfigSource::Text {
+            name: "bench",
+            toml: &toml,
+        },
+        &HashMap::new(),
+    )
+    .unwrap();
+    let env: HashMap<String, String> = [("BENCH_TEST_KEY".to_string(), KEY.to_string())].into();
+    config::compile(raw, "bench", &env, Path::new(".")).unwrap()
+}
+
+struct Bench {
+    shared: Arc<Shared>,
+    headers: HeaderMap,
+    uri: Uri,
+}
+
+#[derive(Clone, Copy)]
+struct Features {
+    validate: bool,
+    rate_limit: bool,
+    telemetry: bool,
+}
+
+const ALL: Features = Features {
+    validate: true,
+    rate_limit: true,
+    telemetry: true,
+};
+
+/// Everything `pipeline::run` does before `forward`, plus `finish`'s
+/// metrics and access line; returns the upstream request.
+async fn stages(b: &Bench, f: Features) -> Request<Full<Bytes>> {
+    let started = Instant::now();
+    let rt = b.shared.runtime();
+    let snap = &rt.snapshot;
+    let headers = &b.headers;
+    let request_id = telemetry::request_id(headers);
+    let span = telemetry::request_span(headers, &Method::POST, "127.0.0.1:8080");
+    let trace = telemetry::trace_id(&span, headers);
+    let caller = identify::identify(snap, headers, None).unwrap();
+    let routed = route::route(
+        &Method::POST,
+        &b.uri,
+        Version::HTTP_11,
+        snap.listener.max_uri_bytes,
+    )
+    .unwrap();
+    let op = routed.op;
+    let def = op.def();
+    identify::authorize(&caller, op).unwrap();
+    let tenant = &snap.tenants[caller.tenant];
+    body::check_content_type(headers).unwrap();
+    let bytes = body::read_capped(
+        Full::new(Bytes::from_static(CLIENTS_UPDATE)),
+        snap.body_cap(op),
+    )
+    .await
+    .unwrap();
+    let mut value = body::parse_strict(&bytes, snap.max_depth).unwrap();
+    let fields = body::field_pointers(&value);
+    let outcome = policy::apply(&mut value, &tenant.rules[op.0 as usize]).unwrap();
+    if f.validate && snap.raw.validation.enabled && snap.schemas.has(def.id) {
+        snap.schemas.validate(def.id, &value).unwrap();
+    }
+    let upstream_body = Bytes::from(serde_json::to_vec(&value).unwrap());
+    let waited = if f.rate_limit {
+        Some(b.shared.rate_limit(snap, &caller, tenant).await.unwrap())
+    } else {
+        None
+    };
+    let (traceparent, tracestate) = telemetry::upstream_trace_headers(&span, headers);
+    let req = inject::build(inject::UpstreamRequestParts {
+        method: Method::POST,
+        base: &snap.upstream.base,
+        path_and_query: &routed.upstream_path,
+        caller_headers: headers,
+        key: tenant.key(caller.environment),
+        request_id: &request_id,
+        traceparent,
+        tracestate,
+        body: Some(upstream_body),
+    })
+    .unwrap();
+    if f.telemetry {
+        telemetry::request_done(telemetry::RequestSummary {
+            span: &span,
+            method: &Method::POST,
+            route: Some(def.route()),
+            trace_id: trace.as_deref(),
+            request_id: &request_id,
+            operation: Some(def.id),
+            tenant: Some(&tenant.id),
+            caller: Some(&caller.id),
+            environment: Some(caller.environment.as_str()),
+            status: http::StatusCode::OK,
+            error_type: None,
+            latency: started.elapsed(),
+            upstream_latency: Some(Duration::from_micros(300)),
+            stripped: outcome.stripped.len(),
+            rate_limit_wait: waited,
+        });
+    }
+    black_box((fields, outcome));
+    req
+}
+
+fn benches(c: &mut Criterion) {
+    cubegate::install_crypto_provider();
+    let _ = telemetry::metrics_handle();
+    // The gateway's JSON access line, formatted as in production but written
+    // to a sink: its cost is the formatting, not the terminal.
+    tracing_subscriber::fmt()
+        .with_max_level(tracing::Level::INFO)
+        .with_writer(std::io::sink)
+        .json()
+        .flatten_event(true)
+        .with_current_span(false)
+        .init();
+    assert!((250..400).contains(&CLIENTS_UPDATE.len()));
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let snap = snapshot();
+    let upstream = Upstream::new(&snap.upstream).unwrap();
+    let limiter = rt.block_on(RateLimiter::new(&snap.rate_limit)).unwrap();
+    let shared = Arc::new(Shared::new(
+        Runtime {
+            snapshot: Arc::new(snap),
+            upstream: Arc::new(upstream),
+        },
+        limiter,
+        None,
+    ));
+    let mut headers = HeaderMap::new();
+    headers.insert("authorization", HeaderValue::from_static(TOKEN));
+    headers.insert("content-type", HeaderValue::from_static("application/json"));
+    headers.insert("host", HeaderValue::from_static("127.0.0.1:8080"));
+    headers.insert(
+        "user-agent",
+        HeaderValue::from_static("complycube-python/1.0"),
+    );
+    headers.insert("accept", HeaderValue::from_static("*/*"));
+    let b = Bench {
+        shared,
+        headers,
+        uri: format!("/v1/clients/{CLIENT_ID}").parse().unwrap(),
+    };
+    // The request must really pass every stage (and `type` be stripped).
+    let req = rt.block_on(stages(&b, ALL));
+    assert_eq!(
+        req.uri().to_string(),
+        format!("https://api.complycube.com/v1/clients/{CLIENT_ID}")
+    );
+
+    let mut g = c.benchmark_group("pipeline clients.update ~300B");
+    let variants = [
+        ("all stages", ALL),
+        (
+            "no validation",
+            Features {
+                validate: false,
+                ..ALL
+            },
+        ),
+        (
+            "no rate limit",
+            Features {
+                rate_limit: false,
+                ..ALL
+            },
+        ),
+        (
+            "no metrics/access line",
+            Features {
+                telemetry: false,
+                ..ALL
+            },
+        ),
+    ];
+    for (name, f) in variants {
+        g.bench_function(name, |bn| bn.iter(|| rt.block_on(stages(&b, f))));
+    }
+    g.bench_function("baseline serde_json::from_slice", |bn| {
+        bn.iter(|| serde_json::from_slice::<serde_json::Value>(black_box(CLIENTS_UPDATE)).unwrap())
+    });
+    g.finish();
+}
+
+criterion_group!(name = group; config = Criterion::default(); targets = benches);
+criterion_main!(group);
