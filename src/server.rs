@@ -124,7 +124,6 @@ async fn serve_one(
     let _g = ConnGuard;
     let _permit = permit;
     let header_timeout = Duration::from_millis(settings.header_read_timeout_ms);
-    let idle = Duration::from_millis(settings.idle_timeout_ms);
     let deadline = tokio::time::Instant::now() + header_timeout;
     let (io, peer): (Box<dyn Io>, Option<tls::PeerCert>) = match tls_config {
         None => (Box::new(stream), None),
@@ -178,9 +177,12 @@ async fn serve_one(
             }
         }
     }
-    // A hard ceiling on a connection's life when idle timeouts are not
-    // enough (h2 keep-alive, pathological clients).
-    let _ = tokio::time::timeout(idle.max(Duration::from_secs(1)) * 60, conn).await;
+    // No ceiling on a busy connection's life: cutting it would abort a
+    // request mid-flight (and a client might resend a POST). Idle HTTP/1.1
+    // connections close at hyper's header-read timeout (it also runs while
+    // waiting for the next request); HTTP/2 peers are pinged and dropped when
+    // they stop answering; max_connections bounds the rest.
+    let _ = conn.await;
 }
 
 pub type AdminBody = http_body_util::Full<Bytes>;

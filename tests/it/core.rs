@@ -316,3 +316,35 @@ async fn env_overrides_apply() {
     .unwrap();
     assert_eq!(s.upstream.response_timeout.as_millis(), 1234);
 }
+
+/// The shipped configs (README example, Kubernetes ConfigMap) must keep
+/// parsing: unknown keys are errors, so a renamed setting would break them.
+#[test]
+fn shipped_configs_parse() {
+    use cubegate::config::{ConfigSource, load_raw};
+    let root = env!("CARGO_MANIFEST_DIR");
+    let example = std::fs::read_to_string(format!("{root}/config/cubegate.example.toml")).unwrap();
+    let demo = std::fs::read_to_string(format!("{root}/config/demo.toml")).unwrap();
+    let cm = std::fs::read_to_string(format!("{root}/deploy/kubernetes/configmap.yaml")).unwrap();
+    // The TOML block under `cubegate.toml: |`, de-indented by 4.
+    let embedded: String = cm
+        .lines()
+        .skip_while(|l| !l.trim_start().starts_with("cubegate.toml: |"))
+        .skip(1)
+        .take_while(|l| l.is_empty() || l.starts_with("    "))
+        .map(|l| format!("{}\n", l.get(4..).unwrap_or("")))
+        .collect();
+    assert!(embedded.contains("[upstream]"), "{embedded}");
+    for (name, toml) in [
+        ("example", &example),
+        ("demo", &demo),
+        ("configmap", &embedded),
+    ] {
+        let raw = load_raw(&ConfigSource::Text { name, toml }, &Default::default());
+        assert!(
+            raw.is_ok(),
+            "{name}: {}",
+            raw.err().map(|e| e.to_string()).unwrap_or_default()
+        );
+    }
+}
