@@ -205,38 +205,60 @@ pub struct ExportPlan {
     pub logs_endpoint: Option<String>,
 }
 
+/// Whether OTLP export of `signal` (`TRACES`, `METRICS`, `LOGS`) is on:
+/// `[telemetry] enabled`, else any endpoint in config or in
+/// `OTEL_EXPORTER_OTLP_[<SIGNAL>_]ENDPOINT`; `OTEL_SDK_DISABLED=true` and
+/// `OTEL_<SIGNAL>_EXPORTER=none` switch it off. One rule for every signal.
+pub(crate) fn otlp_signal_on(
+    settings: &TelemetrySettings,
+    env: &dyn Fn(&str) -> Option<String>,
+    signal: &str,
+) -> bool {
+    let set = |k: &str| env(k).filter(|v| !v.trim().is_empty());
+    let is = |k: &str, want: &str| set(k).is_some_and(|v| v.trim().eq_ignore_ascii_case(want));
+    if is("OTEL_SDK_DISABLED", "true") || is(&format!("OTEL_{signal}_EXPORTER"), "none") {
+        return false;
+    }
+    settings
+        .enabled
+        .unwrap_or(signal_env_endpoint(env, signal) || settings.otlp_endpoint.is_some())
+}
+
+fn signal_env_endpoint(env: &dyn Fn(&str) -> Option<String>, signal: &str) -> bool {
+    let set = |k: &str| env(k).filter(|v| !v.trim().is_empty()).is_some();
+    set(&format!("OTEL_EXPORTER_OTLP_{signal}_ENDPOINT")) || set("OTEL_EXPORTER_OTLP_ENDPOINT")
+}
+
+/// Where `signal` goes: None when an `OTEL_EXPORTER_OTLP_*ENDPOINT` variable
+/// is set (the SDK reads it, and appends the path itself), else the config's
+/// collector with `/v1/<path>` (a configured `…/v1/traces` names the base).
+pub(crate) fn otlp_signal_endpoint(
+    settings: &TelemetrySettings,
+    env: &dyn Fn(&str) -> Option<String>,
+    signal: &str,
+    path: &str,
+) -> Option<String> {
+    if signal_env_endpoint(env, signal) {
+        return None;
+    }
+    settings.otlp_endpoint.as_ref().map(|e| {
+        let e = e.trim_end_matches('/');
+        let base = e.strip_suffix("/v1/traces").unwrap_or(e);
+        format!("{base}/v1/{path}")
+    })
+}
+
 /// Decide whether and where to export. `env` is the process environment
 /// (injected for tests).
 pub fn export_plan(
     settings: &TelemetrySettings,
     env: &dyn Fn(&str) -> Option<String>,
 ) -> Option<ExportPlan> {
+    if !otlp_signal_on(settings, env, "TRACES") {
+        return None;
+    }
     let set = |k: &str| env(k).filter(|v| !v.trim().is_empty());
-    if set("OTEL_SDK_DISABLED").is_some_and(|v| v.trim().eq_ignore_ascii_case("true"))
-        || set("OTEL_TRACES_EXPORTER").is_some_and(|v| v.trim().eq_ignore_ascii_case("none"))
-    {
-        return None;
-    }
-    let env_endpoint = set("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT").is_some()
-        || set("OTEL_EXPORTER_OTLP_ENDPOINT").is_some();
-    let on = settings
-        .enabled
-        .unwrap_or(env_endpoint || settings.otlp_endpoint.is_some());
-    if !on {
-        return None;
-    }
-    let endpoint = if env_endpoint {
-        None
-    } else {
-        settings.otlp_endpoint.as_ref().map(|e| {
-            let e = e.trim_end_matches('/');
-            if e.ends_with("/v1/traces") {
-                e.to_string()
-            } else {
-                format!("{e}/v1/traces")
-            }
-        })
-    };
+    let endpoint = otlp_signal_endpoint(settings, env, "TRACES", "traces");
     let service_name = set("OTEL_SERVICE_NAME")
         .or_else(|| settings.service_name.clone())
         .unwrap_or_else(|| "cubegate".to_string());
@@ -247,17 +269,7 @@ pub fn export_plan(
     };
     let audit_logs =
         !set("OTEL_LOGS_EXPORTER").is_some_and(|v| v.trim().eq_ignore_ascii_case("none"));
-    let logs_endpoint = if set("OTEL_EXPORTER_OTLP_LOGS_ENDPOINT").is_some()
-        || set("OTEL_EXPORTER_OTLP_ENDPOINT").is_some()
-    {
-        None
-    } else {
-        settings.otlp_endpoint.as_ref().map(|e| {
-            let e = e.trim_end_matches('/');
-            let base = e.strip_suffix("/v1/traces").unwrap_or(e);
-            format!("{base}/v1/logs")
-        })
-    };
+    let logs_endpoint = otlp_signal_endpoint(settings, env, "LOGS", "logs");
     Some(ExportPlan {
         endpoint,
         service_name,

@@ -253,29 +253,12 @@ pub fn metrics_endpoint(
     settings: &TelemetrySettings,
     env: &dyn Fn(&str) -> Option<String>,
 ) -> Option<Option<String>> {
-    let set = |k: &str| env(k).filter(|v| !v.trim().is_empty());
-    if set("OTEL_SDK_DISABLED").is_some_and(|v| v.trim().eq_ignore_ascii_case("true"))
-        || set("OTEL_METRICS_EXPORTER").is_some_and(|v| v.trim().eq_ignore_ascii_case("none"))
-    {
+    if !super::otlp_signal_on(settings, env, "METRICS") {
         return None;
     }
-    let env_endpoint = set("OTEL_EXPORTER_OTLP_METRICS_ENDPOINT").is_some()
-        || set("OTEL_EXPORTER_OTLP_ENDPOINT").is_some();
-    let on = settings
-        .enabled
-        .unwrap_or(env_endpoint || settings.otlp_endpoint.is_some());
-    if !on {
-        return None;
-    }
-    if env_endpoint {
-        return Some(None);
-    }
-    Some(settings.otlp_endpoint.as_ref().map(|e| {
-        // The config names the collector base (or, for traces, `/v1/traces`).
-        let base = e.trim_end_matches('/');
-        let base = base.strip_suffix("/v1/traces").unwrap_or(base);
-        format!("{base}/v1/metrics")
-    }))
+    Some(super::otlp_signal_endpoint(
+        settings, env, "METRICS", "metrics",
+    ))
 }
 
 /// Build the OTLP meter provider and bind it to the fan-out recorder, so
