@@ -58,6 +58,9 @@ pub struct Ctx {
     pub field_hmacs: BTreeMap<Pointer, Digest>,
     pub error_type: Option<&'static str>,
     pub security_event: bool,
+    /// The durable intent record; the outcome is derived from it rather
+    /// than rebuilt (same identity, fields and fingerprints).
+    pub intent: Option<AuditEvent>,
 }
 
 impl Ctx {
@@ -81,6 +84,7 @@ impl Ctx {
             field_hmacs: BTreeMap::new(),
             error_type: None,
             security_event: false,
+            intent: None,
         }
     }
 }
@@ -254,7 +258,9 @@ where
         }
         if def.changes_pii() {
             let t = Instant::now();
-            let r = match audit_event(ctx, snap, Kind::Intent, None) {
+            let intent = audit_event(ctx, snap, Kind::Intent, None);
+            ctx.intent = intent.clone();
+            let r = match intent {
                 Some(ev) => audit
                     .append(ev)
                     .instrument(info_span!("audit_intent"))
@@ -444,7 +450,23 @@ async fn finish(shared: &Shared, rt: &Runtime, ctx: &mut Ctx, status: StatusCode
         } else {
             Kind::Event
         };
-        if let Some(ev) = audit_event(ctx, snap, kind, Some(status.as_u16())).filter(|_| wanted) {
+        let record = match ctx.intent.take() {
+            // After an intent only the status, latency and an upstream
+            // failure's type are new.
+            Some(intent) if kind == Kind::Outcome => {
+                let mut ev =
+                    intent.outcome(status.as_u16(), ctx.started.elapsed().as_millis() as u64);
+                if let Some(t) = ctx.error_type.filter(|_| !ctx.shadow_violation) {
+                    ev.reason = crate::audit::Name::new(t).ok();
+                }
+                Some(ev)
+            }
+            // Build a record only when one is written: most non-PII
+            // requests are not audited.
+            _ if wanted => audit_event(ctx, snap, kind, Some(status.as_u16())),
+            _ => None,
+        };
+        if let Some(ev) = record {
             let t = Instant::now();
             let r = audit
                 .append(ev)
