@@ -36,6 +36,8 @@ pub struct OperationDef {
     pub method: Method,
     /// Path under `/v1`; `{name}` is an id segment, `{side}` is `front|back`.
     pub template: &'static str,
+    /// `/v1` + template.
+    route: &'static str,
     pub body: BodyKind,
     /// The request writes personal data (create/update/upload of PII).
     pub pii_write: bool,
@@ -66,9 +68,10 @@ impl OperationDef {
         matches!(self.query, QuerySpec::List(_))
     }
 
-    /// The route id used as `http.route`: the template under `/v1`.
-    pub fn route(&self) -> String {
-        format!("/v1{}", self.template)
+    /// The route id used as `http.route`: the template under `/v1`
+    /// (built at compile time; it is read on every request).
+    pub fn route(&self) -> &'static str {
+        self.route
     }
 }
 
@@ -144,6 +147,7 @@ macro_rules! op {
             id: $id,
             method: Method::$m,
             template: $t,
+            route: concat!("/v1", $t),
             body: BodyKind::$body,
             pii_write: $w,
             pii_read: $r,

@@ -777,7 +777,7 @@ pub struct RequestSummary<'a> {
     pub span: &'a tracing::Span,
     pub method: &'a http::Method,
     /// The route template (`/v1/clients/{id}`), when routed.
-    pub route: Option<String>,
+    pub route: Option<&'static str>,
     pub trace_id: Option<&'a str>,
     pub request_id: &'a str,
     pub operation: Option<&'static str>,
@@ -827,7 +827,7 @@ fn record_span(s: &RequestSummary<'_>) {
     }
     span.record("http.response.status_code", s.status.as_u16());
     if let Some(r) = &s.route {
-        span.record("http.route", r.as_str());
+        span.record("http.route", *r);
     }
     if let Some(op) = s.operation {
         span.record("cubegate.operation", op);
