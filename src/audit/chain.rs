@@ -19,7 +19,7 @@ use std::path::Path;
 use ring::{digest, hmac};
 use serde::{Deserialize, Serialize};
 
-use super::record::hex;
+use crate::secret::{hex, unhex};
 
 /// Hex SHA-256 of a record line (without its newline).
 pub fn line_hash(line: &[u8]) -> String {
@@ -85,21 +85,6 @@ impl Checkpoint {
         );
         hmac::verify(&k, &msg, &tag).is_ok()
     }
-}
-
-fn unhex(s: &str) -> Option<Vec<u8>> {
-    if !s.len().is_multiple_of(2) {
-        return None;
-    }
-    let digit = |b: u8| match b {
-        b'0'..=b'9' => Some(b - b'0'),
-        b'a'..=b'f' => Some(b - b'a' + 10),
-        _ => None,
-    };
-    s.as_bytes()
-        .chunks(2)
-        .map(|p| Some(digit(p[0])? << 4 | digit(p[1])?))
-        .collect()
 }
 
 /// `audit-<instance>-<NNNNNN>.jsonl`.

@@ -35,6 +35,8 @@ use std::collections::BTreeMap;
 use std::fmt;
 
 use ring::hmac;
+
+use crate::secret::hex;
 use serde::{Deserialize, Serialize};
 
 /// The schema version written into every record as `"v"`.
@@ -260,16 +262,6 @@ impl Digest {
     pub fn as_str(&self) -> &str {
         &self.0
     }
-}
-
-pub(crate) fn hex(bytes: &[u8]) -> String {
-    const HEX: &[u8; 16] = b"0123456789abcdef";
-    let mut out = String::with_capacity(bytes.len() * 2);
-    for b in bytes {
-        out.push(char::from(HEX[usize::from(b >> 4)]));
-        out.push(char::from(HEX[usize::from(b & 0x0f)]));
-    }
-    out
 }
 
 fn hmac_hex(key: &[u8], data: &[u8]) -> String {

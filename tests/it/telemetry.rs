@@ -202,9 +202,7 @@ fn any_value(v: &Option<opentelemetry_proto::tonic::common::v1::AnyValue>) -> St
     }
 }
 
-fn hex(b: &[u8]) -> String {
-    b.iter().map(|x| format!("{x:02x}")).collect()
-}
+use cubegate::secret::hex;
 
 impl Collector {
     async fn start() -> Collector {
