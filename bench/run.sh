@@ -30,7 +30,9 @@
 #
 # Environment knobs (defaults; --quick shortens DURATION/ROUNDS):
 #   DURATION=10 WARMUP=2 ROUNDS=2 RATES="500 2000" CONNS=50 SAT_CONNS=50
-#   C1000=1000 OUT_DIR=bench/results/<timestamp> CARGO_TARGET_DIR=target
+#   C1000=1000 (0 skips the 1,000-connection RSS run) OUT_DIR=bench/results/<timestamp> CARGO_TARGET_DIR=target
+#   VARIANTS="cg-nofsync cg-noaudit cg-noval"  which variants to run beside the full cubegate;
+#            also cg-h1 / cg-h2 (full, upstream HTTP/1.1 / HTTP/2 forced)
 #   BASELINE_BIN=<older cubegate binary>  adds "cg-baseline" (full config) for before/after
 #   PERF_RECORD=<system>  also profiles that system's first saturation run
 #                         with `perf record -e cpu-clock` (needs linux-perf)
@@ -44,7 +46,7 @@ QUICK=0
 for a in "$@"; do
     case "$a" in
     --quick) QUICK=1 ;;
-    -h | --help) sed -n '2,36p' "$0"; exit 0 ;;
+    -h | --help) sed -n '2,39p' "$0"; exit 0 ;;
     *) echo "bench/run.sh: unknown argument $a (try --help)" >&2; exit 2 ;;
     esac
 done
@@ -53,7 +55,7 @@ if [ "$QUICK" = 1 ]; then
 else
     DURATION=${DURATION:-10}; WARMUP=${WARMUP:-2}; ROUNDS=${ROUNDS:-2}
 fi
-RATES=${RATES:-"500 2000"}
+RATES=${RATES-"500 2000"}
 CONNS=${CONNS:-50}
 SAT_CONNS=${SAT_CONNS:-50}
 C1000=${C1000:-1000}
@@ -137,8 +139,8 @@ python3 -c 'import secrets;print(secrets.token_hex(32))' >"$W/ckey"
 python3 -c 'import secrets;print(secrets.token_hex(32))' >"$W/fkey"
 TOKEN_SHA=$(printf '%s' "$TOKEN" | sha256sum | cut -d' ' -f1)
 declare -A PORT PID
-start_cubegate() { # name validation audit fsync [binary]
-    local name=$1 val=$2 audit=$3 fsync=$4 bin=${5:-$CG} port
+start_cubegate() { # name validation audit fsync [binary] [http2]
+    local name=$1 val=$2 audit=$3 fsync=$4 bin=${5:-$CG} http2=${6:-} port
     port=$(free_port)
     cat >"$W/$name.toml" <<EOF
 [listener]
@@ -150,6 +152,7 @@ enabled = false
 base_url = "https://127.0.0.1:$P_SB/v1"
 ca_file = "ca.pem"
 webpki_roots = false
+${http2:+http2 = $http2}
 [[tenants]]
 id = "bench"
 test_key = "file:key"
@@ -181,10 +184,20 @@ EOF
     PID[$name]=$!; PIDS+=("$!"); PORT[$name]=$port
     wait_http "http://127.0.0.1:$port/v1/clients/$CID" -H "Authorization: $TOKEN"
 }
+# VARIANTS narrows the cubegate variants for a quicker look (the full
+# `cubegate` is always measured: the headline and the c1000 run need it).
+VARIANTS=${VARIANTS-"cg-nofsync cg-noaudit cg-noval"}
 start_cubegate cubegate true true true
-start_cubegate cg-nofsync true true false
-start_cubegate cg-noaudit true false false
-start_cubegate cg-noval false true true
+for v in $VARIANTS; do
+    case "$v" in
+    cg-nofsync) start_cubegate cg-nofsync true true false ;;
+    cg-noaudit) start_cubegate cg-noaudit true false false ;;
+    cg-noval) start_cubegate cg-noval false true true ;;
+    cg-h1) start_cubegate cg-h1 true true true "$CG" false ;;
+    cg-h2) start_cubegate cg-h2 true true true "$CG" true ;;
+    *) echo "bench/run.sh: unknown variant $v" >&2; exit 2 ;;
+    esac
+done
 # BASELINE_BIN=/path/to/an/older/cubegate adds "cg-baseline": the full
 # configuration on that binary, measured in the same alternation (before/after).
 [ -n "${BASELINE_BIN:-}" ] && start_cubegate cg-baseline true true true "$BASELINE_BIN"
@@ -236,7 +249,8 @@ PID[nginx]=$!; PIDS+=("$!"); PORT[nginx]=$P_NG
 wait_http "http://127.0.0.1:$P_NG/v1/clients/$CID"
 PID[direct]=$SB_PID
 
-SYSTEMS=(direct nginx cubegate cg-nofsync cg-noaudit cg-noval)
+# shellcheck disable=SC2206
+SYSTEMS=(direct nginx cubegate $VARIANTS)
 [ -n "${BASELINE_BIN:-}" ] && SYSTEMS+=(cg-baseline)
 # Every system must answer the benchmark request with 200 before we measure.
 check_ok() { # system curl-args...
@@ -305,7 +319,8 @@ for sys in "${SYSTEMS[@]}"; do HWM[$sys]=$(hwm_kib "${PID[$sys]}"); done
 
 # Peak RSS under 1,000 concurrent connections (closed loop), on the full
 # cubegate and on nginx, after everything above (VmHWM never decreases).
-for sys in cubegate nginx; do
+[ "$C1000" = 0 ] && C1000_SYSTEMS="" || C1000_SYSTEMS="cubegate nginx"
+for sys in $C1000_SYSTEMS; do
     $GEN "$LG" $(load_args "$sys") --method POST --body-file "$W/body.json" \
         --header 'Content-Type: application/json' -c "$C1000" --duration 5 --warmup 1 \
         --label "$sys" | python3 -c "
@@ -315,7 +330,7 @@ print(json.dumps(r))" >>"$RESULTS"
     echo "{\"system\":\"$sys\",\"load\":\"hwm\",\"hwm_kib_before_c1000\":${HWM[$sys]},\"hwm_kib_after_c1000\":$(hwm_kib "${PID[$sys]}")}" >>"$RESULTS"
 done
 for sys in "${SYSTEMS[@]}"; do
-    [ "$sys" = cubegate ] || [ "$sys" = nginx ] && continue
+    case " $C1000_SYSTEMS " in *" $sys "*) continue ;; esac
     echo "{\"system\":\"$sys\",\"load\":\"hwm\",\"hwm_kib_before_c1000\":${HWM[$sys]}}" >>"$RESULTS"
 done
 LOAD_AFTER=$(cut -d' ' -f1-3 /proc/loadavg)

@@ -135,12 +135,15 @@ impl Upstream {
         http.set_nodelay(true);
         http.set_connect_timeout(Some(t.connect_timeout));
         http.set_keepalive(Some(Duration::from_secs(30)));
-        let https = hyper_rustls::HttpsConnectorBuilder::new()
+        let h1 = hyper_rustls::HttpsConnectorBuilder::new()
             .with_tls_config(tls)
             .https_only()
-            .enable_http1()
-            .enable_http2()
-            .wrap_connector(http);
+            .enable_http1();
+        let https = if t.http2 {
+            h1.enable_http2().wrap_connector(http)
+        } else {
+            h1.wrap_connector(http)
+        };
         let client = Client::builder(TokioExecutor::new())
             .pool_timer(TokioTimer::new())
             .timer(TokioTimer::new())
