@@ -32,8 +32,10 @@
 #   DURATION=10 WARMUP=2 ROUNDS=2 RATES="500 2000" CONNS=50 SAT_CONNS=50
 #   C1000=1000 (0 skips the 1,000-connection RSS run) OUT_DIR=bench/results/<timestamp> CARGO_TARGET_DIR=target
 #   VARIANTS="cg-nofsync cg-noaudit cg-noval"  which variants to run beside the full cubegate;
-#            also cg-h1 / cg-h2 (full, upstream HTTP/1.1 / HTTP/2 forced)
-#   BASELINE_BIN=<older cubegate binary>  adds "cg-baseline" (full config) for before/after
+#            also cg-h1 / cg-h2 (full, upstream HTTP/1.1 / HTTP/2 forced) and
+#            cg-nowait (full, audit group_commit_wait_us = 0)
+#   BASELINE_BIN=<older cubegate binary>  adds "cg-baseline" (full config) for before/after;
+#            BASELINE_HTTP2=true|false sets its [upstream] http2 (binaries from before the switch: unset)
 #   PERF_RECORD=<system>  also profiles that system's first saturation run
 #                         with `perf record -e cpu-clock` (needs linux-perf)
 # Needs: cargo, curl, python3, taskset (util-linux); installs nginx-light
@@ -46,7 +48,7 @@ QUICK=0
 for a in "$@"; do
     case "$a" in
     --quick) QUICK=1 ;;
-    -h | --help) sed -n '2,39p' "$0"; exit 0 ;;
+    -h | --help) sed -n '2,41p' "$0"; exit 0 ;;
     *) echo "bench/run.sh: unknown argument $a (try --help)" >&2; exit 2 ;;
     esac
 done
@@ -138,16 +140,16 @@ printf '%s' "$KEY" >"$W/key"
 python3 -c 'import secrets;print(secrets.token_hex(32))' >"$W/ckey"
 python3 -c 'import secrets;print(secrets.token_hex(32))' >"$W/fkey"
 TOKEN_SHA=$(printf '%s' "$TOKEN" | sha256sum | cut -d' ' -f1)
-declare -A PORT PID
+declare -A PORT PID ADMIN
 start_cubegate() { # name validation audit fsync [binary] [http2]
     local name=$1 val=$2 audit=$3 fsync=$4 bin=${5:-$CG} http2=${6:-} port
-    port=$(free_port)
+    port=$(free_port); ADMIN[$name]=$(free_port)
     cat >"$W/$name.toml" <<EOF
 [listener]
 address = "127.0.0.1:$port"
 max_connections = 8192
 [admin]
-enabled = false
+address = "127.0.0.1:${ADMIN[$name]}"
 [upstream]
 base_url = "https://127.0.0.1:$P_SB/v1"
 ca_file = "ca.pem"
@@ -180,7 +182,7 @@ fingerprint_key = "file:fkey"
 log_format = "json"
 log_level = "info"
 EOF
-    $SRV "$bin" serve --config "$W/$name.toml" >"$W/$name.log" 2>&1 &
+    env ${CG_ENV:-} $SRV "$bin" serve --config "$W/$name.toml" >"$W/$name.log" 2>&1 &
     PID[$name]=$!; PIDS+=("$!"); PORT[$name]=$port
     wait_http "http://127.0.0.1:$port/v1/clients/$CID" -H "Authorization: $TOKEN"
 }
@@ -193,6 +195,7 @@ for v in $VARIANTS; do
     cg-nofsync) start_cubegate cg-nofsync true true false ;;
     cg-noaudit) start_cubegate cg-noaudit true false false ;;
     cg-noval) start_cubegate cg-noval false true true ;;
+    cg-nowait) CG_ENV=CUBEGATE__AUDIT__GROUP_COMMIT_WAIT_US=0 start_cubegate cg-nowait true true true ;;
     cg-h1) start_cubegate cg-h1 true true true "$CG" false ;;
     cg-h2) start_cubegate cg-h2 true true true "$CG" true ;;
     *) echo "bench/run.sh: unknown variant $v" >&2; exit 2 ;;
@@ -200,7 +203,7 @@ for v in $VARIANTS; do
 done
 # BASELINE_BIN=/path/to/an/older/cubegate adds "cg-baseline": the full
 # configuration on that binary, measured in the same alternation (before/after).
-[ -n "${BASELINE_BIN:-}" ] && start_cubegate cg-baseline true true true "$BASELINE_BIN"
+[ -n "${BASELINE_BIN:-}" ] && start_cubegate cg-baseline true true true "$BASELINE_BIN" "${BASELINE_HTTP2:-}"
 
 # ---- nginx -----------------------------------------------------------------
 P_NG=$(free_port)
@@ -332,6 +335,19 @@ done
 for sys in "${SYSTEMS[@]}"; do
     case " $C1000_SYSTEMS " in *" $sys "*) continue ;; esac
     echo "{\"system\":\"$sys\",\"load\":\"hwm\",\"hwm_kib_before_c1000\":${HWM[$sys]}}" >>"$RESULTS"
+done
+# The group-commit factor each gateway reached (records per write+fsync),
+# from its /metrics; binaries without the metric are left out.
+for sys in "${SYSTEMS[@]}"; do
+    [ -n "${ADMIN[$sys]:-}" ] || continue
+    curl -s "http://127.0.0.1:${ADMIN[$sys]}/metrics" | python3 -c "
+import json,sys
+v={}
+for l in sys.stdin:
+    for k in ('cubegate_audit_batch_records_sum','cubegate_audit_batch_records_count'):
+        if l.startswith(k+' '): v[k]=float(l.split()[1])
+if len(v)==2: print(json.dumps(dict(system='$sys',load='audit',records=v['cubegate_audit_batch_records_sum'],batches=v['cubegate_audit_batch_records_count'])))
+" >>"$RESULTS" || true
 done
 LOAD_AFTER=$(cut -d' ' -f1-3 /proc/loadavg)
 

@@ -15,20 +15,23 @@ results, machine, tck = sys.argv[1], sys.argv[2], float(sys.argv[3])
 rows = [json.loads(l) for l in open(results) if l.strip()]
 runs = defaultdict(list)
 hwm = {}
+audit = {}
 for r in rows:
     if r.get("load") == "hwm":
         hwm[r["system"]] = r
+    elif r.get("load") == "audit":
+        audit[r["system"]] = r
     else:
         runs[(r["system"], r["load"])].append(r)
 
 systems = []
 for r in rows:
-    if r["system"] not in systems and r.get("load") != "hwm":
+    if r["system"] not in systems and r.get("load") not in ("hwm", "audit"):
         systems.append(r["system"])
 loads = []
 for r in rows:
     l = r.get("load")
-    if l not in loads and l not in ("hwm", "sat") and not str(l).startswith("c"):
+    if l not in loads and l not in ("hwm", "sat", "audit") and not str(l).startswith("c"):
         loads.append(l)
 
 
@@ -97,6 +100,9 @@ for s, what in [("cubegate", "full (validation, audit+fsync, rate limit)"),
                 ("cg-nofsync", "audit without fsync"),
                 ("cg-noaudit", "audit off"),
                 ("cg-noval", "validation off"),
+                ("cg-nowait", "full, no group-commit wait"),
+                ("cg-h1", "full, upstream HTTP/1.1 forced"),
+                ("cg-h2", "full, upstream HTTP/2 forced"),
                 ("cg-baseline", "full, on the BASELINE_BIN binary (before/after)")]:
     if (s, "sat") not in runs:
         continue
@@ -117,4 +123,14 @@ if c1k:
         h = hwm.get(s, {})
         out.append(f"| {s} | {r['rps']:.0f} | {ms(r['p99_us'])} | {r['errors']} | "
                    f"{h.get('hwm_kib_before_c1000', 0) / 1024:.1f} | {h.get('hwm_kib_after_c1000', 0) / 1024:.1f} |")
+if audit:
+    out.append("")
+    out.append("Audit group commit over the whole run (from each gateway's /metrics):")
+    out.append("")
+    out.append("| system | records | writes | records per write (and fsync, when on) |")
+    out.append("|---|---|---|---|")
+    for s in systems:
+        a = audit.get(s)
+        if a and a["batches"]:
+            out.append(f"| {s} | {a['records']:.0f} | {a['batches']:.0f} | {a['records'] / a['batches']:.2f} |")
 print("\n".join(out))

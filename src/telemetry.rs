@@ -39,12 +39,25 @@ use crate::config::{LogFormat, TelemetrySettings};
 mod otlp_metrics;
 pub use otlp_metrics::metrics_endpoint;
 
+mod json_line;
+
 static PROMETHEUS: OnceLock<Option<PrometheusHandle>> = OnceLock::new();
 
 /// Histogram bucket bounds (seconds), on `/metrics` and over OTLP alike.
 const LATENCY: &[f64] = &[
     0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0,
 ];
+
+/// Bucket bounds for `cubegate_audit_batch_records` (a count, not seconds).
+const BATCH_RECORDS: &[f64] = &[1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0, 128.0, 256.0, 1024.0, 4096.0];
+
+/// The bucket bounds of one histogram, the same on `/metrics` and OTLP.
+pub(crate) fn buckets_for(name: &str) -> &'static [f64] {
+    match name {
+        "cubegate_audit_batch_records" => BATCH_RECORDS,
+        _ => LATENCY,
+    }
+}
 
 /// Install the process-wide metrics recorder once; later calls (several
 /// gateways in one test process) share it.
@@ -53,6 +66,13 @@ pub fn metrics_handle() -> Option<PrometheusHandle> {
         .get_or_init(|| {
             let recorder = PrometheusBuilder::new()
                 .set_buckets(LATENCY)
+                .ok()?
+                .set_buckets_for_metric(
+                    metrics_exporter_prometheus::Matcher::Full(
+                        "cubegate_audit_batch_records".into(),
+                    ),
+                    buckets_for("cubegate_audit_batch_records"),
+                )
                 .ok()?
                 .build_recorder();
             let handle = recorder.handle();
@@ -115,6 +135,10 @@ fn describe() {
     describe_histogram!(
         "cubegate_audit_write_seconds",
         "Time to make an audit record durable"
+    );
+    describe_histogram!(
+        "cubegate_audit_batch_records",
+        "Records per audit write (and fsync): the group-commit factor"
     );
     describe_counter!(
         "cubegate_audit_failures_total",
@@ -458,10 +482,7 @@ pub fn init(settings: &TelemetrySettings, format_override: Option<LogFormat>) ->
     let filter = filter.and(filter_fn(move |m| !json || m.is_event()));
     let fmt_layer = match format {
         LogFormat::Json => fmt::layer()
-            .json()
-            .flatten_event(true)
-            .with_current_span(false)
-            .with_span_list(false)
+            .event_format(json_line::JsonLine)
             .with_writer(std::io::stdout)
             .boxed(),
         LogFormat::Text => fmt::layer().with_writer(std::io::stdout).boxed(),
@@ -534,7 +555,7 @@ fn init_metrics(
         .filter(|v| !v.trim().is_empty())
         .or_else(|| settings.service_name.clone())
         .unwrap_or_else(|| "cubegate".to_string());
-    match otlp_metrics::meter_provider(endpoint, service_name, LATENCY) {
+    match otlp_metrics::meter_provider(endpoint, service_name) {
         Ok(p) => Some(p),
         Err(e) => {
             tracing::error!(error = %e, "metric export not started; serving without it");
@@ -917,6 +938,11 @@ pub fn audit_write(took: Duration, ok: bool) {
     if !ok {
         counter!("cubegate_audit_failures_total").increment(1);
     }
+}
+
+/// One audit batch written (and fsynced when configured), on the writer thread.
+pub fn audit_batch(records: usize) {
+    histogram!("cubegate_audit_batch_records").record(records as f64);
 }
 
 pub fn ready(ready: bool) {

@@ -49,6 +49,13 @@ pub struct AuditSettings {
     /// fsync every batch before `append` returns.
     #[serde(default = "yes")]
     pub fsync: bool,
+    /// Group commit under load: when the previous batch held more than one
+    /// record (requests are arriving concurrently), the writer waits this
+    /// long after the first record before its write + fsync, so more
+    /// records share it. A lone request never waits. 0 turns it off; only
+    /// used with `fsync = true`.
+    #[serde(default = "default_group_commit_wait")]
+    pub group_commit_wait_us: u64,
     /// Record every operation, not only PII ones and refusals (used by the
     /// pipeline; the writer does not look at it).
     #[serde(default)]
@@ -73,6 +80,9 @@ pub struct AuditSettings {
 fn yes() -> bool {
     true
 }
+fn default_group_commit_wait() -> u64 {
+    200
+}
 fn default_dir() -> PathBuf {
     PathBuf::from("audit")
 }
@@ -93,6 +103,7 @@ impl Default for AuditSettings {
             dir: default_dir(),
             instance: None,
             fsync: true,
+            group_commit_wait_us: default_group_commit_wait(),
             record_all: false,
             checkpoint_every_records: default_cp_records(),
             checkpoint_every_secs: default_cp_secs(),

@@ -126,7 +126,6 @@ impl Recorder for Global {
 struct OtelStorage {
     fan: &'static FanOut,
     meter: Meter,
-    buckets: Vec<f64>,
 }
 
 impl Storage<Key> for OtelStorage {
@@ -168,7 +167,7 @@ impl Storage<Key> for OtelStorage {
             .meter
             .f64_histogram(name.clone())
             .with_description(self.fan.description(&name))
-            .with_boundaries(self.buckets.clone())
+            .with_boundaries(super::buckets_for(&name).to_vec())
             .build();
         Arc::new(BothHistogram {
             prom: self.fan.prom.register_histogram(key, &META),
@@ -267,7 +266,6 @@ pub fn metrics_endpoint(
 pub(super) fn meter_provider(
     endpoint: Option<String>,
     service_name: String,
-    buckets: &[f64],
 ) -> Result<SdkMeterProvider, String> {
     use opentelemetry_otlp::{Protocol, WithExportConfig};
     let fan = FANOUT
@@ -293,7 +291,6 @@ pub(super) fn meter_provider(
     let storage = OtelStorage {
         fan,
         meter: provider.meter("cubegate"),
-        buckets: buckets.to_vec(),
     };
     fan.otel
         .set(Registry::new(storage))
