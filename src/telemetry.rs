@@ -524,11 +524,17 @@ pub fn init(settings: &TelemetrySettings, format_override: Option<LogFormat>) ->
             .with_tracked_inactivity(false)
             .with_filter(Targets::new().with_target("cubegate", LevelFilter::INFO))
     });
-    // A second init (tests) keeps the first subscriber.
-    let _ = tracing_subscriber::registry()
-        .with(fmt_layer)
-        .with(otel_layer)
-        .try_init();
+    // A second init (tests) keeps the first subscriber. No `Option` layer:
+    // a `None` one still makes the registry build every span (it answers
+    // "interested" for it), which costs span bookkeeping on every request
+    // when nothing exports them.
+    let _ = match otel_layer {
+        Some(otel) => tracing_subscriber::registry()
+            .with(fmt_layer)
+            .with(otel)
+            .try_init(),
+        None => tracing_subscriber::registry().with(fmt_layer).try_init(),
+    };
     if let Some(e) = export_error {
         tracing::error!(error = %e, "trace export not started; serving without it");
     }
