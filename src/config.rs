@@ -182,6 +182,10 @@ pub struct UpstreamSettings {
     pub pool_idle_timeout_ms: u64,
     #[serde(default = "default_pool_max_idle")]
     pub pool_max_idle_per_host: usize,
+    /// Most upstream exchanges in flight (with HTTP/1.1: connections); more
+    /// wait for one, within `response_timeout_ms`.
+    #[serde(default = "default_pool_max_idle")]
+    pub max_connections: usize,
     /// Offer HTTP/2 to the upstream (ALPN). Off (the default): a pool of
     /// HTTP/1.1 keep-alive connections, which cost 20% less CPU per request
     /// than hyper's HTTP/2 client in `bench/run.sh` (docs/performance.md).
@@ -558,6 +562,7 @@ pub struct UpstreamTarget {
     pub webpki_roots: bool,
     pub pool_idle_timeout: Duration,
     pub pool_max_idle_per_host: usize,
+    pub max_connections: usize,
     pub http2: bool,
     pub breaker_failures: u32,
     pub breaker_cooldown: Duration,
@@ -1092,6 +1097,9 @@ fn compile_upstream(
     if u.connect_timeout_ms == 0 || u.response_timeout_ms == 0 {
         return Err(err(source, "upstream", "timeouts must be positive"));
     }
+    if u.max_connections == 0 {
+        return Err(err(source, "upstream.max_connections", "must be at least 1"));
+    }
     Ok(UpstreamTarget {
         base,
         authority,
@@ -1101,6 +1109,7 @@ fn compile_upstream(
         webpki_roots: u.webpki_roots,
         pool_idle_timeout: Duration::from_millis(u.pool_idle_timeout_ms),
         pool_max_idle_per_host: u.pool_max_idle_per_host,
+        max_connections: u.max_connections,
         http2: u.http2,
         breaker_failures: u.breaker_failures,
         breaker_cooldown: Duration::from_millis(u.breaker_cooldown_ms),

@@ -14,7 +14,9 @@
 pub mod breaker;
 
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::pin::Pin;
 use std::sync::{Arc, OnceLock};
+use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
@@ -27,6 +29,7 @@ use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::{TokioExecutor, TokioTimer};
 use rustls_pki_types::CertificateDer;
 use rustls_pki_types::pem::PemObject;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 use crate::config::UpstreamTarget;
 use breaker::Breaker;
@@ -55,6 +58,11 @@ impl ForwardError {
 
 pub struct Upstream {
     client: Client<HttpsConnector<HttpConnector>, Full<Bytes>>,
+    /// At most this many exchanges in flight, each holding its permit until
+    /// its response body is finished or dropped: with HTTP/1.1 that bounds
+    /// the upstream connections (and their TLS buffers) however many
+    /// callers are connected; the rest queue for a connection.
+    in_flight: Arc<Semaphore>,
     response_timeout: Duration,
     health: UpstreamHealth,
     authority: String,
@@ -153,6 +161,7 @@ impl Upstream {
             .build(https);
         Ok(Upstream {
             client,
+            in_flight: Arc::new(Semaphore::new(t.max_connections.max(1))),
             response_timeout: t.response_timeout,
             health: UpstreamHealth::default(),
             authority: t.authority.clone(),
@@ -182,7 +191,7 @@ impl Upstream {
     pub async fn send(
         &self,
         req: Request<Full<Bytes>>,
-    ) -> Result<Response<Incoming>, ForwardError> {
+    ) -> Result<Response<UpstreamBody>, ForwardError> {
         let permit = self.breaker.admit().ok_or(ForwardError::CircuitOpen)?;
         let retry_copy = (req.method() == Method::GET).then(|| clone_request(&req));
         let result = match self.once(req).await {
@@ -202,15 +211,53 @@ impl Upstream {
         result
     }
 
-    async fn once(&self, req: Request<Full<Bytes>>) -> Result<Response<Incoming>, ForwardError> {
-        match tokio::time::timeout(self.response_timeout, self.client.request(req)).await {
+    async fn once(
+        &self,
+        req: Request<Full<Bytes>>,
+    ) -> Result<Response<UpstreamBody>, ForwardError> {
+        // Waiting for a free connection counts against the response timeout.
+        let exchange = async {
+            let permit = self.in_flight.clone().acquire_owned().await.ok();
+            (self.client.request(req).await, permit)
+        };
+        match tokio::time::timeout(self.response_timeout, exchange).await {
             Err(_) => Err(ForwardError::Timeout(
                 self.response_timeout.as_millis() as u64
             )),
-            Ok(Ok(resp)) => Ok(resp),
-            Ok(Err(e)) if e.is_connect() => Err(ForwardError::Connect(error_chain(&e))),
-            Ok(Err(e)) => Err(ForwardError::Failed(error_chain(&e))),
+            Ok((Ok(resp), permit)) => Ok(resp.map(|inner| UpstreamBody {
+                inner,
+                _permit: permit,
+            })),
+            Ok((Err(e), _)) if e.is_connect() => Err(ForwardError::Connect(error_chain(&e))),
+            Ok((Err(e), _)) => Err(ForwardError::Failed(error_chain(&e))),
         }
+    }
+}
+
+/// The upstream response body, holding its exchange's connection permit
+/// until it is finished or dropped.
+pub struct UpstreamBody {
+    inner: Incoming,
+    _permit: Option<OwnedSemaphorePermit>,
+}
+
+impl http_body::Body for UpstreamBody {
+    type Data = Bytes;
+    type Error = hyper::Error;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<http_body::Frame<Bytes>, hyper::Error>>> {
+        Pin::new(&mut self.inner).poll_frame(cx)
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> http_body::SizeHint {
+        self.inner.size_hint()
     }
 }
 

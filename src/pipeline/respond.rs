@@ -9,8 +9,7 @@ use http::Response;
 use http::header::{self, HeaderName, HeaderValue};
 use http_body_util::BodyExt;
 use http_body_util::combinators::BoxBody;
-use hyper::body::Incoming;
-
+use crate::pipeline::forward::UpstreamBody;
 use crate::pipeline::inject::connection_tokens;
 
 pub type GatewayBody = BoxBody<Bytes, hyper::Error>;
@@ -37,7 +36,7 @@ pub fn full(b: Bytes) -> GatewayBody {
 }
 
 pub fn from_upstream(
-    resp: Response<Incoming>,
+    resp: Response<UpstreamBody>,
     request_id: &str,
     stripped: &[String],
 ) -> Response<GatewayBody> {

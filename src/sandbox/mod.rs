@@ -9,7 +9,8 @@
 //! key, so test_ and live_ data never mix) and answers every other documented
 //! operation plausibly. Every API request is recorded exactly as received.
 //! Control endpoints under `/__sandbox/` (no key needed): `GET|DELETE
-//! requests`, `GET|POST|DELETE faults`, `GET health`.
+//! requests`, `GET|POST|DELETE faults`, `GET health` (with open connections
+//! and API requests in flight, now and at their peak).
 //! Failures: [`Sandbox::start`] fails if the address cannot be bound or the
 //! certificates cannot be made; at run time every problem is an HTTP answer
 //! (401 `unauthorized`, 400 `invalid_request`, 404 `resource_not_found`,
@@ -169,6 +170,40 @@ struct Shared {
     faults: Faults,
     store: Mutex<Store>,
     windows: Mutex<HashMap<String, VecDeque<Instant>>>,
+    /// Open connections and API requests being answered, with their peaks
+    /// (on `GET /__sandbox/health`): what a gateway's upstream caps bound.
+    connections: Gauge,
+    in_flight: Gauge,
+}
+
+/// A current value and its high-water mark.
+#[derive(Default)]
+struct Gauge {
+    now: std::sync::atomic::AtomicUsize,
+    peak: std::sync::atomic::AtomicUsize,
+}
+
+impl Gauge {
+    fn enter(&self) -> GaugeGuard<'_> {
+        use std::sync::atomic::Ordering::Relaxed;
+        let n = self.now.fetch_add(1, Relaxed) + 1;
+        self.peak.fetch_max(n, Relaxed);
+        GaugeGuard(self)
+    }
+    fn json(&self) -> serde_json::Value {
+        use std::sync::atomic::Ordering::Relaxed;
+        serde_json::json!({"now": self.now.load(Relaxed), "peak": self.peak.load(Relaxed)})
+    }
+}
+
+struct GaugeGuard<'a>(&'a Gauge);
+
+impl Drop for GaugeGuard<'_> {
+    fn drop(&mut self) {
+        self.0
+            .now
+            .fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
+    }
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -259,6 +294,8 @@ impl Sandbox {
             faults: Faults::default(),
             store: Mutex::new(Store::new()),
             windows: Mutex::new(HashMap::new()),
+            connections: Gauge::default(),
+            in_flight: Gauge::default(),
         });
         let acceptor = opts
             .tls
@@ -367,6 +404,8 @@ async fn serve_conn(
     stop: watch::Receiver<bool>,
 ) {
     let _ = stream.set_nodelay(true);
+    let held = shared.clone();
+    let _open = held.connections.enter();
     // A second handle on the socket so a fault can set SO_LINGER 0 after
     // hyper and rustls own the stream.
     let dup = stream
@@ -460,6 +499,7 @@ async fn handle(
     if path == "/__sandbox" || path.starts_with("/__sandbox/") {
         return control(&shared, &parts.method, path, &body);
     }
+    let _answering = shared.in_flight.enter();
 
     shared.record(RecordedRequest {
         method: parts.method.to_string(),
@@ -572,7 +612,11 @@ fn control(
         }))
     };
     let r = match (method.as_str(), path) {
-        ("GET", "/__sandbox/health") => ok(serde_json::json!({"status": "ok"})),
+        ("GET", "/__sandbox/health") => ok(serde_json::json!({
+            "status": "ok",
+            "connections": shared.connections.json(),
+            "inFlight": shared.in_flight.json(),
+        })),
         ("GET", "/__sandbox/requests") => {
             let recs: Vec<RecordedRequest> = lock(&shared.recorded).iter().cloned().collect();
             ok(serde_json::to_value(recs).unwrap_or_default())

@@ -4,6 +4,7 @@
 //! default the same body is refused and never reaches the upstream.
 
 use crate::common::*;
+use cubegate::sandbox::SandboxOptions;
 
 const BAD_DOB: &str = r#"{"type":"company","email":"x@example.com","personDetails":{"firstName":"Ann","dob":"31/01/1990"}}"#;
 
@@ -48,4 +49,65 @@ async fn validation_disabled_forwards_but_still_parses_and_applies_policy() {
         .await;
     r.assert_error(400, "invalid_request");
     assert!(env.recorded().is_empty());
+}
+
+/// The sandbox's own count of API requests it was answering at once, at
+/// their peak, and of connections open to it.
+async fn sandbox_peaks(env: &TestEnv) -> (u64, u64) {
+    let client = reqwest::Client::builder()
+        .add_root_certificate(
+            reqwest::Certificate::from_pem(env.sandbox.ca_cert_pem().as_bytes()).unwrap(),
+        )
+        .build()
+        .unwrap();
+    let v: serde_json::Value = client
+        .get(format!("{}/__sandbox/health", env.sandbox.base_url()))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    (
+        v["inFlight"]["peak"].as_u64().unwrap(),
+        v["connections"]["peak"].as_u64().unwrap(),
+    )
+}
+
+/// 8 callers at once against a slow upstream: `[upstream] max_connections`
+/// bounds what reaches it (the rest queue and are answered, not refused),
+/// and without the cap the same load does reach it 8 at a time.
+#[tokio::test]
+async fn upstream_max_connections_bounds_what_reaches_comply_cube() {
+    for (cap, want_peak) in [(Some(2), 2), (None, 8)] {
+        let mut upstream = Opts::default().upstream;
+        if let Some(c) = cap {
+            upstream.push_str(&format!("max_connections = {c}\n"));
+        }
+        let env = TestEnv::with(Opts {
+            upstream,
+            sandbox: SandboxOptions {
+                latency: std::time::Duration::from_millis(300),
+                ..SandboxOptions::default()
+            },
+            ..Opts::default()
+        })
+        .await;
+        let id = env.create_client(TOKEN_A).await;
+        let url = env.url(&format!("/v1/clients/{id}"));
+        let mut calls = tokio::task::JoinSet::new();
+        for _ in 0..8 {
+            let req = env.http.get(&url).header("authorization", TOKEN_A);
+            calls.spawn(async move { req.send().await.unwrap().status().as_u16() });
+        }
+        while let Some(status) = calls.join_next().await {
+            assert_eq!(status.unwrap(), 200);
+        }
+        let (in_flight, connections) = sandbox_peaks(&env).await;
+        assert_eq!(in_flight, want_peak, "cap {cap:?}");
+        if cap.is_some() {
+            // The gateway's 2 plus the one this check itself opened.
+            assert!(connections <= 3, "{connections} connections with cap {cap:?}");
+        }
+    }
 }
