@@ -186,10 +186,12 @@ pub struct UpstreamSettings {
     /// wait for one, within `response_timeout_ms`.
     #[serde(default = "default_pool_max_idle")]
     pub max_connections: usize,
-    /// Offer HTTP/2 to the upstream (ALPN). Off (the default): a pool of
-    /// HTTP/1.1 keep-alive connections, which cost 20% less CPU per request
-    /// than hyper's HTTP/2 client in `bench/run.sh` (docs/performance.md).
-    #[serde(default)]
+    /// Offer HTTP/2 to the upstream (ALPN; the default): one multiplexed
+    /// connection. Off: a pool of HTTP/1.1 keep-alive connections. The two
+    /// cost the same CPU per request within this machine's noise once span
+    /// formatting was fixed (docs/performance.md); HTTP/2 opens fewer
+    /// connections to ComplyCube.
+    #[serde(default = "yes")]
     pub http2: bool,
     /// Consecutive transport failures (connect/TLS/reset/timeout) that open
     /// the circuit breaker; 0 disables it.
