@@ -1100,7 +1100,11 @@ fn compile_upstream(
         return Err(err(source, "upstream", "timeouts must be positive"));
     }
     if u.max_connections == 0 {
-        return Err(err(source, "upstream.max_connections", "must be at least 1"));
+        return Err(err(
+            source,
+            "upstream.max_connections",
+            "must be at least 1",
+        ));
     }
     Ok(UpstreamTarget {
         base,

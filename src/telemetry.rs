@@ -49,7 +49,9 @@ const LATENCY: &[f64] = &[
 ];
 
 /// Bucket bounds for `cubegate_audit_batch_records` (a count, not seconds).
-const BATCH_RECORDS: &[f64] = &[1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0, 128.0, 256.0, 1024.0, 4096.0];
+const BATCH_RECORDS: &[f64] = &[
+    1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0, 128.0, 256.0, 1024.0, 4096.0,
+];
 
 /// The bucket bounds of one histogram, the same on `/metrics` and OTLP.
 pub(crate) fn buckets_for(name: &str) -> &'static [f64] {

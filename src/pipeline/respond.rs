@@ -4,13 +4,13 @@
 //! `X-Cubegate-Stripped` (field pointers, never values). A body that breaks
 //! off upstream breaks off here too: it is never presented as complete.
 
+use crate::pipeline::forward::UpstreamBody;
+use crate::pipeline::inject::connection_tokens;
 use bytes::Bytes;
 use http::Response;
 use http::header::{self, HeaderName, HeaderValue};
 use http_body_util::BodyExt;
 use http_body_util::combinators::BoxBody;
-use crate::pipeline::forward::UpstreamBody;
-use crate::pipeline::inject::connection_tokens;
 
 pub type GatewayBody = BoxBody<Bytes, hyper::Error>;
 

@@ -107,7 +107,10 @@ async fn upstream_max_connections_bounds_what_reaches_comply_cube() {
         assert_eq!(in_flight, want_peak, "cap {cap:?}");
         if cap.is_some() {
             // The gateway's 2 plus the one this check itself opened.
-            assert!(connections <= 3, "{connections} connections with cap {cap:?}");
+            assert!(
+                connections <= 3,
+                "{connections} connections with cap {cap:?}"
+            );
         }
     }
 }
