@@ -40,6 +40,7 @@ mod otlp_metrics;
 pub use otlp_metrics::metrics_endpoint;
 
 mod json_line;
+pub use json_line::JsonLine;
 
 static PROMETHEUS: OnceLock<Option<PrometheusHandle>> = OnceLock::new();
 
