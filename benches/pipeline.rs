@@ -183,19 +183,16 @@ async fn stages(b: &Bench, f: Features) -> Request<Full<Bytes>> {
 fn benches(c: &mut Criterion) {
     cubegate::install_crypto_provider();
     let _ = telemetry::metrics_handle();
-    // The gateway's JSON access line, formatted as in production (the same
-    // event formatter, events only, no span layer when traces are off) but
-    // written to a sink: its cost is the formatting, not the terminal.
+    // The gateway's JSON access line, formatted by the production layer (no
+    // span layer: traces off) but written to a sink: its cost is the
+    // formatting, not the terminal.
     {
-        use tracing_subscriber::filter::{FilterExt, LevelFilter, filter_fn};
         use tracing_subscriber::prelude::*;
         tracing_subscriber::registry()
-            .with(
-                tracing_subscriber::fmt::layer()
-                    .event_format(telemetry::JsonLine)
-                    .with_writer(std::io::sink)
-                    .with_filter(LevelFilter::INFO.and(filter_fn(|m| m.is_event()))),
-            )
+            .with(telemetry::json_log_layer(
+                std::io::sink,
+                tracing_subscriber::filter::LevelFilter::INFO,
+            ))
             .init();
     }
     assert!((250..400).contains(&CLIENTS_UPDATE.len()));

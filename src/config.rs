@@ -184,7 +184,7 @@ pub struct UpstreamSettings {
     pub pool_max_idle_per_host: usize,
     /// Most upstream exchanges in flight (with HTTP/1.1: connections); more
     /// wait for one, within `response_timeout_ms`.
-    #[serde(default = "default_pool_max_idle")]
+    #[serde(default = "default_max_connections")]
     pub max_connections: usize,
     /// Offer HTTP/2 to the upstream (ALPN; the default): one multiplexed
     /// connection. Off: a pool of HTTP/1.1 keep-alive connections. The two
@@ -217,6 +217,9 @@ fn default_response_timeout() -> u64 {
 }
 fn default_pool_idle() -> u64 {
     50_000
+}
+fn default_max_connections() -> usize {
+    64
 }
 fn default_pool_max_idle() -> usize {
     64

@@ -465,32 +465,45 @@ pub fn audit_sink() -> Option<std::sync::Arc<dyn RecordSink>> {
     AUDIT_SINK.get().cloned()
 }
 
+/// The JSON log layer: one [`JsonLine`] per event passing `filter`, written
+/// to `writer`. It is kept out of spans altogether (JSON lines never show
+/// span context): otherwise it re-formats a span's fields on every
+/// `span.record`, which was 11% of the gateway's CPU at saturation.
+pub fn json_log_layer<S, W, F>(
+    writer: W,
+    filter: F,
+) -> impl tracing_subscriber::Layer<S> + Send + Sync + 'static
+where
+    S: tracing::Subscriber + for<'a> tracing_subscriber::registry::LookupSpan<'a>,
+    W: for<'w> tracing_subscriber::fmt::MakeWriter<'w> + Send + Sync + 'static,
+    F: tracing_subscriber::layer::Filter<S> + Send + Sync + 'static,
+{
+    use tracing_subscriber::Layer as _;
+    use tracing_subscriber::filter::{FilterExt, filter_fn};
+    tracing_subscriber::fmt::layer()
+        .event_format(JsonLine)
+        .with_writer(writer)
+        .with_filter(filter.and(filter_fn(|m| m.is_event())))
+}
+
 /// Initialise logging (and trace export when configured) for the binary.
 /// `RUST_LOG` wins over the config level for logs; spans from cubegate are
 /// exported at `info` whatever the log level.
 pub fn init(settings: &TelemetrySettings, format_override: Option<LogFormat>) -> TelemetryGuard {
-    use tracing_subscriber::filter::{FilterExt, LevelFilter, Targets, filter_fn};
+    use tracing_subscriber::filter::{LevelFilter, Targets};
     use tracing_subscriber::prelude::*;
     use tracing_subscriber::{EnvFilter, fmt};
     let filter = EnvFilter::try_from_default_env()
         .or_else(|_| EnvFilter::try_new(&settings.log_level))
         .unwrap_or_else(|_| EnvFilter::new("info"));
-    let format = format_override.unwrap_or(settings.log_format);
-    // JSON lines never show span context, so the fmt layer is kept out of
-    // spans altogether: otherwise it re-formats every span's fields on each
-    // `span.record` (tracing-subscriber's JSON re-parses and re-serialises
-    // them), which was 11% of the gateway's CPU at saturation. Text logs
-    // (for people at a terminal) keep span context.
-    let json = matches!(format, LogFormat::Json);
-    let filter = filter.and(filter_fn(move |m| !json || m.is_event()));
-    let fmt_layer = match format {
-        LogFormat::Json => fmt::layer()
-            .event_format(json_line::JsonLine)
+    let fmt_layer = match format_override.unwrap_or(settings.log_format) {
+        LogFormat::Json => json_log_layer(std::io::stdout, filter).boxed(),
+        // Text logs (for people at a terminal) keep span context.
+        LogFormat::Text => fmt::layer()
             .with_writer(std::io::stdout)
+            .with_filter(filter)
             .boxed(),
-        LogFormat::Text => fmt::layer().with_writer(std::io::stdout).boxed(),
-    }
-    .with_filter(filter);
+    };
     let env = |k: &str| std::env::var(k).ok();
     let mut export_error = None;
     let plan = export_plan(settings, &env);

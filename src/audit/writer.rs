@@ -78,10 +78,13 @@ pub trait RecordSink: Send + Sync {
 
 type Sink = Arc<OnceLock<Arc<dyn RecordSink>>>;
 
+/// Where an append learns its record's `seq`, or that it was not written.
+type Reply = oneshot::Sender<Result<u64, AuditError>>;
+
 struct Pending {
     ev: Box<AuditEvent>,
     cx: Option<SpanContext>,
-    tx: oneshot::Sender<Result<u64, AuditError>>,
+    tx: Reply,
 }
 
 enum Cmd {
@@ -645,15 +648,15 @@ impl Writer {
     }
 
     fn write_batch(&mut self, appends: Vec<Pending>) {
-        let reply_all = |appends: Vec<Pending>| {
-            for p in appends {
-                let _ = p.tx.send(Err(AuditError::Unavailable));
+        let refuse = |replies: Vec<Reply>| {
+            for tx in replies {
+                let _ = tx.send(Err(AuditError::Unavailable));
             }
         };
         if let Err(e) = self.repair() {
             self.fail("repair after earlier failure", &e);
             self.file = None;
-            reply_all(appends);
+            refuse(appends.into_iter().map(|p| p.tx).collect());
             return;
         }
         let now = SystemTime::now();
@@ -668,7 +671,7 @@ impl Writer {
         let sink = self.sink.get().cloned();
         let mut shipped = Vec::new();
         let Ok(instance) = Name::new(self.instance.clone()) else {
-            reply_all(appends);
+            refuse(appends.into_iter().map(|p| p.tx).collect());
             return;
         };
         let mut replies = Vec::with_capacity(appends.len());
@@ -723,9 +726,7 @@ impl Writer {
             if self.dirty {
                 self.file = None;
             }
-            for tx in replies {
-                let _ = tx.send(Err(AuditError::Unavailable));
-            }
+            refuse(replies);
             return;
         }
 

@@ -161,7 +161,7 @@ impl Upstream {
             .build(https);
         Ok(Upstream {
             client,
-            in_flight: Arc::new(Semaphore::new(t.max_connections.max(1))),
+            in_flight: Arc::new(Semaphore::new(t.max_connections)),
             response_timeout: t.response_timeout,
             health: UpstreamHealth::default(),
             authority: t.authority.clone(),
