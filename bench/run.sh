@@ -38,6 +38,7 @@
 #            BASELINE_HTTP2=true|false sets its [upstream] http2 (binaries from before the switch: unset)
 #   PERF_RECORD=<system>  also profiles that system's first saturation run
 #                         with `perf record -e cpu-clock` (needs linux-perf)
+#   PERF_ARGS=<args>      extra `perf record` arguments, e.g. "--call-graph dwarf,16384"
 # Needs: cargo, curl, python3, taskset (util-linux); installs nginx-light
 # with apt-get when nginx is missing. Takes ~8 minutes (--quick: ~2).
 set -euo pipefail
@@ -48,7 +49,7 @@ QUICK=0
 for a in "$@"; do
     case "$a" in
     --quick) QUICK=1 ;;
-    -h | --help) sed -n '2,41p' "$0"; exit 0 ;;
+    -h | --help) sed -n '2,42p' "$0"; exit 0 ;;
     *) echo "bench/run.sh: unknown argument $a (try --help)" >&2; exit 2 ;;
     esac
 done

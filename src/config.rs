@@ -976,11 +976,20 @@ fn compile_rate_limit(
         } else {
             r.clone()
         };
-        if !(url.starts_with("redis://") || url.starts_with("rediss://")) {
+        // The redis crate is built without TLS: a rediss:// URL would pass
+        // here and then fail at start, so it is refused with the reason.
+        if url.starts_with("rediss://") {
             return Err(err(
                 source,
                 "rate_limit.redis_url",
-                "must be a redis:// or rediss:// URL (or a reference to one)",
+                "rediss:// (TLS) is not supported by this build: use redis:// on a private network",
+            ));
+        }
+        if !url.starts_with("redis://") {
+            return Err(err(
+                source,
+                "rate_limit.redis_url",
+                "must be a redis:// URL (or a reference to one)",
             ));
         }
         out.redis_url = Some(url);
@@ -1079,6 +1088,15 @@ fn compile_upstream(
         .authority()
         .map(|a| a.to_string())
         .ok_or_else(|| err(source, "upstream.base_url", "has no host"))?;
+    // Credentials in the URL would travel into span attributes and logs;
+    // the upstream is authenticated by the tenant key alone.
+    if authority.contains('@') {
+        return Err(err(
+            source,
+            "upstream.base_url",
+            "must not carry a user or password",
+        ));
+    }
     if uri.query().is_some() {
         return Err(err(source, "upstream.base_url", "must not have a query"));
     }
@@ -1485,7 +1503,7 @@ enabled = false
         let cases: &[(&str, &str, &str)] = &[
             (
                 "[upstream]\nbase_url = \"https://x/v1\"\nbogus = 1\n",
-                "",
+                "bogus",
                 "bogus",
             ),
             (
@@ -1499,7 +1517,8 @@ enabled = false
                 "wrong environment",
             ),
             (
-                &BASE.replace("env:ACME_TEST", "test_literal"),
+                // A literal key: the error must not echo it (abc123, below).
+                &BASE.replace("env:ACME_TEST", "test_abc123"),
                 "tenants[0].test_key",
                 "reference",
             ),
@@ -1507,6 +1526,11 @@ enabled = false
                 &BASE.replace("https://api", "http://api"),
                 "upstream.base_url",
                 "https",
+            ),
+            (
+                &BASE.replace("https://api", "https://user:abc123@api"),
+                "upstream.base_url",
+                "user or password",
             ),
             (
                 &BASE.replace("\"clients.*\"", "\"nope.*\""),

@@ -206,12 +206,10 @@ where
     let mut value = value;
     if let Some(v) = value.as_mut() {
         let _s = info_span!("policy").entered();
-        // Metadata keys are chosen by the caller and could themselves carry
-        // personal data: the trail records that metadata was sent, not its keys.
-        ctx.fields = body::field_pointers(v)
-            .into_iter()
-            .filter(|p| !p.starts_with("/metadata/"))
-            .collect();
+        // Only the audit record reads the field list.
+        if shared.audit().is_some() {
+            ctx.fields = body::field_pointers(v);
+        }
         let outcome = policy::apply(v, &tenant.rules[op.0 as usize]).inspect_err(|_| {
             ctx.decision = Decision::RefusedPolicy;
         })?;
@@ -221,8 +219,9 @@ where
     // validate
     if let Some(v) = &value {
         let _s = info_span!("validate").entered();
+        // No `has` guard: compile refuses a body operation without a schema,
+        // and `validate` fails closed if one were missing.
         if snap.raw.validation.enabled
-            && snap.schemas.has(def.id)
             && let Err(failure) = snap.schemas.validate(def.id, v)
         {
             let shadow = snap.shadow[op.0 as usize];
@@ -388,8 +387,12 @@ fn audit_event(ctx: &Ctx, snap: &Snapshot, kind: Kind, status: Option<u16>) -> O
         ctx.decision,
     );
     let name = |s: &str| Name::new(s.to_string()).ok();
+    // Metadata keys are chosen by the caller and could themselves carry
+    // personal data: the trail records that metadata was sent (or stripped),
+    // never its keys. Every pointer the record holds passes through here.
     let pointers = |v: &[String]| {
         v.iter()
+            .filter(|p| !p.starts_with("/metadata/"))
             .filter_map(|p| Pointer::new(p.clone()).ok())
             .collect()
     };

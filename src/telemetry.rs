@@ -225,7 +225,8 @@ pub struct ExportPlan {
     /// Parent-based ratio sampler from config; None = the SDK reads
     /// `OTEL_TRACES_SAMPLER`/`_ARG` (default: parent-based always-on).
     pub sample_ratio: Option<f64>,
-    /// Ship audit records as log records (off with `OTEL_LOGS_EXPORTER=none`).
+    /// Ship audit records as log records: the LOGS signal is on by the same
+    /// rule as the others ([`otlp_signal_on`]); it rides on the trace export.
     pub audit_logs: bool,
     /// Explicit logs endpoint from config (`…/v1/logs`); None = the SDK
     /// reads `OTEL_EXPORTER_OTLP_LOGS_ENDPOINT` / `OTEL_EXPORTER_OTLP_ENDPOINT`.
@@ -294,8 +295,9 @@ pub fn export_plan(
     } else {
         settings.sample_ratio.map(|r| r.clamp(0.0, 1.0))
     };
-    let audit_logs =
-        !set("OTEL_LOGS_EXPORTER").is_some_and(|v| v.trim().eq_ignore_ascii_case("none"));
+    // The same rule as every other signal: a traces-only endpoint must not
+    // send audit records to the SDK's default collector on localhost.
+    let audit_logs = otlp_signal_on(settings, env, "LOGS");
     let logs_endpoint = otlp_signal_endpoint(settings, env, "LOGS", "logs");
     Some(ExportPlan {
         endpoint,
@@ -1045,6 +1047,14 @@ mod tests {
             "OTEL_EXPORTER_OTLP_LOGS_ENDPOINT wins"
         );
         assert!(p.endpoint.is_some(), "traces keep the config endpoint");
+        let traces_only_env = |k: &str| {
+            (k == "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT").then(|| "http://t:1/v1/traces".to_string())
+        };
+        let p = export_plan(&TelemetrySettings::default(), &traces_only_env).unwrap();
+        assert!(
+            !p.audit_logs,
+            "a traces-only endpoint says nothing about where audit logs go"
+        );
         let no_logs = |k: &str| (k == "OTEL_LOGS_EXPORTER").then(|| "none".to_string());
         let p = export_plan(&traces_url, &no_logs).unwrap();
         assert!(

@@ -16,14 +16,14 @@
 
 use std::path::Path;
 
-use ring::{digest, hmac};
+use ring::hmac;
 use serde::{Deserialize, Serialize};
 
 use crate::secret::{hex, unhex};
 
 /// Hex SHA-256 of a record line (without its newline).
 pub fn line_hash(line: &[u8]) -> String {
-    hex(digest::digest(&digest::SHA256, line).as_ref())
+    crate::secret::sha256_hex(line)
 }
 
 /// The `prev` of an instance's first record. Binding the instance id in means

@@ -211,7 +211,11 @@ pub(crate) fn io_err(path: &Path) -> impl FnOnce(std::io::Error) -> AuditError +
 /// removed in `dir` right now.
 pub fn probe_writable(dir: &Path) -> bool {
     use std::io::Write;
-    let p = dir.join(format!(".probe-{}", std::process::id()));
+    // One name per probe: `/readyz` and a `/metrics` scrape probe at the same
+    // time, and a shared name let one remove the other's file (a false 503).
+    static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let p = dir.join(format!(".probe-{}-{n}", std::process::id()));
     let ok = std::fs::OpenOptions::new()
         .create(true)
         .truncate(true)

@@ -16,7 +16,6 @@
 //! last values on exit.
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, OnceLock, RwLock};
 
 use metrics::{
@@ -144,7 +143,6 @@ impl Storage<Key> for OtelStorage {
             prom: self.fan.prom.register_counter(key, &META),
             otel,
             attrs: attrs(key),
-            total: AtomicU64::new(0),
         })
     }
     fn gauge(&self, key: &Key) -> Self::Gauge {
@@ -181,20 +179,17 @@ struct BothCounter {
     prom: Counter,
     otel: opentelemetry::metrics::Counter<u64>,
     attrs: Vec<KeyValue>,
-    /// Running total, so `absolute` can be turned into an increment.
-    total: AtomicU64,
 }
 
 impl CounterFn for BothCounter {
     fn increment(&self, value: u64) {
         self.prom.increment(value);
-        self.total.fetch_add(value, Ordering::Relaxed);
         self.otel.add(value, &self.attrs);
     }
+    /// cubegate never sets a counter to an absolute value; keeping a running
+    /// total on every increment just for this would cost every counter.
     fn absolute(&self, value: u64) {
         self.prom.absolute(value);
-        let prev = self.total.fetch_max(value, Ordering::Relaxed);
-        self.otel.add(value.saturating_sub(prev), &self.attrs);
     }
 }
 

@@ -356,11 +356,8 @@ impl Resp {
                 .and_then(|v| v.to_str().ok())
         );
         for c in CANARIES {
-            assert!(
-                !self.text.contains(c),
-                "error body leaks {c}: {}",
-                self.text
-            );
+            // Name the canary only: the body holding it stays out of CI logs.
+            assert!(!self.text.contains(c), "error body leaks {c}");
         }
     }
 }

@@ -6,7 +6,7 @@
 //! intents cut off by a kill show as `outcome_unknown` in `audit query`.
 
 use std::collections::{HashMap, HashSet};
-use std::net::TcpListener;
+
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -15,19 +15,13 @@ use std::time::{Duration, Instant};
 
 use crate::audit::{audit_lines, cli, verify};
 use crate::common::*;
+use crate::prod_support::closed_port;
+
 use cubegate::sandbox::{Sandbox, SandboxOptions};
 use serde_json::Value;
 
 const ROUNDS: usize = 6;
 const WORKERS: usize = 8;
-
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
 
 fn spawn(config: &Path, log: &Path) -> Child {
     let log = std::fs::File::create(log).unwrap();
@@ -72,7 +66,7 @@ async fn sigkill_under_load_loses_no_acknowledged_record() {
     let sandbox = Sandbox::start(SandboxOptions::default()).await.unwrap();
     let dir = tempfile::tempdir().unwrap();
     write(&dir.path().join("sandbox-ca.pem"), &sandbox.ca_cert_pem());
-    let (port, admin_port) = (free_port(), free_port());
+    let (port, admin_port) = (closed_port(), closed_port());
     let listen = format!("127.0.0.1:{port}");
     let admin = format!("127.0.0.1:{admin_port}");
     let text = config_text(

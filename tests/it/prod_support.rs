@@ -158,14 +158,3 @@ impl Drop for ServeChild {
 pub fn free_addr() -> std::net::SocketAddr {
     format!("127.0.0.1:{}", closed_port()).parse().unwrap()
 }
-
-/// Run `cubegate audit verify` on a dir with the tests' checkpoint key.
-pub fn audit_verify(dir: &Path) -> std::process::Output {
-    std::process::Command::new(env!("CARGO_BIN_EXE_cubegate"))
-        .args(["audit", "verify"])
-        .arg(dir.join("audit"))
-        .arg("--checkpoint-key")
-        .arg(format!("file:{}", dir.join("checkpoint-key").display()))
-        .output()
-        .unwrap()
-}

@@ -11,6 +11,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
 use crate::common::*;
+use crate::prod_support::metric_sum;
 
 fn slow_opts(extra_listener: &str) -> Opts {
     Opts {
@@ -43,6 +44,8 @@ async fn slowloris(addr: std::net::SocketAddr, gap: Duration) -> bool {
 #[tokio::test]
 async fn slowloris_connections_are_closed_while_normal_requests_succeed() {
     let env = Arc::new(TestEnv::with(slow_opts("")).await);
+    // The recorder is process-wide: count this test's drops, not others'.
+    let dropped_before = metric_sum(&env.metrics().await, "cubegate_slow_clients_dropped_total");
     let addr = env.gw.addr();
     let attackers: Vec<_> = (0..50)
         .map(|_| tokio::spawn(slowloris(addr, Duration::from_millis(300))))
@@ -80,7 +83,8 @@ async fn slowloris_connections_are_closed_while_normal_requests_succeed() {
         "only the normal requests reached the upstream"
     );
     let m = env.metrics().await;
-    assert!(m.contains("cubegate_slow_clients_dropped_total"), "{m}");
+    let dropped = metric_sum(&m, "cubegate_slow_clients_dropped_total") - dropped_before;
+    assert!(dropped >= 1.0, "slowloris drops not counted: {dropped}");
 }
 
 #[tokio::test]
@@ -116,5 +120,13 @@ async fn connections_over_the_limit_wait_and_are_served_when_a_slot_frees() {
     // ...a third request waits until the header timeout frees them.
     let r = env.get(TOKEN_A, "/v1/clients").await;
     assert_eq!(r.status, 200, "{}", r.text);
+    // It was served only after a slot was freed: one of the idle
+    // connections had already been hung up on (without the limit it
+    // would have been served at once, both idle ones still open).
+    let hung_up = |s: &TcpStream| !matches!(s.try_read(&mut [0u8; 64]), Err(e) if e.kind() == std::io::ErrorKind::WouldBlock);
+    assert!(
+        hung_up(&a) || hung_up(&b),
+        "served while both slots were still held"
+    );
     drop((a, b));
 }

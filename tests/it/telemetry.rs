@@ -20,6 +20,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use crate::common::*;
+use crate::prod_support::{closed_port, free_addr};
 use cubegate::sandbox::{Sandbox, SandboxOptions};
 
 // ---------------------------------------------------------------- collector
@@ -324,22 +325,13 @@ struct Served {
     http: reqwest::Client,
 }
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
 impl Served {
     async fn start(env: &[(&str, String)]) -> Served {
         cubegate::install_crypto_provider();
         let sandbox = Sandbox::start(SandboxOptions::default()).await.unwrap();
         let dir = tempfile::tempdir().unwrap();
         write(&dir.path().join("sandbox-ca.pem"), &sandbox.ca_cert_pem());
-        let addr: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
-        let admin: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
+        let (addr, admin) = (free_addr(), free_addr());
         let text = config_text(
             dir.path(),
             &format!("{}/v1", sandbox.base_url()),
@@ -1031,7 +1023,11 @@ async fn no_canary_in_trace_level_logs_metrics_or_spans() {
 
     let logs = gw.log_text();
     // the run really logged at trace level, from our crate and from the stack
-    assert!(logs.lines().count() > 100, "{logs}");
+    assert!(
+        logs.lines().count() > 100,
+        "only {} log lines",
+        logs.lines().count()
+    );
     assert!(logs.contains("\"level\":\"TRACE\""), "not at trace level");
     assert!(logs.contains("cubegate::access"));
     assert_no_canary("trace-level logs", &logs);
@@ -1407,7 +1403,7 @@ async fn metrics_are_exported_over_otlp_periodically_with_the_prometheus_names_a
 #[tokio::test]
 async fn an_unreachable_metrics_collector_is_counted_and_requests_still_succeed() {
     // Nothing listens on this port.
-    let dead = format!("http://127.0.0.1:{}", free_port());
+    let dead = format!("http://127.0.0.1:{}", closed_port());
     let gw = Served::start(&[
         (
             "OTEL_EXPORTER_OTLP_METRICS_ENDPOINT",
