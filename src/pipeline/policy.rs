@@ -145,6 +145,11 @@ pub fn apply(body: &mut Value, rules: &[FieldRule]) -> Result<PolicyOutcome, Pol
     for rule in rules.iter().filter(|r| r.action == PolicyAction::Reject) {
         let mut path = String::new();
         if find_first(body, &rule.segments, &mut path) {
+            // Metadata keys are the caller's own words and may carry personal
+            // data; the error (and any log of it) names the object, not the key.
+            if path.starts_with("/metadata/") {
+                path.truncate("/metadata".len());
+            }
             return Err(PolicyViolation::Forbidden { pointer: path });
         }
     }
@@ -280,6 +285,15 @@ fn strip(v: &mut Value, segments: &[Segment], path: &mut String, out: &mut Vec<S
 
 #[cfg(test)]
 mod tests {
+
+    #[test]
+    fn a_rejected_metadata_key_is_not_named() {
+        let rules = vec![FieldRule::parse("/metadata/*", PolicyAction::Reject).unwrap()];
+        let mut body = serde_json::json!({"metadata": {"jane.doe@example.com": "x"}});
+        let e = apply(&mut body, &rules).unwrap_err();
+        assert_eq!(e.pointer(), "/metadata");
+        assert!(!e.to_string().contains("jane.doe"), "{e}");
+    }
     use super::*;
     use serde_json::json;
 
