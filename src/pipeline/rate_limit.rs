@@ -597,9 +597,10 @@ impl RateLimiter {
                 self.decide_shared(redis, key, budget, caller, allowed_wait)
                     .await?
             }
-            None => shared.decide_local(key, budget, caller, allowed_wait, now),
+            None => shared.decide_local(key, budget, caller, allowed_wait),
         };
-        // A Redis verdict is relative to when it arrived, not to `now`.
+        // A verdict is relative to when it was decided (under the lock, or
+        // when Redis answered), not to `now`.
         let now = shared.clock.now();
 
         match verdict {
@@ -669,7 +670,6 @@ impl RateLimiter {
                     &budget.divided(n),
                     quota.as_ref().map(|(id, q)| (*id, q)),
                     max_wait,
-                    shared.clock.now(),
                 ))
             }
         }
@@ -744,12 +744,15 @@ impl Shared {
         budget: &Budget,
         caller: Option<(u64, &Budget)>,
         max_wait: Duration,
-        now: Duration,
     ) -> Verdict {
-        let now_ns = nanos(now);
         let b = Gcra::new(budget);
         let c = caller.map(|(id, q)| (Slot::Caller(key, id), Gcra::new(q)));
-        let decision = lock(&self.tats).decide(
+        // The clock is read under the lock: a time read before it could be
+        // older than one a request that took the lock first already used,
+        // and that request's slot would make this one wait (spuriously).
+        let mut tats = lock(&self.tats);
+        let now_ns = nanos(self.clock.now());
+        let decision = tats.decide(
             now_ns,
             (Slot::Budget(key), &b),
             c.as_ref().map(|(slot, g)| (*slot, g)),
