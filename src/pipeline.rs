@@ -258,8 +258,7 @@ where
         if def.changes_pii() {
             let t = Instant::now();
             let intent = audit_event(ctx, snap, Kind::Intent, None);
-            ctx.intent = intent.clone();
-            let r = match intent {
+            let r = match &intent {
                 Some(ev) => audit
                     .append(ev)
                     .instrument(info_span!("audit_intent"))
@@ -268,6 +267,7 @@ where
                 None => Err("request id not recordable".to_string()),
             };
             telemetry::audit_write(t.elapsed(), r.is_ok());
+            ctx.intent = intent;
             if let Err(e) = r {
                 tracing::error!(request_id = %ctx.request_id, error = %e, "audit intent not written; refusing");
                 ctx.decision = Decision::RefusedAudit;
@@ -458,7 +458,7 @@ async fn finish(shared: &Shared, rt: &Runtime, ctx: &mut Ctx, status: StatusCode
             // failure's type are new.
             Some(intent) if kind == Kind::Outcome => {
                 let mut ev =
-                    intent.outcome(status.as_u16(), ctx.started.elapsed().as_millis() as u64);
+                    intent.into_outcome(status.as_u16(), ctx.started.elapsed().as_millis() as u64);
                 if let Some(t) = ctx.error_type.filter(|_| !ctx.shadow_violation) {
                     ev.reason = crate::audit::Name::new(t).ok();
                 }
@@ -472,7 +472,7 @@ async fn finish(shared: &Shared, rt: &Runtime, ctx: &mut Ctx, status: StatusCode
         if let Some(ev) = record {
             let t = Instant::now();
             let r = audit
-                .append(ev)
+                .append(&ev)
                 .instrument(info_span!("audit_outcome"))
                 .await;
             telemetry::audit_write(t.elapsed(), r.is_ok());

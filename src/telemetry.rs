@@ -33,7 +33,7 @@ use opentelemetry_sdk::trace::{SdkTracerProvider, SpanData, SpanExporter};
 use tracing::field::Empty;
 use tracing_opentelemetry::OpenTelemetrySpanExt;
 
-use crate::audit::{Kind, Record, RecordSink};
+use crate::audit::{Kind, RecordRef, RecordSink};
 use crate::config::{LogFormat, TelemetrySettings};
 
 mod otlp_metrics;
@@ -411,22 +411,15 @@ struct AuditLogSink {
 }
 
 impl RecordSink for AuditLogSink {
-    fn capture(&self) -> Option<opentelemetry::trace::SpanContext> {
+    /// Runs in the appending task, inside the request's span: the record
+    /// joins the request's trace.
+    fn durable(&self, line: &[u8], record: &RecordRef<'_>) {
+        use opentelemetry::logs::{AnyValue, LogRecord as _, Logger as _, Severity};
         let cx = tracing::Span::current().context();
         let sc = cx.span().span_context().clone();
-        sc.is_valid().then_some(sc)
-    }
-
-    fn durable(
-        &self,
-        line: &[u8],
-        record: &Record,
-        cx: Option<&opentelemetry::trace::SpanContext>,
-    ) {
-        use opentelemetry::logs::{AnyValue, LogRecord as _, Logger as _, Severity};
         let mut r = self.logger.create_log_record();
         r.set_event_name("cubegate.audit");
-        if let Ok(t) = humantime::parse_rfc3339(&record.time) {
+        if let Ok(t) = humantime::parse_rfc3339(record.time) {
             r.set_timestamp(t);
         }
         r.set_severity_number(Severity::Info);
@@ -452,7 +445,7 @@ impl RecordSink for AuditLogSink {
         if let Some(op) = &record.event.operation {
             r.add_attribute("cubegate.operation", op.as_str().to_owned());
         }
-        if let Some(sc) = cx {
+        if sc.is_valid() {
             r.set_trace_context(sc.trace_id(), sc.span_id(), Some(sc.trace_flags()));
         }
         self.logger.emit(r);

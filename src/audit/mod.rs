@@ -26,8 +26,8 @@ pub use chain::{Checkpoint, genesis, line_hash};
 pub use query::{QueryFilter, QueryRow, query, render_json_lines, render_table};
 pub use record::{
     AuditEvent, Decision, Digest, Environment, Fingerprint, Kind, Name, Pointer, Record,
-    RecordError, RequestId, ResourceId, SCHEMA_VERSION, field_digest, field_hmac, fingerprint,
-    key_fingerprint,
+    RecordError, RecordRef, RequestId, ResourceId, SCHEMA_VERSION, field_digest, field_hmac,
+    fingerprint, key_fingerprint,
 };
 pub use verify::{FailureKind, InstanceReport, VerifyFailure, VerifyReport, verify};
 pub use writer::{AuditLog, AuditStats, RecordSink};
@@ -446,7 +446,7 @@ pub(crate) mod test_util {
                 ev.status = Some(200);
                 ev.latency_ms = Some(3);
             }
-            log.append(ev).await.unwrap();
+            log.append(&ev).await.unwrap();
         }
         log.flush().await.unwrap();
         log

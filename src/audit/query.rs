@@ -358,8 +358,8 @@ mod tests {
     async fn sample(dir: &std::path::Path) {
         let log = AuditLog::open(&settings(dir), keys()).unwrap();
         let i1 = event(Kind::Intent, "req-1", "svc-a", "clientA");
-        log.append(i1.clone()).await.unwrap();
-        log.append(event(Kind::Intent, "req-2", "svc-b", "clientB"))
+        log.append(&i1).await.unwrap();
+        log.append(&event(Kind::Intent, "req-2", "svc-b", "clientB"))
             .await
             .unwrap();
         let mut refused = AuditEvent::new(
@@ -369,19 +369,19 @@ mod tests {
         );
         refused.status = Some(401);
         refused.reason = Some(Name::new("unauthorized").unwrap());
-        log.append(refused).await.unwrap();
-        log.append(i1.outcome(200, 12)).await.unwrap();
+        log.append(&refused).await.unwrap();
+        log.append(&i1.clone().into_outcome(200, 12)).await.unwrap();
         let mut read = event(Kind::Outcome, "req-4", "svc-a", "clientA");
         read.operation = Some(Name::new("clients.get").unwrap());
         read.fields.clear();
         read.stripped.clear();
         read.status = Some(200);
-        log.append(read).await.unwrap();
+        log.append(&read).await.unwrap();
         let mut pol = event(Kind::Event, "req-5", "svc-b", "clientB");
         pol.decision = Decision::RefusedPolicy;
         pol.status = Some(400);
         pol.stripped = vec![Pointer::new("/type").unwrap()];
-        log.append(pol).await.unwrap();
+        log.append(&pol).await.unwrap();
         log.flush().await.unwrap();
     }
 

@@ -66,12 +66,26 @@ fn check(
     Ok(())
 }
 
+/// Serialised as the plain string. (serde's `into = "String"` would clone
+/// it first: an allocation per field on every audit line.)
+macro_rules! serialize_as_str {
+    ($name:ty) => {
+        impl Serialize for $name {
+            fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+                s.serialize_str(&self.0)
+            }
+        }
+    };
+}
+
 macro_rules! text_newtype {
     ($(#[$doc:meta])* $name:ident, $kind:literal, $rule:literal, $max:expr, $pred:expr) => {
         $(#[$doc])*
-        #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
-        #[serde(try_from = "String", into = "String")]
+        #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Deserialize)]
+        #[serde(try_from = "String")]
         pub struct $name(String);
+
+        serialize_as_str!($name);
 
         impl $name {
             /// Validates and wraps `s`; the error never contains `s`.
@@ -139,9 +153,11 @@ text_newtype!(
 /// A JSON pointer (RFC 6901) naming a body field, e.g. `/address/line`.
 /// Segments are limited to `[A-Za-z0-9_-]` plus the `~0`/`~1` escapes, so a
 /// free-text value cannot pass as a pointer by accident.
-#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
-#[serde(try_from = "String", into = "String")]
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Deserialize)]
+#[serde(try_from = "String")]
 pub struct Pointer(String);
+
+serialize_as_str!(Pointer);
 
 const POINTER_RULE: &str =
     "a JSON pointer of at most 256 chars whose segments are 1-64 chars of [A-Za-z0-9_~-]";
@@ -200,9 +216,11 @@ impl fmt::Display for Pointer {
 /// First 16 hex chars of HMAC-SHA256(fingerprint key, upstream key): tells
 /// which upstream key was used without revealing it. Only [`key_fingerprint`]
 /// creates one (deserialising checks the shape).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(try_from = "String", into = "String")]
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(try_from = "String")]
 pub struct Fingerprint(String);
+
+serialize_as_str!(Fingerprint);
 
 impl TryFrom<String> for Fingerprint {
     type Error = RecordError;
@@ -233,9 +251,11 @@ impl Fingerprint {
 
 /// Full hex HMAC-SHA256 of a field value under the field-HMAC key. Only
 /// [`field_hmac`] creates one (deserialising checks the shape).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(try_from = "String", into = "String")]
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(try_from = "String")]
 pub struct Digest(String);
+
+serialize_as_str!(Digest);
 
 impl TryFrom<String> for Digest {
     type Error = RecordError;
@@ -439,12 +459,11 @@ impl AuditEvent {
 
     /// The matching outcome of this intent: same identity, new kind, status
     /// and latency.
-    pub fn outcome(&self, status: u16, latency_ms: u64) -> Self {
-        let mut o = self.clone();
-        o.kind = Kind::Outcome;
-        o.status = Some(status);
-        o.latency_ms = Some(latency_ms);
-        o
+    pub fn into_outcome(mut self, status: u16, latency_ms: u64) -> Self {
+        self.kind = Kind::Outcome;
+        self.status = Some(status);
+        self.latency_ms = Some(latency_ms);
+        self
     }
 }
 
@@ -467,9 +486,59 @@ pub struct Record {
     pub prev: String,
 }
 
+/// A record as it is written: borrows its parts, so appending copies
+/// nothing. Serialises exactly as [`Record`] (same fields, same order, the
+/// event flattened); a unit test holds the two together.
+#[derive(Debug, Clone, Copy, Serialize)]
+pub struct RecordRef<'a> {
+    /// Schema version, [`SCHEMA_VERSION`].
+    pub v: u32,
+    /// Per-instance sequence number.
+    pub seq: u64,
+    /// RFC 3339 UTC with milliseconds.
+    pub time: &'a str,
+    /// The writing instance.
+    pub instance: &'a Name,
+    /// The event itself.
+    #[serde(flatten)]
+    pub event: &'a AuditEvent,
+    /// Hex SHA-256 of the previous record's line.
+    pub prev: &'a str,
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn record_ref_writes_exactly_what_record_reads() {
+        let mut ev = super::super::test_util::event(Kind::Intent, "r1", "svc-a", "5f0a");
+        ev.status = Some(200);
+        ev.field_hmacs.insert(
+            Pointer::new("/email").unwrap(),
+            Digest::try_from("ab".repeat(32)).unwrap(),
+        );
+        let instance = Name::new("gw-1").unwrap();
+        let owned = Record {
+            v: SCHEMA_VERSION,
+            seq: 7,
+            time: "2026-11-29T20:00:00.123Z".into(),
+            instance: instance.clone(),
+            event: ev.clone(),
+            prev: "00".repeat(32),
+        };
+        let borrowed = RecordRef {
+            v: SCHEMA_VERSION,
+            seq: 7,
+            time: &owned.time,
+            instance: &instance,
+            event: &ev,
+            prev: &owned.prev,
+        };
+        let line = serde_json::to_vec(&borrowed).unwrap();
+        assert_eq!(line, serde_json::to_vec(&owned).unwrap());
+        assert_eq!(serde_json::from_slice::<Record>(&line).unwrap(), owned);
+    }
 
     #[test]
     fn names_refuse_free_text_without_echoing_it() {
