@@ -33,10 +33,13 @@
 #   C1000=1000 (0 skips the 1,000-connection RSS run) OUT_DIR=bench/results/<timestamp> CARGO_TARGET_DIR=target
 #   VARIANTS="cg-nofsync cg-noaudit cg-noval"  which variants to run beside the full cubegate;
 #            also cg-h1 / cg-h2 (full, upstream HTTP/1.1 / HTTP/2 forced) and
-#            cg-nowait (full, audit group_commit_wait_us = 0)
+#            cg-nowait (full, audit group_commit_wait_us = 0),
+#            cg-jemalloc / cg-mimalloc / cg-tcmalloc (full, that malloc LD_PRELOADed
+#            from Debian's package; ALLOC_ENV="MALLOC_CONF=…" passes its settings)
+#   C1000_SYSTEMS="cubegate nginx"  which systems get the 1,000-connection RSS run
 #   BASELINE_BIN=<older cubegate binary>  adds "cg-baseline" (full config) for before/after;
 #            BASELINE_HTTP2=true|false sets its [upstream] http2 (binaries from before the switch: unset)
-#   PERF_RECORD=<system>  also profiles that system's first saturation run
+#   PERF_RECORD="<system> …"  also profiles these systems' first saturation run
 #                         with `perf record -e cpu-clock` (needs linux-perf)
 #   PERF_ARGS=<args>      extra `perf record` arguments, e.g. "--call-graph dwarf,16384"
 # Needs: cargo, curl, python3, taskset (util-linux); installs nginx-light
@@ -49,7 +52,7 @@ QUICK=0
 for a in "$@"; do
     case "$a" in
     --quick) QUICK=1 ;;
-    -h | --help) sed -n '2,42p' "$0"; exit 0 ;;
+    -h | --help) sed -n '2,46p' "$0"; exit 0 ;;
     *) echo "bench/run.sh: unknown argument $a (try --help)" >&2; exit 2 ;;
     esac
 done
@@ -187,6 +190,16 @@ EOF
     PID[$name]=$!; PIDS+=("$!"); PORT[$name]=$port
     wait_http "http://127.0.0.1:$port/v1/clients/$CID" -H "Authorization: $TOKEN"
 }
+alloc_lib() { # jemalloc|mimalloc|tcmalloc -> path of the shared library
+    local pkg so
+    case "$1" in
+    jemalloc) pkg=libjemalloc2 so=libjemalloc.so.2 ;;
+    mimalloc) pkg=libmimalloc2.0 so=libmimalloc.so.2 ;;
+    tcmalloc) pkg=libtcmalloc-minimal4 so=libtcmalloc_minimal.so.4 ;;
+    esac
+    [ -e "/usr/lib/x86_64-linux-gnu/$so" ] || apt_install "$pkg"
+    echo "/usr/lib/x86_64-linux-gnu/$so"
+}
 # VARIANTS narrows the cubegate variants for a quicker look (the full
 # `cubegate` is always measured: the headline and the c1000 run need it).
 VARIANTS=${VARIANTS-"cg-nofsync cg-noaudit cg-noval"}
@@ -199,6 +212,11 @@ for v in $VARIANTS; do
     cg-nowait) CG_ENV=CUBEGATE__AUDIT__GROUP_COMMIT_WAIT_US=0 start_cubegate cg-nowait true true true ;;
     cg-h1) start_cubegate cg-h1 true true true "$CG" false ;;
     cg-h2) start_cubegate cg-h2 true true true "$CG" true ;;
+    # Full, with another malloc preloaded (Debian's packages, installed if
+    # missing): what an allocator change would buy, before building one in.
+    cg-jemalloc | cg-mimalloc | cg-tcmalloc)
+        lib=$(alloc_lib "${v#cg-}")
+        CG_ENV="LD_PRELOAD=$lib ${ALLOC_ENV:-}" start_cubegate "$v" true true true ;;
     *) echo "bench/run.sh: unknown variant $v" >&2; exit 2 ;;
     esac
 done
@@ -284,7 +302,7 @@ run_one() { # system mode(sat|RATE) round conns
     local sys=$1 mode=$2 round=$3 conns=$4 rate_arg="" c0 s0 c1 s1 line
     [ "$mode" != sat ] && rate_arg="--rate $mode"
     local perf_pid=""
-    if [ "$mode" = sat ] && [ "$round" = 1 ] && [ "$sys" = "${PERF_RECORD:-}" ]; then
+    if [ "$mode" = sat ] && [ "$round" = 1 ] && [[ " ${PERF_RECORD:-} " == *" $sys "* ]]; then
         perf record -q -e cpu-clock -F 1999 ${PERF_ARGS:-} -p "${PID[$sys]}" -o "$OUT_DIR/perf-$sys.data" \
             -- sleep "$DURATION" >/dev/null 2>&1 &
         perf_pid=$!
@@ -323,7 +341,7 @@ for sys in "${SYSTEMS[@]}"; do HWM[$sys]=$(hwm_kib "${PID[$sys]}"); done
 
 # Peak RSS under 1,000 concurrent connections (closed loop), on the full
 # cubegate and on nginx, after everything above (VmHWM never decreases).
-[ "$C1000" = 0 ] && C1000_SYSTEMS="" || C1000_SYSTEMS="cubegate nginx"
+[ "$C1000" = 0 ] && C1000_SYSTEMS="" || C1000_SYSTEMS=${C1000_SYSTEMS:-"cubegate nginx"}
 for sys in $C1000_SYSTEMS; do
     $GEN "$LG" $(load_args "$sys") --method POST --body-file "$W/body.json" \
         --header 'Content-Type: application/json' -c "$C1000" --duration 5 --warmup 1 \
