@@ -378,8 +378,15 @@ fn body_error(ctx: &mut Ctx, e: body::BodyError) -> GatewayError {
 /// Build an audit record from what the request has accumulated. Only names,
 /// ids, pointers, numbers and keyed digests: [`AuditEvent`]'s field types
 /// cannot hold a body or query value. Returns None only if the request id is
-/// not recordable (never for ids cubegate generates or accepts).
-fn audit_event(ctx: &Ctx, snap: &Snapshot, kind: Kind, status: Option<u16>) -> Option<AuditEvent> {
+/// not recordable (never for ids cubegate generates or accepts). Called at
+/// most once per request (the outcome is derived from the intent), so it
+/// moves the field list out of `ctx` instead of copying it.
+fn audit_event(
+    ctx: &mut Ctx,
+    snap: &Snapshot,
+    kind: Kind,
+    status: Option<u16>,
+) -> Option<AuditEvent> {
     use crate::audit::{Environment as AuditEnv, Name, Pointer, RequestId, ResourceId};
     let mut ev = AuditEvent::new(
         kind,
@@ -390,10 +397,10 @@ fn audit_event(ctx: &Ctx, snap: &Snapshot, kind: Kind, status: Option<u16>) -> O
     // Metadata keys are chosen by the caller and could themselves carry
     // personal data: the trail records that metadata was sent (or stripped),
     // never its keys. Every pointer the record holds passes through here.
-    let pointers = |v: &[String]| {
-        v.iter()
+    let pointers = |v: Vec<String>| {
+        v.into_iter()
             .filter(|p| !p.starts_with("/metadata/"))
-            .filter_map(|p| Pointer::new(p.clone()).ok())
+            .filter_map(|p| Pointer::new(p).ok())
             .collect()
     };
     ev.trace_id = ctx
@@ -417,26 +424,28 @@ fn audit_event(ctx: &Ctx, snap: &Snapshot, kind: Kind, status: Option<u16>) -> O
             .collect();
         ev.query_params = r.query_names.iter().filter_map(|q| name(q)).collect();
     }
-    ev.fields = pointers(&ctx.fields);
-    ev.stripped = pointers(&ctx.stripped);
-    ev.reason = ctx
-        .error_type
-        .map(|t| {
-            if ctx.shadow_violation {
-                "shadow_validation_failure"
-            } else {
-                t
-            }
-        })
-        .or(ctx.shadow_violation.then_some("shadow_validation_failure"))
-        .and_then(name);
+    ev.fields = pointers(std::mem::take(&mut ctx.fields));
+    // `stripped` is still needed for the response header.
+    ev.stripped = pointers(ctx.stripped.clone());
+    ev.reason = audit_reason(ctx);
     ev.status = status;
     if kind != Kind::Intent {
         ev.latency_ms = Some(ctx.started.elapsed().as_millis() as u64);
     }
-    ev.key_fingerprint = ctx.key_fingerprint.clone();
-    ev.field_hmacs = ctx.field_hmacs.clone();
+    ev.key_fingerprint = ctx.key_fingerprint.take();
+    ev.field_hmacs = std::mem::take(&mut ctx.field_hmacs);
     Some(ev)
+}
+
+/// The record's `reason`: a shadow-mode validation failure (the request was
+/// forwarded anyway) wins over the error type.
+fn audit_reason(ctx: &Ctx) -> Option<crate::audit::Name> {
+    let t = if ctx.shadow_violation {
+        "shadow_validation_failure"
+    } else {
+        ctx.error_type?
+    };
+    crate::audit::Name::new(t).ok()
 }
 
 /// Audit outcome, metrics and the access log line. Always runs.
@@ -454,20 +463,20 @@ async fn finish(shared: &Shared, rt: &Runtime, ctx: &mut Ctx, status: StatusCode
             Kind::Event
         };
         let record = match ctx.intent.take() {
-            // After an intent only the status, latency and an upstream
-            // failure's type are new.
-            Some(intent) if kind == Kind::Outcome => {
-                let mut ev =
-                    intent.into_outcome(status.as_u16(), ctx.started.elapsed().as_millis() as u64);
-                if let Some(t) = ctx.error_type.filter(|_| !ctx.shadow_violation) {
-                    ev.reason = crate::audit::Name::new(t).ok();
-                }
+            // After an intent only the kind, decision, status, latency and
+            // reason can be new.
+            Some(mut ev) => {
+                ev.kind = kind;
+                ev.decision = ctx.decision;
+                ev.status = Some(status.as_u16());
+                ev.latency_ms = Some(ctx.started.elapsed().as_millis() as u64);
+                ev.reason = audit_reason(ctx);
                 Some(ev)
             }
             // Build a record only when one is written: most non-PII
             // requests are not audited.
-            _ if wanted => audit_event(ctx, snap, kind, Some(status.as_u16())),
-            _ => None,
+            None if wanted => audit_event(ctx, snap, kind, Some(status.as_u16())),
+            None => None,
         };
         if let Some(ev) = record {
             let t = Instant::now();
