@@ -28,10 +28,6 @@ use crate::state::Shared;
 /// Open connections, for drain accounting.
 pub static OPEN_CONNECTIONS: AtomicUsize = AtomicUsize::new(0);
 
-/// Connections closed because their first request head did not arrive
-/// within the header-read timeout (slowloris).
-pub static SLOW_CLIENTS_DROPPED: AtomicUsize = AtomicUsize::new(0);
-
 struct ConnGuard;
 impl Drop for ConnGuard {
     fn drop(&mut self) {
@@ -142,7 +138,6 @@ async fn serve_one(
                     return;
                 }
                 Err(_) => {
-                    SLOW_CLIENTS_DROPPED.fetch_add(1, Ordering::Relaxed);
                     metrics::counter!("cubegate_slow_clients_dropped_total").increment(1);
                     return;
                 }
@@ -171,7 +166,6 @@ async fn serve_one(
         _ = conn.as_mut() => return,
         _ = tokio::time::sleep_until(deadline) => {
             if !first_request.load(Ordering::Acquire) {
-                SLOW_CLIENTS_DROPPED.fetch_add(1, Ordering::Relaxed);
                 metrics::counter!("cubegate_slow_clients_dropped_total").increment(1);
                 return;
             }

@@ -1,7 +1,7 @@
 //! The `read body` stage: strict reading of a request body, before any schema.
 //!
 //! Input: the request headers and the body stream of a route that carries a
-//! JSON body, plus that route's [`BodyLimits`].
+//! JSON body, plus that route's size cap and nesting limit.
 //! Output: the body as a [`serde_json::Value`] (key order kept), and on demand
 //! the JSON pointers of the fields it holds ([`field_pointers`], for audit).
 //! Failures, as [`BodyError`]:
@@ -24,7 +24,7 @@ use std::fmt::Display;
 
 use bytes::{Bytes, BytesMut};
 use http::HeaderMap;
-use http::header::{CONTENT_ENCODING, CONTENT_LENGTH, CONTENT_TYPE};
+use http::header::{CONTENT_ENCODING, CONTENT_TYPE};
 use serde_json::{Map, Number, Value};
 
 /// Default body cap for JSON routes.
@@ -39,32 +39,6 @@ pub const DEFAULT_MAX_DEPTH: usize = 32;
 pub const HARD_MAX_DEPTH: usize = 256;
 /// Largest integer an IEEE double holds exactly (I-JSON, RFC 7493 §2.2).
 pub const MAX_SAFE_INTEGER: u64 = (1 << 53) - 1;
-
-/// Size and nesting limits of one route.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct BodyLimits {
-    pub max_bytes: usize,
-    pub max_depth: usize,
-}
-
-impl Default for BodyLimits {
-    fn default() -> Self {
-        BodyLimits {
-            max_bytes: DEFAULT_MAX_BYTES,
-            max_depth: DEFAULT_MAX_DEPTH,
-        }
-    }
-}
-
-impl BodyLimits {
-    /// Limits for image/document upload routes.
-    pub const fn upload() -> Self {
-        BodyLimits {
-            max_bytes: UPLOAD_MAX_BYTES,
-            max_depth: DEFAULT_MAX_DEPTH,
-        }
-    }
-}
 
 #[derive(Debug, thiserror::Error)]
 pub enum BodyError {
@@ -156,24 +130,6 @@ pub fn check_content_type(headers: &HeaderMap) -> Result<(), BodyError> {
     Ok(())
 }
 
-/// Refuses at once a body whose Content-Length announces more than `limit`
-/// bytes. [`read_capped`] does the same through the body's size hint; this is
-/// for callers that want to answer before touching the body at all.
-pub fn check_declared_length(headers: &HeaderMap, limit: usize) -> Result<(), BodyError> {
-    for value in headers.get_all(CONTENT_LENGTH) {
-        let declared = value
-            .to_str()
-            .ok()
-            .and_then(|v| v.trim().parse::<u64>().ok());
-        match declared {
-            Some(n) if n <= limit as u64 => {}
-            Some(_) => return Err(BodyError::TooLarge { limit }),
-            None => return Err(BodyError::Read("invalid Content-Length".to_owned())),
-        }
-    }
-    Ok(())
-}
-
 /// Collects the body, failing with `TooLarge` as soon as the running total
 /// crosses `limit` (the rest of the stream is not read), or at once when the
 /// body's size hint (Content-Length for `hyper::body::Incoming`) is over it.
@@ -244,25 +200,6 @@ where
         }
     }
     Ok(joined.map(BytesMut::freeze).or(single).unwrap_or_default())
-}
-
-/// The whole stage for one request: media type, declared length, capped
-/// read, strict parse. Returns the raw bytes too (the forward stage re-sends
-/// the policy-filtered value, the audit stage may hash the original).
-pub async fn read_json<B>(
-    headers: &HeaderMap,
-    body: B,
-    limits: BodyLimits,
-) -> Result<(Bytes, Value), BodyError>
-where
-    B: http_body::Body<Data = Bytes>,
-    B::Error: Display,
-{
-    check_content_type(headers)?;
-    check_declared_length(headers, limits.max_bytes)?;
-    let bytes = read_capped(body, limits.max_bytes).await?;
-    let value = parse_strict(&bytes, limits.max_depth)?;
-    Ok((bytes, value))
 }
 
 /// Strict single-pass JSON parser producing a `serde_json::Value`.
@@ -1146,19 +1083,6 @@ mod tests {
         );
     }
 
-    #[test]
-    fn declared_length_over_cap_is_refused() {
-        let mut h = HeaderMap::new();
-        h.insert(CONTENT_LENGTH, http::HeaderValue::from_static("65537"));
-        assert!(matches!(
-            check_declared_length(&h, 65536),
-            Err(BodyError::TooLarge { limit: 65536 })
-        ));
-        h.insert(CONTENT_LENGTH, http::HeaderValue::from_static("65536"));
-        assert!(check_declared_length(&h, 65536).is_ok());
-        assert!(check_declared_length(&HeaderMap::new(), 1).is_ok());
-    }
-
     /// A body that yields `chunk`-byte frames forever (or `frames` of them),
     /// counting how many were pulled, with an optional declared length.
     struct CountingBody {
@@ -1240,53 +1164,6 @@ mod tests {
         assert!(read_capped(body, 7).await.unwrap().is_empty());
         let full = http_body_util::Full::new(Bytes::from_static(b"{\"a\":1}"));
         assert_eq!(read_capped(full, 64).await.unwrap().as_ref(), b"{\"a\":1}");
-    }
-
-    #[tokio::test]
-    async fn read_json_runs_the_checks_in_order() {
-        let json_headers = |len: &'static str| {
-            let mut h = HeaderMap::new();
-            h.insert(
-                CONTENT_TYPE,
-                http::HeaderValue::from_static("application/json"),
-            );
-            h.insert(CONTENT_LENGTH, http::HeaderValue::from_static(len));
-            h
-        };
-        let full = |s: &'static str| http_body_util::Full::new(Bytes::from_static(s.as_bytes()));
-        let (raw, value) = read_json(
-            &json_headers("9"),
-            full(r#"{"a":[1]}"#),
-            BodyLimits::default(),
-        )
-        .await
-        .unwrap();
-        assert_eq!(
-            (raw.as_ref(), value),
-            (br#"{"a":[1]}"#.as_slice(), serde_json::json!({"a": [1]}))
-        );
-        let err = read_json(&HeaderMap::new(), full("{}"), BodyLimits::default())
-            .await
-            .unwrap_err();
-        assert!(matches!(err, BodyError::UnsupportedMediaType));
-        let err = read_json(&json_headers("70000"), full("{}"), BodyLimits::default())
-            .await
-            .unwrap_err();
-        assert!(matches!(
-            err,
-            BodyError::TooLarge {
-                limit: DEFAULT_MAX_BYTES
-            }
-        ));
-        let tight = BodyLimits {
-            max_bytes: 64,
-            max_depth: 1,
-        };
-        let err = read_json(&json_headers("5"), full("[[1]]"), tight)
-            .await
-            .unwrap_err();
-        assert!(matches!(err, BodyError::Malformed { offset: 1, .. }));
-        assert_eq!(BodyLimits::upload().max_bytes, 6 * 1024 * 1024);
     }
 
     /// Yields one data frame holding the canary, then fails like a reset.
