@@ -285,8 +285,11 @@ impl Digest {
 }
 
 fn hmac_hex(key: &[u8], data: &[u8]) -> String {
-    let k = hmac::Key::new(hmac::HMAC_SHA256, key);
-    hex(hmac::sign(&k, data).as_ref())
+    hmac_hex_keyed(&hmac::Key::new(hmac::HMAC_SHA256, key), data)
+}
+
+fn hmac_hex_keyed(key: &hmac::Key, data: &[u8]) -> String {
+    hex(hmac::sign(key, data).as_ref())
 }
 
 /// Keyed fingerprint of an upstream (ComplyCube) key: the first 16 hex chars
@@ -312,6 +315,19 @@ pub fn field_hmac(key: &[u8], value_bytes: &[u8]) -> String {
 /// Typed form of [`field_hmac`] for [`AuditEvent::field_hmacs`].
 pub fn field_digest(key: &[u8], value_bytes: &[u8]) -> Digest {
     Digest(field_hmac(key, value_bytes))
+}
+
+/// [`fingerprint`] with the key already prepared (the log keeps one, so the
+/// HMAC key schedule is not redone on every request).
+pub(crate) fn fingerprint_keyed(key: &hmac::Key, upstream_key: &str) -> Fingerprint {
+    let mut h = hmac_hex_keyed(key, upstream_key.as_bytes());
+    h.truncate(16);
+    Fingerprint(h)
+}
+
+/// [`field_digest`] with the key already prepared.
+pub(crate) fn field_digest_keyed(key: &hmac::Key, value_bytes: &[u8]) -> Digest {
+    Digest(hmac_hex_keyed(key, value_bytes))
 }
 
 /// Which step of a request a record describes.
@@ -509,6 +525,19 @@ pub struct RecordRef<'a> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn prepared_keys_give_the_same_digests() {
+        let k = hmac::Key::new(hmac::HMAC_SHA256, b"fp-key");
+        assert_eq!(
+            fingerprint_keyed(&k, "test_abc"),
+            fingerprint(b"fp-key", "test_abc")
+        );
+        assert_eq!(
+            field_digest_keyed(&k, b"value"),
+            field_digest(b"fp-key", b"value")
+        );
+    }
 
     #[test]
     fn record_ref_writes_exactly_what_record_reads() {

@@ -161,8 +161,9 @@ struct Inner {
     healthy: Arc<AtomicBool>,
     instance: Name,
     dir: PathBuf,
-    fingerprint_key: Vec<u8>,
-    field_hmac_key: Vec<u8>,
+    /// Prepared once: the HMAC key schedule is not redone per request.
+    fingerprint_key: ring::hmac::Key,
+    field_hmac_key: ring::hmac::Key,
     hmac_pointers: Vec<Pointer>,
     sink: Sink,
 }
@@ -210,8 +211,8 @@ impl AuditLog {
             healthy: healthy.clone(),
             instance: instance.clone(),
             dir: settings.dir.clone(),
-            fingerprint_key: keys.fingerprint_key,
-            field_hmac_key: keys.field_hmac_key,
+            fingerprint_key: ring::hmac::Key::new(ring::hmac::HMAC_SHA256, &keys.fingerprint_key),
+            field_hmac_key: ring::hmac::Key::new(ring::hmac::HMAC_SHA256, &keys.field_hmac_key),
             hmac_pointers,
             sink: Sink::default(),
         };
@@ -376,7 +377,7 @@ impl AuditLog {
 
     /// Fingerprint of the upstream key for [`AuditEvent::key_fingerprint`].
     pub fn fingerprint(&self, upstream_key: &str) -> Fingerprint {
-        record::fingerprint(&self.inner.fingerprint_key, upstream_key)
+        record::fingerprint_keyed(&self.inner.fingerprint_key, upstream_key)
     }
 
     /// Keyed HMACs of the configured `hmac_fields` present in `body`. A
@@ -393,7 +394,7 @@ impl AuditLog {
             };
             out.insert(
                 p.clone(),
-                record::field_digest(&self.inner.field_hmac_key, &bytes),
+                record::field_digest_keyed(&self.inner.field_hmac_key, &bytes),
             );
         }
         out
