@@ -679,10 +679,8 @@ fn method_attr(m: &http::Method) -> &'static str {
 /// only known later are declared empty and filled by [`request_done`].
 pub fn request_span(h: &HeaderMap, method: &http::Method, listen: &str) -> tracing::Span {
     let m = method_attr(method);
-    let (host, port) = match listen.parse::<std::net::SocketAddr>() {
-        Ok(a) => (a.ip().to_string(), Some(a.port())),
-        Err(_) => (listen.to_string(), None),
-    };
+    // Field values are only evaluated when the span is enabled: with
+    // traces off the listen address is not parsed on every request.
     let span = tracing::info_span!(
         target: "cubegate::request",
         "request",
@@ -692,8 +690,8 @@ pub fn request_span(h: &HeaderMap, method: &http::Method, listen: &str) -> traci
         http.request.method = m,
         http.route = Empty,
         http.response.status_code = Empty,
-        server.address = host,
-        server.port = port,
+        server.address = listen_host(listen),
+        server.port = listen_port(listen),
         error.type = Empty,
         cubegate.operation = Empty,
         cubegate.tenant = Empty,
@@ -711,6 +709,22 @@ pub fn request_span(h: &HeaderMap, method: &http::Method, listen: &str) -> traci
         }
     }
     span
+}
+
+/// `server.address` of the request span: the listener's IP, or the text.
+fn listen_host(listen: &str) -> String {
+    match listen.parse::<std::net::SocketAddr>() {
+        Ok(a) => a.ip().to_string(),
+        Err(_) => listen.to_string(),
+    }
+}
+
+/// `server.port` of the request span.
+fn listen_port(listen: &str) -> Option<u16> {
+    listen
+        .parse::<std::net::SocketAddr>()
+        .ok()
+        .map(|a| a.port())
 }
 
 /// The client span around the upstream call.
