@@ -194,6 +194,18 @@ impl Gauge {
         use std::sync::atomic::Ordering::Relaxed;
         serde_json::json!({"now": self.now.load(Relaxed), "peak": self.peak.load(Relaxed)})
     }
+    fn peak(&self) -> usize {
+        self.peak.load(std::sync::atomic::Ordering::Relaxed)
+    }
+}
+
+/// High-water marks since start (also on `GET /__sandbox/health`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Peaks {
+    /// API requests being answered at once.
+    pub in_flight: usize,
+    /// Connections open at once.
+    pub connections: usize,
 }
 
 struct GaugeGuard<'a>(&'a Gauge);
@@ -336,6 +348,14 @@ impl Sandbox {
     /// Every API request received so far (control endpoints excluded).
     pub fn recorded(&self) -> Vec<RecordedRequest> {
         lock(&self.shared.recorded).iter().cloned().collect()
+    }
+
+    /// High-water marks of connections and API requests in flight.
+    pub fn peaks(&self) -> Peaks {
+        Peaks {
+            in_flight: self.shared.in_flight.peak(),
+            connections: self.shared.connections.peak(),
+        }
     }
 
     pub fn clear_recorded(&self) {
