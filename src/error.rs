@@ -64,6 +64,10 @@ pub enum GatewayError {
     AuditUnavailable,
     #[error("cubegate is shutting down")]
     Draining,
+    /// Every upstream exchange slot stayed busy for this many ms: the
+    /// gateway's own backlog, not ComplyCube's fault.
+    #[error("cubegate is at its limit of requests in flight to ComplyCube; retry shortly")]
+    Overloaded(u64),
     #[error("internal error: {0}")]
     Internal(String),
 }
@@ -100,7 +104,9 @@ impl GatewayError {
             RateLimited { .. } => StatusCode::TOO_MANY_REQUESTS,
             UpstreamUnavailable(_) => StatusCode::BAD_GATEWAY,
             UpstreamTimeout(_) => StatusCode::GATEWAY_TIMEOUT,
-            UpstreamCircuitOpen | AuditUnavailable | Draining => StatusCode::SERVICE_UNAVAILABLE,
+            UpstreamCircuitOpen | AuditUnavailable | Draining | Overloaded(_) => {
+                StatusCode::SERVICE_UNAVAILABLE
+            }
             Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
@@ -123,6 +129,7 @@ impl GatewayError {
             UpstreamTimeout(_) => "upstream_timeout",
             AuditUnavailable => "audit_unavailable",
             Draining => "draining",
+            Overloaded(_) => "gateway_overloaded",
             Internal(_) => "internal_error",
         }
     }
@@ -131,7 +138,7 @@ impl GatewayError {
         use GatewayError::*;
         match self {
             UpstreamUnavailable(_) | UpstreamTimeout(_) | UpstreamCircuitOpen => Blame::Upstream,
-            AuditUnavailable | Internal(_) | Draining => Blame::Internal,
+            AuditUnavailable | Internal(_) | Draining | Overloaded(_) => Blame::Internal,
             _ => Blame::Client,
         }
     }
@@ -232,6 +239,7 @@ mod tests {
             GatewayError::UpstreamCircuitOpen,
             GatewayError::AuditUnavailable,
             GatewayError::Draining,
+            GatewayError::Overloaded(5),
         ];
         for e in cases {
             let r = e.to_response("req-1");

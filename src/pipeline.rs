@@ -387,22 +387,13 @@ fn audit_event(
     kind: Kind,
     status: Option<u16>,
 ) -> Option<AuditEvent> {
-    use crate::audit::{Environment as AuditEnv, Name, Pointer, RequestId, ResourceId};
+    use crate::audit::{Environment as AuditEnv, Name, RequestId, ResourceId};
     let mut ev = AuditEvent::new(
         kind,
         RequestId::new(ctx.request_id.clone()).ok()?,
         ctx.decision,
     );
     let name = |s: &str| Name::new(s.to_string()).ok();
-    // Metadata keys are chosen by the caller and could themselves carry
-    // personal data: the trail records that metadata was sent (or stripped),
-    // never its keys. Every pointer the record holds passes through here.
-    let pointers = |v: Vec<String>| {
-        v.into_iter()
-            .filter(|p| !p.starts_with("/metadata/"))
-            .filter_map(|p| Pointer::new(p).ok())
-            .collect()
-    };
     ev.trace_id = ctx
         .trace_id
         .as_ref()
@@ -422,11 +413,26 @@ fn audit_event(
             .iter()
             .filter_map(|(k, v)| Some((name(k)?, ResourceId::new(v.clone()).ok()?)))
             .collect();
-        ev.query_params = r.query_names.iter().filter_map(|q| name(q)).collect();
+        // `metadata.<key>` filters: the key is the caller's, recorded as
+        // `metadata` (see `audit_pointers`).
+        let mut params: Vec<Name> = Vec::with_capacity(r.query_names.len());
+        for q in &r.query_names {
+            let q = if q.starts_with("metadata.") {
+                "metadata"
+            } else {
+                q
+            };
+            if !params.iter().any(|p| p.as_str() == q)
+                && let Some(n) = name(q)
+            {
+                params.push(n);
+            }
+        }
+        ev.query_params = params;
     }
-    ev.fields = pointers(std::mem::take(&mut ctx.fields));
+    ev.fields = audit_pointers(std::mem::take(&mut ctx.fields));
     // `stripped` is still needed for the response header.
-    ev.stripped = pointers(ctx.stripped.clone());
+    ev.stripped = audit_pointers(ctx.stripped.iter().cloned());
     ev.reason = audit_reason(ctx);
     ev.status = status;
     if kind != Kind::Intent {
@@ -435,6 +441,28 @@ fn audit_event(
     ev.key_fingerprint = ctx.key_fingerprint.take();
     ev.field_hmacs = std::mem::take(&mut ctx.field_hmacs);
     Some(ev)
+}
+
+/// Every pointer an audit record holds passes through here. Metadata keys
+/// are chosen by the caller and could themselves carry personal data: the
+/// trail records that metadata was sent (or stripped) as `/metadata`, once,
+/// never its keys.
+fn audit_pointers(v: impl IntoIterator<Item = String>) -> Vec<crate::audit::Pointer> {
+    let mut out: Vec<crate::audit::Pointer> = Vec::new();
+    for p in v {
+        let p = if p.starts_with("/metadata/") {
+            if out.iter().any(|o| o.as_str() == "/metadata") {
+                continue;
+            }
+            "/metadata".to_string()
+        } else {
+            p
+        };
+        if let Ok(p) = crate::audit::Pointer::new(p) {
+            out.push(p);
+        }
+    }
+    out
 }
 
 /// The record's `reason`: a shadow-mode validation failure (the request was
@@ -465,11 +493,11 @@ async fn finish(shared: &Shared, rt: &Runtime, ctx: &mut Ctx, status: StatusCode
         let record = match ctx.intent.take() {
             // After an intent only the kind, decision, status, latency and
             // reason can be new.
-            Some(mut ev) => {
+            Some(intent) => {
+                let mut ev =
+                    intent.into_outcome(status.as_u16(), ctx.started.elapsed().as_millis() as u64);
                 ev.kind = kind;
                 ev.decision = ctx.decision;
-                ev.status = Some(status.as_u16());
-                ev.latency_ms = Some(ctx.started.elapsed().as_millis() as u64);
                 ev.reason = audit_reason(ctx);
                 Some(ev)
             }
@@ -614,6 +642,7 @@ impl From<forward::ForwardError> for GatewayError {
         match e {
             forward::ForwardError::Timeout(ms) => GatewayError::UpstreamTimeout(ms),
             forward::ForwardError::CircuitOpen => GatewayError::UpstreamCircuitOpen,
+            forward::ForwardError::Saturated(ms) => GatewayError::Overloaded(ms),
             other => GatewayError::UpstreamUnavailable(other.to_string()),
         }
     }

@@ -109,6 +109,26 @@ impl Batch {
     }
 }
 
+/// A batch the writer has taken: answered exactly once, as failed if it is
+/// dropped unanswered (the writer thread panicked mid-write).
+struct Unanswered(Option<Arc<Batch>>);
+
+impl Unanswered {
+    fn answer(mut self, durable: bool) {
+        if let Some(b) = self.0.take() {
+            b.complete(durable);
+        }
+    }
+}
+
+impl Drop for Unanswered {
+    fn drop(&mut self) {
+        if let Some(b) = self.0.take() {
+            b.complete(false);
+        }
+    }
+}
+
 /// What appenders and the writer thread share, under [`Shared::open`].
 struct OpenBatch {
     /// Last `seq` handed out (durable or still in a batch).
@@ -712,6 +732,8 @@ impl Writer {
             drop(open);
 
             self.last_batch = records;
+            // Completed as failed if this thread panics before it answers.
+            let batch = Unanswered(Some(batch));
             if records > 0 {
                 let durable = self.write_batch(&buf, records, seq, head);
                 if !durable {
@@ -726,7 +748,7 @@ impl Writer {
                     drop(open);
                     behind.complete(false);
                 }
-                batch.complete(durable);
+                batch.answer(durable);
             }
             spare = buf;
             spare.clear();

@@ -44,6 +44,10 @@ pub enum ForwardError {
     Failed(String),
     #[error("circuit breaker open after repeated upstream failures")]
     CircuitOpen,
+    /// Every upstream exchange slot (`max_connections`) stayed busy for the
+    /// response timeout: a local backlog, not an upstream failure.
+    #[error("all upstream exchange slots busy for {0} ms")]
+    Saturated(u64),
 }
 
 impl ForwardError {
@@ -51,6 +55,7 @@ impl ForwardError {
     pub fn type_str(&self) -> &'static str {
         match self {
             ForwardError::Timeout(_) => "upstream_timeout",
+            ForwardError::Saturated(_) => "gateway_overloaded",
             _ => "upstream_unavailable",
         }
     }
@@ -63,6 +68,7 @@ pub struct Upstream {
     /// the upstream connections (and their TLS buffers) however many
     /// callers are connected; the rest queue for a connection.
     in_flight: Arc<Semaphore>,
+    max_in_flight: usize,
     response_timeout: Duration,
     health: UpstreamHealth,
     authority: String,
@@ -162,6 +168,7 @@ impl Upstream {
         Ok(Upstream {
             client,
             in_flight: Arc::new(Semaphore::new(t.max_connections)),
+            max_in_flight: t.max_connections,
             response_timeout: t.response_timeout,
             health: UpstreamHealth::default(),
             authority: t.authority.clone(),
@@ -175,6 +182,11 @@ impl Upstream {
         let mut u = Upstream::new(t)?;
         if u.authority == old.authority {
             u.breaker = old.breaker.clone();
+        }
+        // Exchanges still running hold slots of the old semaphore: keep it, so
+        // a reload does not let twice the cap reach the upstream.
+        if u.max_in_flight == old.max_in_flight {
+            u.in_flight = old.in_flight.clone();
         }
         Ok(u)
     }
@@ -192,6 +204,19 @@ impl Upstream {
         &self,
         req: Request<Full<Bytes>>,
     ) -> Result<Response<UpstreamBody>, ForwardError> {
+        // The wait for a free exchange slot is the gateway's own queue: it is
+        // bounded by its own timer and neither counts against the upstream's
+        // response timeout nor feeds the breaker or readiness.
+        let slot = tokio::time::timeout(
+            self.response_timeout,
+            self.in_flight.clone().acquire_owned(),
+        )
+        .await;
+        let Ok(Ok(slot)) = slot else {
+            return Err(ForwardError::Saturated(
+                self.response_timeout.as_millis() as u64
+            ));
+        };
         let permit = self.breaker.admit().ok_or(ForwardError::CircuitOpen)?;
         let retry_copy = (req.method() == Method::GET).then(|| clone_request(&req));
         let result = match self.once(req).await {
@@ -208,37 +233,26 @@ impl Upstream {
             Err(_) => permit.failure(),
         }
         self.health.record(result.is_ok());
-        result
+        result.map(|resp| resp.map(|inner| UpstreamBody { inner, _slot: slot }))
     }
 
-    async fn once(
-        &self,
-        req: Request<Full<Bytes>>,
-    ) -> Result<Response<UpstreamBody>, ForwardError> {
-        // Waiting for a free connection counts against the response timeout.
-        let exchange = async {
-            let permit = self.in_flight.clone().acquire_owned().await.ok();
-            (self.client.request(req).await, permit)
-        };
-        match tokio::time::timeout(self.response_timeout, exchange).await {
+    async fn once(&self, req: Request<Full<Bytes>>) -> Result<Response<Incoming>, ForwardError> {
+        match tokio::time::timeout(self.response_timeout, self.client.request(req)).await {
             Err(_) => Err(ForwardError::Timeout(
                 self.response_timeout.as_millis() as u64
             )),
-            Ok((Ok(resp), permit)) => Ok(resp.map(|inner| UpstreamBody {
-                inner,
-                _permit: permit,
-            })),
-            Ok((Err(e), _)) if e.is_connect() => Err(ForwardError::Connect(error_chain(&e))),
-            Ok((Err(e), _)) => Err(ForwardError::Failed(error_chain(&e))),
+            Ok(Ok(resp)) => Ok(resp),
+            Ok(Err(e)) if e.is_connect() => Err(ForwardError::Connect(error_chain(&e))),
+            Ok(Err(e)) => Err(ForwardError::Failed(error_chain(&e))),
         }
     }
 }
 
-/// The upstream response body, holding its exchange's connection permit
-/// until it is finished or dropped.
+/// The upstream response body, holding its exchange slot until it is
+/// finished or dropped.
 pub struct UpstreamBody {
     inner: Incoming,
-    _permit: Option<OwnedSemaphorePermit>,
+    _slot: OwnedSemaphorePermit,
 }
 
 impl http_body::Body for UpstreamBody {

@@ -502,6 +502,21 @@ async fn list_queries_pass_only_documented_parameters() {
     let q = "email=a%40b.c&type=person&page=2&pageSize=1000&metadata.crm=x";
     let r = env.get(TOKEN_A, &format!("/v1/clients?{q}")).await;
     assert_eq!(r.status, 200, "{}", r.text);
+    let listed = env
+        .audit_records()
+        .into_iter()
+        .rfind(|r| r["operation"] == "clients.list")
+        .unwrap();
+    assert!(
+        listed["query_params"]
+            .as_array()
+            .unwrap()
+            .contains(&json!("metadata"))
+    );
+    assert!(
+        !env.audit_text().contains("crm"),
+        "a metadata filter key in the trail"
+    );
     let rec = env.recorded();
     assert_eq!(rec[0].path, "/v1/clients");
     assert_eq!(rec[0].query.as_deref(), Some(q));
@@ -543,6 +558,31 @@ pointer = "/names/*/middleName"
         env.recorded()[0].json().unwrap(),
         json!({"metadata": {"crm": "7"}})
     );
+    // The trail says metadata was sent and stripped, never which keys (the
+    // caller chose them; they may be personal data).
+    let intent = env
+        .audit_records()
+        .into_iter()
+        .rfind(|r| r["kind"] == "intent" && r["operation"] == "clients.update")
+        .unwrap();
+    assert!(
+        intent["stripped"]
+            .as_array()
+            .unwrap()
+            .contains(&json!("/metadata"))
+    );
+    assert!(
+        intent["fields"]
+            .as_array()
+            .unwrap()
+            .contains(&json!("/metadata"))
+    );
+    for key in ["internal", "crm"] {
+        assert!(
+            !env.audit_text().contains(key),
+            "metadata key {key} in the audit trail"
+        );
+    }
 
     let r = env
         .post(

@@ -57,7 +57,10 @@ async fn validation_disabled_forwards_but_still_parses_and_applies_policy() {
 #[tokio::test]
 async fn upstream_max_connections_bounds_what_reaches_comply_cube() {
     for (cap, want_peak) in [(Some(2), 2), (None, 8)] {
+        // HTTP/1.1: one connection per exchange, so the cap bounds
+        // connections too (with HTTP/2 one connection carries them all).
         let mut upstream = Opts::default().upstream;
+        upstream.push_str("http2 = false\n");
         if let Some(c) = cap {
             upstream.push_str(&format!("max_connections = {c}\n"));
         }
@@ -84,6 +87,49 @@ async fn upstream_max_connections_bounds_what_reaches_comply_cube() {
         assert_eq!(peaks.in_flight, want_peak, "cap {cap:?}");
         if cap.is_some() {
             assert!(peaks.connections <= 2, "{peaks:?} with cap {cap:?}");
+        } else {
+            assert!(peaks.connections > 2, "{peaks:?} without a cap");
         }
     }
+}
+
+/// Waiting for a free exchange slot is the gateway's own queue: when it
+/// outlasts the response timeout the caller gets a 503, but the upstream is
+/// not blamed: the breaker does not open and readiness stays green.
+#[tokio::test]
+async fn a_full_local_queue_is_not_counted_against_the_upstream() {
+    let env = TestEnv::with(Opts {
+        upstream: "max_connections = 1\nresponse_timeout_ms = 400\nbreaker_failures = 1\n".into(),
+        sandbox: SandboxOptions {
+            latency: std::time::Duration::from_millis(300),
+            ..SandboxOptions::default()
+        },
+        ..Opts::default()
+    })
+    .await;
+    let id = env.create_client(TOKEN_A).await;
+    let url = env.url(&format!("/v1/clients/{id}"));
+    let mut calls = tokio::task::JoinSet::new();
+    for _ in 0..4 {
+        let req = env.http.get(&url).header("authorization", TOKEN_A);
+        calls.spawn(async move { req.send().await.unwrap().status().as_u16() });
+    }
+    let mut statuses = Vec::new();
+    while let Some(s) = calls.join_next().await {
+        statuses.push(s.unwrap());
+    }
+    statuses.sort_unstable();
+    assert_eq!(statuses.first(), Some(&200), "{statuses:?}");
+    assert!(
+        statuses.contains(&503),
+        "some must outwait the queue: {statuses:?}"
+    );
+    assert!(
+        !statuses.contains(&502) && !statuses.contains(&504),
+        "{statuses:?}"
+    );
+    assert_eq!(env.sandbox.peaks().in_flight, 1);
+    // With breaker_failures = 1 a single counted failure would open it.
+    let r = env.get(TOKEN_A, &format!("/v1/clients/{id}")).await;
+    assert_eq!(r.status, 200, "breaker opened by a local queue: {}", r.text);
 }
