@@ -35,7 +35,9 @@
 #            also cg-h1 / cg-h2 (full, upstream HTTP/1.1 / HTTP/2 forced) and
 #            cg-nowait (full, audit group_commit_wait_us = 0),
 #            cg-jemalloc / cg-mimalloc / cg-tcmalloc (full, that malloc LD_PRELOADed
-#            from Debian's package; ALLOC_ENV="MALLOC_CONF=…" passes its settings)
+#            from Debian's package into ALLOC_BIN, a `cargo build --release
+#            --no-default-features` binary copied aside: the default build's own
+#            mimalloc cannot be replaced by a preload; ALLOC_ENV passes settings)
 #   C1000_SYSTEMS="cubegate nginx"  which systems get the 1,000-connection RSS run
 #   BASELINE_BIN=<older cubegate binary>  adds "cg-baseline" (full config) for before/after;
 #            BASELINE_HTTP2=true|false sets its [upstream] http2 (binaries from before the switch: unset)
@@ -52,7 +54,7 @@ QUICK=0
 for a in "$@"; do
     case "$a" in
     --quick) QUICK=1 ;;
-    -h | --help) sed -n '2,46p' "$0"; exit 0 ;;
+    -h | --help) sed -n '2,/^set -e/{/^#/p}' "$0"; exit 0 ;;
     *) echo "bench/run.sh: unknown argument $a (try --help)" >&2; exit 2 ;;
     esac
 done
@@ -216,7 +218,10 @@ for v in $VARIANTS; do
     # missing): what an allocator change would buy, before building one in.
     cg-jemalloc | cg-mimalloc | cg-tcmalloc)
         lib=$(alloc_lib "${v#cg-}")
-        CG_ENV="LD_PRELOAD=$lib ${ALLOC_ENV:-}" start_cubegate "$v" true true true ;;
+        # The default build has mimalloc as its global allocator, which a
+        # preload cannot replace: these need a glibc build (ALLOC_BIN).
+        [ -n "${ALLOC_BIN:-}" ] || { echo "bench/run.sh: $v needs ALLOC_BIN=<a --no-default-features build>" >&2; exit 2; }
+        CG_ENV="LD_PRELOAD=$lib ${ALLOC_ENV:-}" start_cubegate "$v" true true true "$ALLOC_BIN" ;;
     *) echo "bench/run.sh: unknown variant $v" >&2; exit 2 ;;
     esac
 done
@@ -341,7 +346,7 @@ for sys in "${SYSTEMS[@]}"; do HWM[$sys]=$(hwm_kib "${PID[$sys]}"); done
 
 # Peak RSS under 1,000 concurrent connections (closed loop), on the full
 # cubegate and on nginx, after everything above (VmHWM never decreases).
-[ "$C1000" = 0 ] && C1000_SYSTEMS="" || C1000_SYSTEMS=${C1000_SYSTEMS:-"cubegate nginx"}
+[ "$C1000" = 0 ] && C1000_SYSTEMS="" || C1000_SYSTEMS=${C1000_SYSTEMS-"cubegate nginx"}
 for sys in $C1000_SYSTEMS; do
     $GEN "$LG" $(load_args "$sys") --method POST --body-file "$W/body.json" \
         --header 'Content-Type: application/json' -c "$C1000" --duration 5 --warmup 1 \

@@ -15,7 +15,8 @@ use cubegate::sandbox::{Sandbox, SandboxOptions};
 use cubegate::{Gateway, audit, secret, telemetry};
 
 /// mimalloc: 1.3-1.5x the throughput of glibc's malloc at saturation, with
-/// the same peak RSS under 1,000 connections (docs/performance.md).
+/// 2-4 MiB more peak RSS under 1,000 connections (docs/performance.md,
+/// third round).
 #[cfg(feature = "mimalloc")]
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
