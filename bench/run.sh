@@ -34,6 +34,7 @@
 #   VARIANTS="cg-nofsync cg-noaudit cg-noval"  which variants to run beside the full cubegate;
 #            also cg-h1 / cg-h2 (full, upstream HTTP/1.1 / HTTP/2 forced) and
 #            cg-nowait (full, audit group_commit_wait_us = 0),
+#            cg-normalsched (full, audit writer_sched_batch = false: default scheduling policy),
 #            cg-jemalloc / cg-mimalloc / cg-tcmalloc (full, that malloc LD_PRELOADed
 #            from Debian's package into ALLOC_BIN, a `cargo build --release
 #            --no-default-features` binary copied aside: the default build's own
@@ -44,6 +45,9 @@
 #   PERF_RECORD="<system> …"  also profiles these systems' first saturation run
 #                         with `perf record -e cpu-clock` (needs linux-perf)
 #   PERF_ARGS=<args>      extra `perf record` arguments, e.g. "--call-graph dwarf,16384"
+#   SYSCALLS=1            also counts each server's system calls during the saturation runs
+#                         (`perf stat -e raw_syscalls:sys_enter`, needs linux-perf) for the
+#                         "syscalls/req" column; context switches per request are always counted
 # Needs: cargo, curl, python3, taskset (util-linux); installs nginx-light
 # with apt-get when nginx is missing. Takes ~8 minutes (--quick: ~2).
 set -euo pipefail
@@ -212,6 +216,7 @@ for v in $VARIANTS; do
     cg-noaudit) start_cubegate cg-noaudit true false false ;;
     cg-noval) start_cubegate cg-noval false true true ;;
     cg-nowait) CG_ENV=CUBEGATE__AUDIT__GROUP_COMMIT_WAIT_US=0 start_cubegate cg-nowait true true true ;;
+    cg-normalsched) CG_ENV=CUBEGATE__AUDIT__WRITER_SCHED_BATCH=false start_cubegate cg-normalsched true true true ;;
     cg-h1) start_cubegate cg-h1 true true true "$CG" false ;;
     cg-h2) start_cubegate cg-h2 true true true "$CG" true ;;
     # Full, with another malloc preloaded (Debian's packages, installed if
@@ -300,11 +305,13 @@ load_args() { # system -> loadgen target arguments
 }
 cpu_ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
 hwm_kib() { awk '/VmHWM/ {print $2}' "/proc/$1/status"; }
+# Context switches of every live thread of a process (voluntary + involuntary).
+ctx_switches() { cat /proc/"$1"/task/*/status 2>/dev/null | awk '/ctxt_switches/ {s += $2} END {print s + 0}'; }
 RESULTS=$OUT_DIR/results.jsonl
 : >"$RESULTS"
 
 run_one() { # system mode(sat|RATE) round conns
-    local sys=$1 mode=$2 round=$3 conns=$4 rate_arg="" c0 s0 c1 s1 line
+    local sys=$1 mode=$2 round=$3 conns=$4 rate_arg="" c0 s0 c1 s1 x0 x1 line
     [ "$mode" != sat ] && rate_arg="--rate $mode"
     local perf_pid=""
     if [ "$mode" = sat ] && [ "$round" = 1 ] && [[ " ${PERF_RECORD:-} " == *" $sys "* ]]; then
@@ -312,12 +319,23 @@ run_one() { # system mode(sat|RATE) round conns
             -- sleep "$DURATION" >/dev/null 2>&1 &
         perf_pid=$!
     fi
-    c0=$(cpu_ticks "${PID[$sys]}"); s0=$(cpu_ticks "$SB_PID")
+    local stat_pid="" syscalls=None
+    if [ "$mode" = sat ] && [ "${SYSCALLS:-0}" = 1 ]; then
+        perf stat -x, -e raw_syscalls:sys_enter -p "${PID[$sys]}" -o "$W/syscalls-$sys.csv" \
+            -- sleep "$((DURATION + WARMUP))" >/dev/null 2>&1 &
+        stat_pid=$!
+    fi
+    c0=$(cpu_ticks "${PID[$sys]}"); s0=$(cpu_ticks "$SB_PID"); x0=$(ctx_switches "${PID[$sys]}")
     # shellcheck disable=SC2046
     line=$($GEN "$LG" $(load_args "$sys") --method POST --body-file "$W/body.json" \
         --header 'Content-Type: application/json' -c "$conns" \
         --duration "$DURATION" --warmup "$WARMUP" $rate_arg --label "$sys")
-    c1=$(cpu_ticks "${PID[$sys]}"); s1=$(cpu_ticks "$SB_PID")
+    c1=$(cpu_ticks "${PID[$sys]}"); s1=$(cpu_ticks "$SB_PID"); x1=$(ctx_switches "${PID[$sys]}")
+    if [ -n "$stat_pid" ]; then
+        wait "$stat_pid" || true
+        syscalls=$(awk -F, '/raw_syscalls/ {print $1}' "$W/syscalls-$sys.csv" 2>/dev/null)
+        [[ "$syscalls" =~ ^[0-9]+$ ]] || syscalls=None
+    fi
     if [ -n "$perf_pid" ]; then
         wait "$perf_pid" || true
         perf report -i "$OUT_DIR/perf-$sys.data" --stdio --no-children --sort symbol -g none 2>/dev/null |
@@ -327,7 +345,8 @@ run_one() { # system mode(sat|RATE) round conns
     echo "$line" | python3 -c "
 import json,sys
 r=json.load(sys.stdin)
-r.update(system='$sys', load='$mode', round=$round, cpu_ticks=$c1-$c0, upstream_cpu_ticks=$s1-$s0)
+r.update(system='$sys', load='$mode', round=$round, cpu_ticks=$c1-$c0, upstream_cpu_ticks=$s1-$s0,
+         ctx_switches=$x1-$x0, syscalls=$syscalls)
 print(json.dumps(r))" >>"$RESULTS"
     log "$(tail -1 "$RESULTS" | python3 -c "import json,sys;r=json.load(sys.stdin);print(f\"round {r['round']} {r['system']:<11} {r['load']:>5}: {r['rps']:>8.0f} rps  p50 {r['p50_us']}us p99 {r['p99_us']}us p99.9 {r['p999_us']}us errors {r['errors']}\")")"
 }

@@ -49,6 +49,13 @@ def cpu_per_1k(sys_, key="cpu_ticks"):
     return (sum(r[key] for r in rs) / tck) / req * 1000 if req else float("nan")
 
 
+def per_req(sys_, key):
+    """A counter summed over the saturation runs, per request answered (None if not counted)."""
+    rs = [r for r in runs.get((sys_, "sat"), []) if r.get(key) is not None]
+    req = sum(r["total"] for r in rs)
+    return sum(r[key] for r in rs) / req if req else None
+
+
 def ratio(a, b):
     return f"{a / b:.2f}" if b and b == b and a == a else "-"
 
@@ -69,7 +76,11 @@ out.append("")
 hdr = ["system", "sat rps", "/nginx", "/direct"]
 for l in loads:
     hdr += [f"@{l}/s p50/p99/p99.9 ms", f"@{l}/s p99 over direct ms"]
-hdr += ["CPU s/1k req", "/nginx", "/direct", "upstream CPU s/1k", "peak RSS MiB", "/nginx", "errors"]
+hdr += ["CPU s/1k req", "/nginx", "/direct", "upstream CPU s/1k", "ctx sw/req"]
+with_syscalls = any(r.get("syscalls") is not None for r in rows)
+if with_syscalls:
+    hdr += ["syscalls/req"]
+hdr += ["peak RSS MiB", "/nginx", "errors"]
 out.append("| " + " | ".join(hdr) + " |")
 out.append("|" + "---|" * len(hdr))
 ng_rps, di_rps = agg("nginx", "sat", "rps"), agg("direct", "sat", "rps")
@@ -86,7 +97,12 @@ for s in systems:
     up = cpu_per_1k(s, "upstream_cpu_ticks") if s != "direct" else float("nan")
     rss = hwm.get(s, {}).get("hwm_kib_before_c1000", float("nan")) / 1024
     row += [f"{cpu:.3f}", ratio(cpu, ng_cpu), ratio(cpu, di_cpu),
-            f"{up:.3f}" if up == up else "-", f"{rss:.1f}", ratio(rss, ng_rss), str(errs(s))]
+            f"{up:.3f}" if up == up else "-"]
+    for key, shown in [("ctx_switches", True), ("syscalls", with_syscalls)]:
+        if shown:
+            v = per_req(s, key)
+            row.append(f"{v:.2f}" if v is not None else "-")
+    row += [f"{rss:.1f}", ratio(rss, ng_rss), str(errs(s))]
     out.append("| " + " | ".join(row) + " |")
 
 out.append("")
@@ -101,6 +117,7 @@ for s, what in [("cubegate", "full (validation, audit+fsync, rate limit)"),
                 ("cg-noaudit", "audit off"),
                 ("cg-noval", "validation off"),
                 ("cg-nowait", "full, no group-commit wait"),
+                ("cg-normalsched", "full, audit writer under the default scheduling policy"),
                 ("cg-h1", "full, upstream HTTP/1.1 forced"),
                 ("cg-h2", "full, upstream HTTP/2 forced"),
                 ("cg-baseline", "full, on the BASELINE_BIN binary (before/after)")]:

@@ -56,6 +56,14 @@ pub struct AuditSettings {
     /// used with `fsync = true`.
     #[serde(default = "default_group_commit_wait")]
     pub group_commit_wait_us: u64,
+    /// Run the writer thread under Linux's `SCHED_BATCH` policy: it still
+    /// gets its fair share of CPU, but waking it (a new record, a finished
+    /// fsync) does not preempt the request workers. On a busy core that
+    /// turns two context switches per batch into none and lets records pile
+    /// up into bigger batches (docs/performance.md, fourth round). Off: the
+    /// default policy. Ignored where the policy does not exist.
+    #[serde(default = "yes")]
+    pub writer_sched_batch: bool,
     /// Record every operation, not only PII ones and refusals (used by the
     /// pipeline; the writer does not look at it).
     #[serde(default)]
@@ -104,6 +112,7 @@ impl Default for AuditSettings {
             instance: None,
             fsync: true,
             group_commit_wait_us: default_group_commit_wait(),
+            writer_sched_batch: true,
             record_all: false,
             checkpoint_every_records: default_cp_records(),
             checkpoint_every_secs: default_cp_secs(),

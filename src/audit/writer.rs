@@ -271,9 +271,15 @@ impl AuditLog {
             work: Condvar::new(),
         });
         let for_thread = shared.clone();
+        let sched_batch = settings.writer_sched_batch;
         std::thread::Builder::new()
             .name(format!("audit-{}", instance.as_str()))
-            .spawn(move || writer.run(&for_thread))
+            .spawn(move || {
+                if sched_batch && let Err(e) = set_sched_batch() {
+                    tracing::warn!(error = %e, "audit: writer thread keeps the default scheduling policy");
+                }
+                writer.run(&for_thread)
+            })
             .map_err(io_err(&settings.dir))?;
         inner.shared = Some(shared);
         Ok(AuditLog {
@@ -419,6 +425,26 @@ impl AuditLog {
         }
         out
     }
+}
+
+/// Puts the calling thread under `SCHED_BATCH` (see
+/// `AuditSettings::writer_sched_batch`).
+#[cfg(target_os = "linux")]
+fn set_sched_batch() -> std::io::Result<()> {
+    let param = libc::sched_param { sched_priority: 0 };
+    // SAFETY: plain system call on the calling thread (pid 0) with a valid,
+    // initialised parameter struct that outlives the call.
+    let rc = unsafe { libc::sched_setscheduler(0, libc::SCHED_BATCH, &param) };
+    if rc == 0 {
+        Ok(())
+    } else {
+        Err(std::io::Error::last_os_error())
+    }
+}
+
+#[cfg(not(target_os = "linux"))]
+fn set_sched_batch() -> std::io::Result<()> {
+    Ok(())
 }
 
 fn now_rfc3339(t: SystemTime) -> String {
@@ -1006,6 +1032,49 @@ mod tests {
         let r = verify_ok(d.path());
         assert_eq!(r.instances["t1"].records, 200);
         assert_eq!(r.instances["t1"].unanchored, 0);
+    }
+
+    /// The scheduling policy (field 41 of /proc/<tid>/stat) of this
+    /// process's thread named `name`, if there is one.
+    #[cfg(target_os = "linux")]
+    fn thread_policy(name: &str) -> Option<u32> {
+        for t in std::fs::read_dir("/proc/self/task").ok()?.flatten() {
+            let comm = std::fs::read_to_string(t.path().join("comm")).unwrap_or_default();
+            if comm.trim_end() != name {
+                continue;
+            }
+            let stat = std::fs::read_to_string(t.path().join("stat")).ok()?;
+            // Fields after the parenthesised command name, which may hold spaces.
+            let rest = &stat[stat.rfind(')')? + 2..];
+            return rest.split(' ').nth(38)?.parse().ok();
+        }
+        None
+    }
+
+    #[cfg(target_os = "linux")]
+    #[tokio::test]
+    async fn writer_thread_runs_under_sched_batch_unless_turned_off() {
+        const SCHED_OTHER: u32 = 0;
+        const SCHED_BATCH: u32 = 3;
+        for (instance, batch, want) in
+            [("sb-on", true, SCHED_BATCH), ("sb-off", false, SCHED_OTHER)]
+        {
+            let d = tempfile::tempdir().unwrap();
+            let s = AuditSettings {
+                instance: Some(instance.into()),
+                writer_sched_batch: batch,
+                ..settings(d.path())
+            };
+            let log = AuditLog::open(&s, keys()).unwrap();
+            log.append(&event(Kind::Intent, "r1", "svc-a", "c1"))
+                .await
+                .unwrap();
+            assert_eq!(
+                thread_policy(&format!("audit-{instance}")),
+                Some(want),
+                "{instance}"
+            );
+        }
     }
 
     /// Collects what the log ships: the line, its seq, the request id the
