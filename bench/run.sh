@@ -236,6 +236,10 @@ done
 
 # ---- nginx -----------------------------------------------------------------
 P_NG=$(free_port)
+# nginx's idle upstream pool must hold every concurrent request's connection:
+# beyond it, nginx opens (and TLS-handshakes) a new upstream connection per
+# request, which would measure handshakes rather than proxying.
+NGINX_KEEPALIVE=$(( SAT_CONNS > 64 ? SAT_CONNS : 64 ))
 mkdir -p "$W/nginx"
 cat >"$W/nginx.conf" <<EOF
 # One process (master_process off) so CPU and RSS are one pid's.
@@ -254,7 +258,7 @@ http {
     scgi_temp_path $W/nginx/scgi;
     upstream sandbox {
         server 127.0.0.1:$P_SB;
-        keepalive 64;
+        keepalive $NGINX_KEEPALIVE;
         keepalive_requests 1000000;
     }
     # nginx closes a client connection after 1,000 requests by default; the

@@ -854,11 +854,12 @@ pub struct RequestSummary<'a> {
 
 pub fn request_done(s: RequestSummary<'_>) {
     let op = s.operation.unwrap_or("none");
-    let tenant = s.tenant.unwrap_or("none").to_string();
     let class = status_class(s.status);
-    counter!("cubegate_requests_total", "operation" => op, "status_class" => class, "tenant" => tenant.clone()).increment(1);
-    histogram!("cubegate_request_duration_seconds", "operation" => op, "status_class" => class, "tenant" => tenant.clone())
-        .record(s.latency.as_secs_f64());
+    SERIES.with_borrow_mut(|c| {
+        let r = c.request(op, class, s.tenant.unwrap_or("none"));
+        r.requests.increment(1);
+        r.duration.record(s.latency.as_secs_f64());
+    });
     if s.stripped > 0 {
         counter!("cubegate_fields_stripped_total", "operation" => op).increment(s.stripped as u64);
     }
@@ -920,8 +921,68 @@ fn record_span(s: &RequestSummary<'_>) {
 }
 
 pub fn upstream_response(op: &'static str, status: StatusCode, took: Duration) {
-    histogram!("cubegate_upstream_duration_seconds", "operation" => op, "status_class" => status_class(status))
-        .record(took.as_secs_f64());
+    SERIES.with_borrow_mut(|c| {
+        c.upstream(op, status_class(status))
+            .record(took.as_secs_f64())
+    });
+}
+
+/// The two series every finished request updates, for one label set.
+struct RequestSeries {
+    requests: metrics::Counter,
+    duration: metrics::Histogram,
+}
+
+/// Handles of the per-request series, per worker thread. `counter!` with
+/// labels builds a key (allocating the tenant label), hashes it and looks it
+/// up in the recorder's registry on every call; a handle is that series
+/// itself, so it is kept. Label sets are bounded (operations, status
+/// classes, configured tenants). Emptied when the recorder changes
+/// ([`otlp_metrics::generation`]): handles made before OTLP was bound
+/// would miss the OTLP side.
+#[derive(Default)]
+struct SeriesCache {
+    generation: u8,
+    requests: std::collections::HashMap<
+        (&'static str, &'static str),
+        std::collections::HashMap<Box<str>, RequestSeries>,
+    >,
+    upstream: std::collections::HashMap<(&'static str, &'static str), metrics::Histogram>,
+}
+
+thread_local! {
+    static SERIES: std::cell::RefCell<SeriesCache> = std::cell::RefCell::default();
+}
+
+impl SeriesCache {
+    fn current(&mut self) -> &mut Self {
+        let g = otlp_metrics::generation();
+        if g != self.generation {
+            self.requests.clear();
+            self.upstream.clear();
+            self.generation = g;
+        }
+        self
+    }
+
+    fn request(&mut self, op: &'static str, class: &'static str, tenant: &str) -> &RequestSeries {
+        let by_tenant = self.current().requests.entry((op, class)).or_default();
+        if !by_tenant.contains_key(tenant) {
+            let t = tenant.to_string();
+            let series = RequestSeries {
+                requests: counter!("cubegate_requests_total", "operation" => op, "status_class" => class, "tenant" => t.clone()),
+                duration: histogram!("cubegate_request_duration_seconds", "operation" => op, "status_class" => class, "tenant" => t.clone()),
+            };
+            by_tenant.insert(t.into_boxed_str(), series);
+        }
+        &by_tenant[tenant]
+    }
+
+    fn upstream(&mut self, op: &'static str, class: &'static str) -> &metrics::Histogram {
+        self.current().upstream.entry((op, class)).or_insert_with(|| {
+            histogram!("cubegate_upstream_duration_seconds", "operation" => op, "status_class" => class)
+        })
+    }
 }
 
 /// A request was admitted by the rate limiter after waiting `waited`

@@ -61,6 +61,17 @@ pub(super) fn install(prom: PrometheusRecorder) -> Result<(), String> {
     metrics::set_global_recorder(Global(fan)).map_err(|e| e.to_string())
 }
 
+/// Which recorder `counter!` and friends reach now: 0 none installed, 1
+/// Prometheus only, 2 Prometheus and OTLP. Cached handles are only valid
+/// within one generation.
+pub(super) fn generation() -> u8 {
+    match FANOUT.get() {
+        None => 0,
+        Some(f) if f.otel.get().is_none() => 1,
+        Some(_) => 2,
+    }
+}
+
 /// Labels become attributes (they are already bounded: see `telemetry`).
 fn attrs(key: &Key) -> Vec<KeyValue> {
     key.labels()
