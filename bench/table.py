@@ -117,7 +117,7 @@ for s, what in [("cubegate", "full (validation, audit+fsync, rate limit)"),
                 ("cg-noaudit", "audit off"),
                 ("cg-noval", "validation off"),
                 ("cg-nowait", "full, no group-commit wait"),
-                ("cg-normalsched", "full, audit writer under the default scheduling policy"),
+                ("cg-batchsched", "full, audit writer thread under SCHED_BATCH"),
                 ("cg-h1", "full, upstream HTTP/1.1 forced"),
                 ("cg-h2", "full, upstream HTTP/2 forced"),
                 ("cg-baseline", "full, on the BASELINE_BIN binary (before/after)")]:

@@ -58,11 +58,12 @@ pub struct AuditSettings {
     pub group_commit_wait_us: u64,
     /// Run the writer thread under Linux's `SCHED_BATCH` policy: it still
     /// gets its fair share of CPU, but waking it (a new record, a finished
-    /// fsync) does not preempt the request workers. On a busy core that
-    /// turns two context switches per batch into none and lets records pile
-    /// up into bigger batches (docs/performance.md, fourth round). Off: the
-    /// default policy. Ignored where the policy does not exist.
-    #[serde(default = "yes")]
+    /// fsync) does not preempt the request workers. On a saturated core that
+    /// cuts context switches per request by two thirds and CPU per request
+    /// by about a tenth, but at moderate load it measured a much worse p99
+    /// with fsync (docs/performance.md, fourth round), so it is opt-in.
+    /// Ignored where the policy does not exist.
+    #[serde(default)]
     pub writer_sched_batch: bool,
     /// Record every operation, not only PII ones and refusals (used by the
     /// pipeline; the writer does not look at it).
@@ -112,7 +113,7 @@ impl Default for AuditSettings {
             instance: None,
             fsync: true,
             group_commit_wait_us: default_group_commit_wait(),
-            writer_sched_batch: true,
+            writer_sched_batch: false,
             record_all: false,
             checkpoint_every_records: default_cp_records(),
             checkpoint_every_secs: default_cp_secs(),
