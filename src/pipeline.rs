@@ -240,6 +240,15 @@ where
         )),
         None => None,
     };
+    // Taken now, recorded once the request passes the limiter (as before).
+    let field_hmacs = match (shared.audit(), &value) {
+        (Some(audit), Some(v)) => audit.field_hmacs(v),
+        _ => Default::default(),
+    };
+    // The parsed body is not needed past here; freeing it now keeps it out
+    // of what every request waiting on the limiter, the audit or the
+    // upstream holds (peak memory under many concurrent requests).
+    drop(value);
 
     // rate limit
     let waited = shared
@@ -247,14 +256,12 @@ where
         .instrument(info_span!("rate_limit"))
         .await?;
     ctx.rate_limit_wait = Some(waited);
+    ctx.field_hmacs = field_hmacs;
 
     // audit intent (write-ahead for anything that changes PII)
     let key = tenant.key(caller.environment);
     if let Some(audit) = shared.audit() {
         ctx.key_fingerprint = key.map(|k| audit.fingerprint(k.expose()));
-        if let Some(v) = &value {
-            ctx.field_hmacs = audit.field_hmacs(v);
-        }
         if def.changes_pii() {
             let t = Instant::now();
             let intent = audit_event(ctx, snap, Kind::Intent, None);
@@ -295,6 +302,8 @@ where
         tracestate,
         body: upstream_body,
     })?;
+    // The caller's head (its header map) is not needed past here either.
+    drop(parts);
 
     // forward
     let t = Instant::now();

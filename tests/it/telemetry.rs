@@ -326,7 +326,20 @@ struct Served {
 }
 
 impl Served {
+    /// Starts the binary on two ports picked free beforehand. A port can be
+    /// taken by another test between the pick and the child's bind; the
+    /// child then exits ("cannot listen on") before its admin port answers,
+    /// and the start is retried on fresh ports.
     async fn start(env: &[(&str, String)]) -> Served {
+        for _ in 0..4 {
+            if let Some(s) = Self::try_start(env).await {
+                return s;
+            }
+        }
+        panic!("cubegate did not start on free ports in 4 attempts");
+    }
+
+    async fn try_start(env: &[(&str, String)]) -> Option<Served> {
         cubegate::install_crypto_provider();
         let sandbox = Sandbox::start(SandboxOptions::default()).await.unwrap();
         let dir = tempfile::tempdir().unwrap();
@@ -377,7 +390,11 @@ impl Served {
         let deadline = Instant::now() + Duration::from_secs(30);
         loop {
             if let Some(st) = s.child.try_wait().unwrap() {
-                panic!("cubegate exited with {st}: {}", s.log_text());
+                let log = s.log_text();
+                if log.contains("cannot listen on") {
+                    return None;
+                }
+                panic!("cubegate exited with {st}: {log}");
             }
             let r = s
                 .http
@@ -394,7 +411,7 @@ impl Served {
             );
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
-        s
+        Some(s)
     }
 
     fn log_text(&self) -> String {
@@ -424,7 +441,12 @@ impl Served {
         for (k, v) in headers {
             rb = rb.header(*k, *v);
         }
-        Resp::from(rb.send().await.unwrap()).await
+        // A transport error shows the gateway's own log (a crash, a panic).
+        let r = rb
+            .send()
+            .await
+            .unwrap_or_else(|e| panic!("{method} {path}: {e:?}\n{}", self.log_text()));
+        Resp::from(r).await
     }
 
     async fn admin_get(&self, path: &str) -> (u16, String) {
