@@ -60,8 +60,9 @@ pub struct AuditSettings {
     /// gets its fair share of CPU, but waking it (a new record, a finished
     /// fsync) does not preempt the request workers. On a saturated core that
     /// cuts context switches per request by two thirds and CPU per request
-    /// by about a tenth, but at moderate load it measured a much worse p99
-    /// with fsync (docs/performance.md, fourth round), so it is opt-in.
+    /// by a tenth or more, but at moderate load its p99 with fsync was much
+    /// worse in two runs of three (docs/performance.md, fourth round), so
+    /// it is opt-in.
     /// Ignored where the policy does not exist.
     #[serde(default)]
     pub writer_sched_batch: bool,
