@@ -29,7 +29,8 @@
 # share one core: saturation numbers are "one core for proxy + upstream".
 #
 # Environment knobs (defaults; --quick shortens DURATION/ROUNDS):
-#   DURATION=10 WARMUP=2 ROUNDS=2 RATES="500 2000" CONNS=50 SAT_CONNS=50
+#   DURATION=10 WARMUP=2 ROUNDS=2 RATES="500 2000" CONNS=50 SAT_CONNS=50 (also sizes
+#            nginx's idle upstream pool: keepalive = max(64, SAT_CONNS))
 #   C1000=1000 (0 skips the 1,000-connection RSS run) OUT_DIR=bench/results/<timestamp> CARGO_TARGET_DIR=target
 #   VARIANTS="cg-nofsync cg-noaudit cg-noval"  which variants to run beside the full cubegate;
 #            also cg-h1 / cg-h2 (full, upstream HTTP/1.1 / HTTP/2 forced) and
@@ -68,6 +69,9 @@ else
     DURATION=${DURATION:-10}; WARMUP=${WARMUP:-2}; ROUNDS=${ROUNDS:-2}
 fi
 RATES=${RATES-"500 2000"}
+if [ "${SYSCALLS:-0}" = 1 ] && ! command -v perf >/dev/null 2>&1; then
+    echo "bench/run.sh: SYSCALLS=1 needs perf (Debian: linux-perf)" >&2; exit 2
+fi
 CONNS=${CONNS:-50}
 SAT_CONNS=${SAT_CONNS:-50}
 C1000=${C1000:-1000}
@@ -310,7 +314,10 @@ load_args() { # system -> loadgen target arguments
 cpu_ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
 hwm_kib() { awk '/VmHWM/ {print $2}' "/proc/$1/status"; }
 # Context switches of every live thread of a process (voluntary + involuntary).
-ctx_switches() { cat /proc/"$1"/task/*/status 2>/dev/null | awk '/ctxt_switches/ {s += $2} END {print s + 0}'; }
+# Threads that exit during a run take their switches with them (a slight
+# undercount); a thread exiting between the glob and the read must not end
+# the script (pipefail), hence the `|| true`.
+ctx_switches() { { cat /proc/"$1"/task/*/status 2>/dev/null || true; } | awk '/ctxt_switches/ {s += $2} END {print s + 0}'; }
 RESULTS=$OUT_DIR/results.jsonl
 : >"$RESULTS"
 
@@ -325,8 +332,10 @@ run_one() { # system mode(sat|RATE) round conns
     fi
     local stat_pid="" syscalls=None
     if [ "$mode" = sat ] && [ "${SYSCALLS:-0}" = 1 ]; then
+        # Counts until stopped right after the load generator (same window as
+        # the CPU ticks and the request count).
         perf stat -x, -e raw_syscalls:sys_enter -p "${PID[$sys]}" -o "$W/syscalls-$sys.csv" \
-            -- sleep "$((DURATION + WARMUP))" >/dev/null 2>&1 &
+            >/dev/null 2>&1 &
         stat_pid=$!
     fi
     c0=$(cpu_ticks "${PID[$sys]}"); s0=$(cpu_ticks "$SB_PID"); x0=$(ctx_switches "${PID[$sys]}")
@@ -336,9 +345,10 @@ run_one() { # system mode(sat|RATE) round conns
         --duration "$DURATION" --warmup "$WARMUP" $rate_arg --label "$sys")
     c1=$(cpu_ticks "${PID[$sys]}"); s1=$(cpu_ticks "$SB_PID"); x1=$(ctx_switches "${PID[$sys]}")
     if [ -n "$stat_pid" ]; then
+        kill -INT "$stat_pid" 2>/dev/null || true
         wait "$stat_pid" || true
-        syscalls=$(awk -F, '/raw_syscalls/ {print $1}' "$W/syscalls-$sys.csv" 2>/dev/null)
-        [[ "$syscalls" =~ ^[0-9]+$ ]] || syscalls=None
+        syscalls=$(awk -F, '/raw_syscalls/ {print $1}' "$W/syscalls-$sys.csv" 2>/dev/null || true)
+        [[ "$syscalls" =~ ^[0-9]+$ ]] || { syscalls=None; log "SYSCALLS=1: no system-call count for $sys (perf stat failed)"; }
     fi
     if [ -n "$perf_pid" ]; then
         wait "$perf_pid" || true

@@ -240,7 +240,9 @@ where
         )),
         None => None,
     };
-    // Taken now, recorded once the request passes the limiter (as before).
+    // Taken now, while the body exists; assigned only once the request
+    // passes the limiter, so a rate-limit refusal's record carries no field
+    // digests.
     let field_hmacs = match (shared.audit(), &value) {
         (Some(audit), Some(v)) => audit.field_hmacs(v),
         _ => Default::default(),

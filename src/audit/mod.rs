@@ -368,7 +368,7 @@ mod tests {
     #[test]
     fn settings_defaults_and_unknown_fields() {
         let s: AuditSettings = serde_json::from_str("{}").unwrap();
-        assert!(s.enabled && s.fsync && s.rotate_daily && !s.record_all);
+        assert!(s.enabled && s.fsync && s.rotate_daily && !s.record_all && !s.writer_sched_batch);
         assert_eq!(s.dir, PathBuf::from("audit"));
         assert_eq!(s.checkpoint_every_records, 1000);
         assert_eq!(s.checkpoint_every_secs, 60);

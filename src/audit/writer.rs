@@ -428,12 +428,18 @@ impl AuditLog {
 }
 
 /// Puts the calling thread under `SCHED_BATCH` (see
-/// `AuditSettings::writer_sched_batch`).
-#[cfg(target_os = "linux")]
+/// `AuditSettings::writer_sched_batch`). On Linux with glibc,
+/// `sched_setscheduler(0, …)` changes the calling *thread* only (POSIX would
+/// mean the process): the request workers keep the normal policy. Threads
+/// spawned from the writer would inherit it; it spawns none. Elsewhere
+/// (musl returns ENOSYS; other systems have no such policy) it does nothing.
+#[cfg(all(target_os = "linux", target_env = "gnu"))]
+#[allow(unsafe_code)]
 fn set_sched_batch() -> std::io::Result<()> {
     let param = libc::sched_param { sched_priority: 0 };
-    // SAFETY: plain system call on the calling thread (pid 0) with a valid,
-    // initialised parameter struct that outlives the call.
+    // SAFETY: a plain system call on the calling thread (pid 0) with a
+    // valid, initialised parameter struct that outlives the call; it touches
+    // no memory of ours besides reading `param`.
     let rc = unsafe { libc::sched_setscheduler(0, libc::SCHED_BATCH, &param) };
     if rc == 0 {
         Ok(())
@@ -442,7 +448,7 @@ fn set_sched_batch() -> std::io::Result<()> {
     }
 }
 
-#[cfg(not(target_os = "linux"))]
+#[cfg(not(all(target_os = "linux", target_env = "gnu")))]
 fn set_sched_batch() -> std::io::Result<()> {
     Ok(())
 }
@@ -1036,7 +1042,7 @@ mod tests {
 
     /// The scheduling policy (field 41 of /proc/<tid>/stat) of this
     /// process's thread named `name`, if there is one.
-    #[cfg(target_os = "linux")]
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
     fn thread_policy(name: &str) -> Option<u32> {
         for t in std::fs::read_dir("/proc/self/task").ok()?.flatten() {
             let comm = std::fs::read_to_string(t.path().join("comm")).unwrap_or_default();
@@ -1051,9 +1057,12 @@ mod tests {
         None
     }
 
-    #[cfg(target_os = "linux")]
+    /// (Run the tests under the normal policy: threads inherit it, so under
+    /// `chrt -b` the "off" case would see SCHED_BATCH too.)
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
     #[tokio::test]
-    async fn writer_thread_runs_under_sched_batch_unless_turned_off() {
+    async fn writer_thread_runs_under_sched_batch_only_when_asked() {
+        assert!(!AuditSettings::default().writer_sched_batch, "opt-in");
         const SCHED_OTHER: u32 = 0;
         const SCHED_BATCH: u32 = 3;
         for (instance, batch, want) in

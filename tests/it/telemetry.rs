@@ -331,15 +331,18 @@ impl Served {
     /// child then exits ("cannot listen on") before its admin port answers,
     /// and the start is retried on fresh ports.
     async fn start(env: &[(&str, String)]) -> Served {
+        let mut last_log = String::new();
         for _ in 0..4 {
-            if let Some(s) = Self::try_start(env).await {
-                return s;
+            match Self::try_start(env).await {
+                Ok(s) => return s,
+                Err(log) => last_log = log,
             }
         }
-        panic!("cubegate did not start on free ports in 4 attempts");
+        panic!("cubegate did not start on free ports in 4 attempts; last log:\n{last_log}");
     }
 
-    async fn try_start(env: &[(&str, String)]) -> Option<Served> {
+    /// Err(the child's log) when it could not bind one of its ports.
+    async fn try_start(env: &[(&str, String)]) -> Result<Served, String> {
         cubegate::install_crypto_provider();
         let sandbox = Sandbox::start(SandboxOptions::default()).await.unwrap();
         let dir = tempfile::tempdir().unwrap();
@@ -392,7 +395,7 @@ impl Served {
             if let Some(st) = s.child.try_wait().unwrap() {
                 let log = s.log_text();
                 if log.contains("cannot listen on") {
-                    return None;
+                    return Err(log);
                 }
                 panic!("cubegate exited with {st}: {log}");
             }
@@ -411,7 +414,7 @@ impl Served {
             );
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
-        Some(s)
+        Ok(s)
     }
 
     fn log_text(&self) -> String {
