@@ -71,10 +71,13 @@ struct Counters {
 /// OpenTelemetry log export). Nothing but the record is handed over, so a
 /// sink sees exactly what the file holds: names, ids, pointers — no values.
 pub trait RecordSink: Send + Sync {
-    /// Called in the appending task (where the request's span is current)
-    /// after the record's batch was written and fsynced, never for a record
-    /// that failed to become durable. `line` is exactly the bytes in the
-    /// file, without the newline. Must not block.
+    /// Called after the record's batch was written and fsynced, never for a
+    /// record that failed to become durable: in the appending task (where
+    /// the request's span is current), or, when that task was dropped while
+    /// it waited (the caller went away), on the writer thread right after
+    /// the batch completed (or in the drop itself, if it already had).
+    /// `line` is exactly the bytes in the file, without the newline. Must
+    /// not block.
     fn durable(&self, line: &[u8], record: &RecordRef<'_>);
 }
 
@@ -86,12 +89,61 @@ type Sink = Arc<OnceLock<Arc<dyn RecordSink>>>;
 struct Batch {
     durable: OnceLock<bool>,
     done: Notify,
+    /// Records whose appending task was dropped before the batch completed:
+    /// shipped to the sink by whoever completes it, if it is durable.
+    orphans: Mutex<Vec<Orphan>>,
+}
+
+/// A record still to be shipped to the sink after its appender is gone.
+struct Orphan {
+    sink: Arc<dyn RecordSink>,
+    line: Vec<u8>,
+    time: String,
+    prev: String,
+    seq: u64,
+    instance: Name,
+    event: AuditEvent,
+}
+
+impl Orphan {
+    fn ship(&self) {
+        self.sink.durable(
+            &self.line,
+            &RecordRef {
+                v: record::SCHEMA_VERSION,
+                seq: self.seq,
+                time: &self.time,
+                instance: &self.instance,
+                event: &self.event,
+                prev: &self.prev,
+            },
+        );
+    }
 }
 
 impl Batch {
     fn complete(&self, durable: bool) {
         let _ = self.durable.set(durable);
         self.done.notify_waiters();
+        // After `durable` is set: an orphan added from now on sees it and
+        // ships itself (see `adopt`), so none is missed or shipped twice.
+        let orphans = std::mem::take(&mut *self.orphans.lock().unwrap_or_else(|p| p.into_inner()));
+        if durable {
+            orphans.iter().for_each(Orphan::ship);
+        }
+    }
+
+    /// Takes over the shipping of a record whose appender was dropped.
+    fn adopt(&self, o: Orphan) {
+        let mut orphans = self.orphans.lock().unwrap_or_else(|p| p.into_inner());
+        match self.durable.get() {
+            None => orphans.push(o),
+            Some(true) => {
+                drop(orphans);
+                o.ship();
+            }
+            Some(false) => {}
+        }
     }
 
     async fn wait(&self) -> bool {
@@ -330,10 +382,46 @@ impl AuditLog {
             }
             (open.seq, open.batch.clone(), shipped)
         };
-        if !batch.wait().await {
+        // Hands the shipping to the batch if this future is dropped while
+        // it waits (the caller went away): the record is in the file then,
+        // so the sink must still get it.
+        struct Unshipped<'a> {
+            pending: Option<(Vec<u8>, String, String)>,
+            sink: Option<&'a Arc<dyn RecordSink>>,
+            batch: &'a Batch,
+            seq: u64,
+            instance: &'a Name,
+            event: &'a AuditEvent,
+        }
+        impl Drop for Unshipped<'_> {
+            fn drop(&mut self) {
+                if let (Some(sink), Some((line, time, prev))) = (self.sink, self.pending.take()) {
+                    self.batch.adopt(Orphan {
+                        sink: sink.clone(),
+                        line,
+                        time,
+                        prev,
+                        seq: self.seq,
+                        instance: self.instance.clone(),
+                        event: self.event.clone(),
+                    });
+                }
+            }
+        }
+        let mut unshipped = Unshipped {
+            pending: shipped,
+            sink,
+            batch: &batch,
+            seq,
+            instance: &self.inner.instance,
+            event: ev,
+        };
+        let durable = batch.wait().await;
+        let pending = unshipped.pending.take();
+        if !durable {
             return Err(AuditError::Unavailable);
         }
-        if let (Some(sink), Some((line, time, prev))) = (sink, shipped) {
+        if let (Some(sink), Some((line, time, prev))) = (sink, pending) {
             sink.durable(
                 &line,
                 &RecordRef {
@@ -1161,6 +1249,52 @@ mod tests {
         for g in &got {
             let rec: Record = serde_json::from_slice(&g.0).unwrap();
             assert_eq!(rec.seq, g.1);
+        }
+    }
+
+    /// A caller that goes away while its record waits for the fsync drops
+    /// the append future; the record is in the file all the same, so the
+    /// sink must get it too (from the writer thread, or the drop itself).
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn sink_gets_records_whose_append_was_dropped_while_waiting() {
+        let d = tempfile::tempdir().unwrap();
+        let log = AuditLog::open(&settings(d.path()), keys()).unwrap();
+        let sink = Arc::new(Collect::default());
+        assert!(log.set_sink(sink.clone()));
+        let mut dropped = Vec::new();
+        for i in 0..20 {
+            let ev = event(Kind::Intent, &format!("gone{i}"), "svc-a", "c1");
+            // Polled once (the record joins the open batch), then dropped.
+            let r = tokio::time::timeout(Duration::ZERO, log.append(&ev)).await;
+            if r.is_err() {
+                dropped.push(format!("gone{i}"));
+            }
+        }
+        assert!(
+            !dropped.is_empty(),
+            "no append was still waiting when dropped"
+        );
+        log.flush().await.unwrap();
+        let got = sink.got.lock().unwrap().clone();
+        let shipped: Vec<&str> = got.iter().map(|g| g.2.as_str()).collect();
+        for id in &dropped {
+            assert!(
+                shipped.contains(&id.as_str()),
+                "{id} not shipped: {shipped:?}"
+            );
+        }
+        assert_eq!(got.len(), 20, "each record shipped once");
+        let file = std::fs::read_dir(d.path())
+            .unwrap()
+            .flatten()
+            .filter(|e| e.path().extension().is_some_and(|x| x == "jsonl"))
+            .map(|e| std::fs::read_to_string(e.path()).unwrap())
+            .collect::<String>();
+        for g in &got {
+            assert!(
+                file.contains(std::str::from_utf8(&g.0).unwrap()),
+                "shipped = the file's line"
+            );
         }
     }
 
