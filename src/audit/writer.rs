@@ -75,9 +75,10 @@ pub trait RecordSink: Send + Sync {
     /// record that failed to become durable: in the appending task (where
     /// the request's span is current), or, when that task was dropped while
     /// it waited (the caller went away), on the writer thread right after
-    /// the batch completed (or in the drop itself, if it already had).
-    /// `line` is exactly the bytes in the file, without the newline. Must
-    /// not block.
+    /// the batch completed (or in the drop itself, if it already had). On the
+    /// writer thread a slow sink delays every appender's acknowledgement: it
+    /// must not block. `line` is exactly the bytes in the file, without the
+    /// newline.
     fn durable(&self, line: &[u8], record: &RecordRef<'_>);
 }
 
@@ -106,18 +107,29 @@ struct Orphan {
 }
 
 impl Orphan {
+    /// Runs on the writer thread or in a drop: a panicking sink must take
+    /// down neither the writer (every later append would fail) nor the
+    /// process (a panic during an unwinding drop aborts).
     fn ship(&self) {
-        self.sink.durable(
-            &self.line,
-            &RecordRef {
-                v: record::SCHEMA_VERSION,
-                seq: self.seq,
-                time: &self.time,
-                instance: &self.instance,
-                event: &self.event,
-                prev: &self.prev,
-            },
-        );
+        let shipped = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            self.sink.durable(
+                &self.line,
+                &RecordRef {
+                    v: record::SCHEMA_VERSION,
+                    seq: self.seq,
+                    time: &self.time,
+                    instance: &self.instance,
+                    event: &self.event,
+                    prev: &self.prev,
+                },
+            )
+        }));
+        if shipped.is_err() {
+            tracing::error!(
+                seq = self.seq,
+                "audit: the record sink panicked; record not shipped"
+            );
+        }
     }
 }
 
@@ -128,7 +140,8 @@ impl Batch {
         // After `durable` is set: an orphan added from now on sees it and
         // ships itself (see `adopt`), so none is missed or shipped twice.
         let orphans = std::mem::take(&mut *self.orphans.lock().unwrap_or_else(|p| p.into_inner()));
-        if durable {
+        // What was stored decides (the first answer, were there ever two).
+        if self.durable.get().copied().unwrap_or(false) {
             orphans.iter().for_each(Orphan::ship);
         }
     }
@@ -1257,23 +1270,43 @@ mod tests {
     /// sink must get it too (from the writer thread, or the drop itself).
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn sink_gets_records_whose_append_was_dropped_while_waiting() {
+        /// Polls an append once (its record joins the open batch), then
+        /// drops it; true if it was still waiting.
+        fn poll_once_then_drop(log: &AuditLog, ev: &AuditEvent) -> bool {
+            let mut f = std::pin::pin!(log.append(ev));
+            let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
+            f.as_mut().poll(&mut cx).is_pending()
+        }
+        use std::future::Future as _;
         let d = tempfile::tempdir().unwrap();
         let log = AuditLog::open(&settings(d.path()), keys()).unwrap();
         let sink = Arc::new(Collect::default());
         assert!(log.set_sink(sink.clone()));
         let mut dropped = Vec::new();
         for i in 0..20 {
-            let ev = event(Kind::Intent, &format!("gone{i}"), "svc-a", "c1");
-            // Polled once (the record joins the open batch), then dropped.
-            let r = tokio::time::timeout(Duration::ZERO, log.append(&ev)).await;
-            if r.is_err() {
-                dropped.push(format!("gone{i}"));
+            let id = format!("gone{i}");
+            if poll_once_then_drop(&log, &event(Kind::Intent, &id, "svc-a", "c1")) {
+                dropped.push(id);
             }
         }
         assert!(
-            !dropped.is_empty(),
-            "no append was still waiting when dropped"
+            dropped.len() >= 10,
+            "appends done at their first poll: {dropped:?}"
         );
+        // A dropped append whose batch fails is never shipped.
+        let frozen = testing::freeze_dir(d.path()).expect("chattr +i must work here");
+        assert!(poll_once_then_drop(
+            &log,
+            &event(Kind::Intent, "lost", "svc-a", "c1")
+        ));
+        let failed = log
+            .append(&event(Kind::Intent, "lost2", "svc-a", "c1"))
+            .await;
+        assert!(failed.is_err(), "the frozen dir must fail the batch");
+        frozen.thaw().unwrap();
+        log.append(&event(Kind::Intent, "back", "svc-a", "c1"))
+            .await
+            .unwrap();
         log.flush().await.unwrap();
         let got = sink.got.lock().unwrap().clone();
         let shipped: Vec<&str> = got.iter().map(|g| g.2.as_str()).collect();
@@ -1283,7 +1316,11 @@ mod tests {
                 "{id} not shipped: {shipped:?}"
             );
         }
-        assert_eq!(got.len(), 20, "each record shipped once");
+        assert!(
+            !shipped.iter().any(|s| s.starts_with("lost")),
+            "{shipped:?}"
+        );
+        assert_eq!(got.len(), 21, "each record shipped once (20, and `back`)");
         let file = std::fs::read_dir(d.path())
             .unwrap()
             .flatten()
