@@ -74,15 +74,7 @@ async fn upstream_max_connections_bounds_what_reaches_comply_cube() {
         })
         .await;
         let id = env.create_client(TOKEN_A).await;
-        let url = env.url(&format!("/v1/clients/{id}"));
-        let mut calls = tokio::task::JoinSet::new();
-        for _ in 0..8 {
-            let req = env.http.get(&url).header("authorization", TOKEN_A);
-            calls.spawn(async move { req.send().await.unwrap().status().as_u16() });
-        }
-        while let Some(status) = calls.join_next().await {
-            assert_eq!(status.unwrap(), 200);
-        }
+        assert_eq!(concurrent_reads(&env, &id, 8).await, [200; 8]);
         let peaks = env.sandbox.peaks();
         assert_eq!(peaks.in_flight, want_peak, "cap {cap:?}");
         if cap.is_some() {
@@ -91,6 +83,22 @@ async fn upstream_max_connections_bounds_what_reaches_comply_cube() {
             assert!(peaks.connections > 2, "{peaks:?} without a cap");
         }
     }
+}
+
+/// Reads client `id` `n` times at once; the statuses, sorted.
+async fn concurrent_reads(env: &TestEnv, id: &str, n: usize) -> Vec<u16> {
+    let url = env.url(&format!("/v1/clients/{id}"));
+    let mut calls = tokio::task::JoinSet::new();
+    for _ in 0..n {
+        let req = env.http.get(&url).header("authorization", TOKEN_A);
+        calls.spawn(async move { req.send().await.unwrap().status().as_u16() });
+    }
+    let mut statuses = Vec::new();
+    while let Some(s) = calls.join_next().await {
+        statuses.push(s.unwrap());
+    }
+    statuses.sort_unstable();
+    statuses
 }
 
 /// Waiting for a free exchange slot is the gateway's own queue: when it
@@ -108,17 +116,7 @@ async fn a_full_local_queue_is_not_counted_against_the_upstream() {
     })
     .await;
     let id = env.create_client(TOKEN_A).await;
-    let url = env.url(&format!("/v1/clients/{id}"));
-    let mut calls = tokio::task::JoinSet::new();
-    for _ in 0..4 {
-        let req = env.http.get(&url).header("authorization", TOKEN_A);
-        calls.spawn(async move { req.send().await.unwrap().status().as_u16() });
-    }
-    let mut statuses = Vec::new();
-    while let Some(s) = calls.join_next().await {
-        statuses.push(s.unwrap());
-    }
-    statuses.sort_unstable();
+    let statuses = concurrent_reads(&env, &id, 4).await;
     assert_eq!(statuses.first(), Some(&200), "{statuses:?}");
     assert!(
         statuses.contains(&503),
