@@ -111,7 +111,7 @@ async fn stages(b: &Bench, f: Features) -> Request<Full<Bytes>> {
     let snap = &rt.snapshot;
     let headers = &b.headers;
     let request_id = telemetry::request_id(headers);
-    let span = telemetry::request_span(headers, &Method::POST, "127.0.0.1:8080");
+    let span = telemetry::request_span(headers, &Method::POST, "127.0.0.1", Some(8080));
     let trace = telemetry::trace_id(&span, headers);
     let caller = identify::identify(snap, headers, None).unwrap();
     let routed = route::route(

@@ -578,6 +578,10 @@ pub struct Snapshot {
     pub source: String,
     pub raw: RawConfig,
     pub listener: ListenerSettings,
+    /// The request span's `server.address` / `server.port`, from the
+    /// listen address (parsed once here, not per request).
+    pub listen_host: String,
+    pub listen_port: Option<u16>,
     pub upstream: UpstreamTarget,
     pub tenants: Vec<Tenant>,
     callers: HashMap<[u8; 32], Arc<Caller>>,
@@ -934,6 +938,8 @@ pub fn compile(
         audit,
         audit_keys,
         listener: raw.listener.clone(),
+        listen_host: crate::telemetry::listen_host(&raw.listener.address),
+        listen_port: crate::telemetry::listen_port(&raw.listener.address),
         upstream,
         tenants,
         caller_count: caller_ids.len(),

@@ -99,7 +99,8 @@ where
     let span = telemetry::request_span(
         req.headers(),
         req.method(),
-        &rt.snapshot.raw.listener.address,
+        &rt.snapshot.listen_host,
+        rt.snapshot.listen_port,
     );
     let mut ctx = Ctx::new(
         telemetry::request_id(req.headers()),
@@ -240,11 +241,14 @@ where
         )),
         None => None,
     };
-    // Taken now, while the body exists; assigned only once the request
-    // passes the limiter, so a rate-limit refusal's record carries no field
+    // Taken now, while the body exists, and only for an operation whose
+    // record will be written once it passes the limiter (as `finish` decides);
+    // assigned only then, so a rate-limit refusal's record carries no field
     // digests.
     let field_hmacs = match (shared.audit(), &value) {
-        (Some(audit), Some(v)) => audit.field_hmacs(v),
+        (Some(audit), Some(v)) if def.touches_pii() || snap.audit.record_all => {
+            audit.field_hmacs(v)
+        }
         _ => Default::default(),
     };
     // The parsed body is not needed past here; freeing it now keeps it out

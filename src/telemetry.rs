@@ -679,10 +679,13 @@ fn method_attr(m: &http::Method) -> &'static str {
 /// The server span for one request, parented by a valid incoming
 /// `traceparent` (a malformed one starts a new trace). Attributes that are
 /// only known later are declared empty and filled by [`request_done`].
-pub fn request_span(h: &HeaderMap, method: &http::Method, listen: &str) -> tracing::Span {
+pub fn request_span(
+    h: &HeaderMap,
+    method: &http::Method,
+    listen_host: &str,
+    listen_port: Option<u16>,
+) -> tracing::Span {
     let m = method_attr(method);
-    // Field values are only evaluated when the span is enabled: with
-    // traces off the listen address is not parsed on every request.
     let span = tracing::info_span!(
         target: "cubegate::request",
         "request",
@@ -692,8 +695,8 @@ pub fn request_span(h: &HeaderMap, method: &http::Method, listen: &str) -> traci
         http.request.method = m,
         http.route = Empty,
         http.response.status_code = Empty,
-        server.address = listen_host(listen),
-        server.port = listen_port(listen),
+        server.address = listen_host,
+        server.port = listen_port,
         error.type = Empty,
         cubegate.operation = Empty,
         cubegate.tenant = Empty,
@@ -714,7 +717,7 @@ pub fn request_span(h: &HeaderMap, method: &http::Method, listen: &str) -> traci
 }
 
 /// `server.address` of the request span: the listener's IP, or the text.
-fn listen_host(listen: &str) -> String {
+pub(crate) fn listen_host(listen: &str) -> String {
     match listen.parse::<std::net::SocketAddr>() {
         Ok(a) => a.ip().to_string(),
         Err(_) => listen.to_string(),
@@ -722,7 +725,7 @@ fn listen_host(listen: &str) -> String {
 }
 
 /// `server.port` of the request span.
-fn listen_port(listen: &str) -> Option<u16> {
+pub(crate) fn listen_port(listen: &str) -> Option<u16> {
     listen
         .parse::<std::net::SocketAddr>()
         .ok()

@@ -296,9 +296,7 @@ fn hmac_hex_keyed(key: &hmac::Key, data: &[u8]) -> String {
 /// of HMAC-SHA256(`key`, `upstream_key`). Without `key` it cannot be
 /// brute-forced from the log; it never contains the upstream key.
 pub fn key_fingerprint(key: &[u8], upstream_key: &str) -> String {
-    let mut h = hmac_hex(key, upstream_key.as_bytes());
-    h.truncate(16);
-    h
+    fingerprint_keyed(&hmac::Key::new(hmac::HMAC_SHA256, key), upstream_key).0
 }
 
 /// Typed form of [`key_fingerprint`] for an [`AuditEvent`].

@@ -112,16 +112,14 @@ impl Orphan {
     /// process (a panic during an unwinding drop aborts).
     fn ship(&self) {
         let shipped = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-            self.sink.durable(
+            ship(
+                &*self.sink,
                 &self.line,
-                &RecordRef {
-                    v: record::SCHEMA_VERSION,
-                    seq: self.seq,
-                    time: &self.time,
-                    instance: &self.instance,
-                    event: &self.event,
-                    prev: &self.prev,
-                },
+                self.seq,
+                &self.time,
+                &self.prev,
+                &self.instance,
+                &self.event,
             )
         }));
         if shipped.is_err() {
@@ -131,6 +129,29 @@ impl Orphan {
             );
         }
     }
+}
+
+/// Hands one durable record to the sink, as the view it serialised from.
+fn ship(
+    sink: &dyn RecordSink,
+    line: &[u8],
+    seq: u64,
+    time: &str,
+    prev: &str,
+    instance: &Name,
+    event: &AuditEvent,
+) {
+    sink.durable(
+        line,
+        &RecordRef {
+            v: record::SCHEMA_VERSION,
+            seq,
+            time,
+            instance,
+            event,
+            prev,
+        },
+    );
 }
 
 impl Batch {
@@ -435,17 +456,7 @@ impl AuditLog {
             return Err(AuditError::Unavailable);
         }
         if let (Some(sink), Some((line, time, prev))) = (sink, pending) {
-            sink.durable(
-                &line,
-                &RecordRef {
-                    v: record::SCHEMA_VERSION,
-                    seq,
-                    time: &time,
-                    instance: &self.inner.instance,
-                    event: ev,
-                    prev: &prev,
-                },
-            );
+            ship(&**sink, &line, seq, &time, &prev, &self.inner.instance, ev);
         }
         Ok(seq)
     }
