@@ -428,15 +428,10 @@ fn audit_event(
             .iter()
             .filter_map(|(k, v)| Some((name(k)?, ResourceId::new(v.clone()).ok()?)))
             .collect();
-        // `metadata.<key>` filters: the key is the caller's, recorded as
-        // `metadata` (see `audit_pointers`).
+        // `metadata.<key>` filters are recorded as `metadata`, once.
         let mut params: Vec<Name> = Vec::with_capacity(r.query_names.len());
         for q in &r.query_names {
-            let q = if q.starts_with("metadata.") {
-                "metadata"
-            } else {
-                q
-            };
+            let q = policy::shown_query_name(q);
             if !params.iter().any(|p| p.as_str() == q)
                 && let Some(n) = name(q)
             {
@@ -458,20 +453,24 @@ fn audit_event(
     Some(ev)
 }
 
-/// Every pointer an audit record holds passes through here. Metadata keys
-/// are chosen by the caller and could themselves carry personal data: the
-/// trail records that metadata was sent (or stripped) as `/metadata`, once,
-/// never its keys.
+/// Every pointer an audit record holds passes through here: the trail
+/// records that metadata was sent (or stripped) as `/metadata`, once, never
+/// its keys (`policy::shown_pointer`).
 fn audit_pointers(v: impl IntoIterator<Item = String>) -> Vec<crate::audit::Pointer> {
     let mut out: Vec<crate::audit::Pointer> = Vec::new();
+    let mut metadata = false;
     for p in v {
-        let p = if p.starts_with("/metadata/") {
-            if out.iter().any(|o| o.as_str() == "/metadata") {
+        let shown = policy::shown_pointer(&p);
+        if shown == "/metadata" {
+            if metadata {
                 continue;
             }
-            "/metadata".to_string()
-        } else {
+            metadata = true;
+        }
+        let p = if shown.len() == p.len() {
             p
+        } else {
+            shown.to_string()
         };
         if let Ok(p) = crate::audit::Pointer::new(p) {
             out.push(p);

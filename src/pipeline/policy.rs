@@ -139,18 +139,36 @@ impl PolicyViolation {
     }
 }
 
+/// Metadata keys are the caller's own words and may carry personal data.
+/// Where a field pointer leaves the gateway's hands (an error body, a log
+/// line, the audit trail) it names the metadata object, never a key; this
+/// is the one rule for that.
+pub fn shown_pointer(p: &str) -> &str {
+    if p.starts_with("/metadata/") {
+        "/metadata"
+    } else {
+        p
+    }
+}
+
+/// [`shown_pointer`] for a `metadata.<key>` query filter name.
+pub fn shown_query_name(q: &str) -> &str {
+    if q.starts_with("metadata.") {
+        "metadata"
+    } else {
+        q
+    }
+}
+
 /// Applies `rules`: every `Reject` rule first (the first present match
 /// fails, nothing modified), then every `Strip` rule in order.
 pub fn apply(body: &mut Value, rules: &[FieldRule]) -> Result<PolicyOutcome, PolicyViolation> {
     for rule in rules.iter().filter(|r| r.action == PolicyAction::Reject) {
         let mut path = String::new();
         if find_first(body, &rule.segments, &mut path) {
-            // Metadata keys are the caller's own words and may carry personal
-            // data; the error (and any log of it) names the object, not the key.
-            if path.starts_with("/metadata/") {
-                path.truncate("/metadata".len());
-            }
-            return Err(PolicyViolation::Forbidden { pointer: path });
+            // The error (and any log of it) names the object, not the key.
+            let pointer = shown_pointer(&path).to_string();
+            return Err(PolicyViolation::Forbidden { pointer });
         }
     }
     let mut stripped = Vec::new();
@@ -285,6 +303,21 @@ fn strip(v: &mut Value, segments: &[Segment], path: &mut String, out: &mut Vec<S
 
 #[cfg(test)]
 mod tests {
+
+    #[test]
+    fn shown_names_hide_metadata_keys_only() {
+        use super::{shown_pointer, shown_query_name};
+        assert_eq!(shown_pointer("/metadata/jane.doe@example.com"), "/metadata");
+        assert_eq!(shown_pointer("/metadata"), "/metadata");
+        assert_eq!(shown_pointer("/metadataX/k"), "/metadataX/k");
+        assert_eq!(
+            shown_pointer("/personDetails/firstName"),
+            "/personDetails/firstName"
+        );
+        assert_eq!(shown_query_name("metadata.crm-id"), "metadata");
+        assert_eq!(shown_query_name("metadata"), "metadata");
+        assert_eq!(shown_query_name("email"), "email");
+    }
 
     #[test]
     fn a_rejected_metadata_key_is_not_named() {
