@@ -40,7 +40,7 @@ mod otlp_metrics;
 pub use otlp_metrics::metrics_endpoint;
 
 mod json_line;
-pub use json_line::JsonLine;
+use json_line::JsonLine;
 
 static PROMETHEUS: OnceLock<Option<PrometheusHandle>> = OnceLock::new();
 
@@ -49,7 +49,10 @@ const LATENCY: &[f64] = &[
     0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0,
 ];
 
-/// Bucket bounds for `cubegate_audit_batch_records` (a count, not seconds).
+/// The one count histogram (records per audit batch); the others are seconds.
+const AUDIT_BATCH_RECORDS: &str = "cubegate_audit_batch_records";
+
+/// Bucket bounds for [`AUDIT_BATCH_RECORDS`] (a count, not seconds).
 const BATCH_RECORDS: &[f64] = &[
     1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0, 128.0, 256.0, 1024.0, 4096.0,
 ];
@@ -57,7 +60,7 @@ const BATCH_RECORDS: &[f64] = &[
 /// The bucket bounds of one histogram, the same on `/metrics` and OTLP.
 pub(crate) fn buckets_for(name: &str) -> &'static [f64] {
     match name {
-        "cubegate_audit_batch_records" => BATCH_RECORDS,
+        AUDIT_BATCH_RECORDS => BATCH_RECORDS,
         _ => LATENCY,
     }
 }
@@ -71,10 +74,8 @@ pub fn metrics_handle() -> Option<PrometheusHandle> {
                 .set_buckets(LATENCY)
                 .ok()?
                 .set_buckets_for_metric(
-                    metrics_exporter_prometheus::Matcher::Full(
-                        "cubegate_audit_batch_records".into(),
-                    ),
-                    buckets_for("cubegate_audit_batch_records"),
+                    metrics_exporter_prometheus::Matcher::Full(AUDIT_BATCH_RECORDS.into()),
+                    buckets_for(AUDIT_BATCH_RECORDS),
                 )
                 .ok()?
                 .build_recorder();
@@ -140,7 +141,7 @@ fn describe() {
         "Time to make an audit record durable"
     );
     describe_histogram!(
-        "cubegate_audit_batch_records",
+        AUDIT_BATCH_RECORDS,
         "Records per audit write (and fsync): the group-commit factor"
     );
     describe_counter!(
@@ -1043,7 +1044,7 @@ pub fn audit_write(took: Duration, ok: bool) {
 
 /// One audit batch written (and fsynced when configured), on the writer thread.
 pub fn audit_batch(records: usize) {
-    histogram!("cubegate_audit_batch_records").record(records as f64);
+    histogram!(AUDIT_BATCH_RECORDS).record(records as f64);
 }
 
 pub fn ready(ready: bool) {
