@@ -34,7 +34,7 @@
 #   C1000=1000 (0 skips the 1,000-connection RSS run) OUT_DIR=bench/results/<timestamp> CARGO_TARGET_DIR=target
 #   VARIANTS="cg-nofsync cg-noaudit cg-noval"  which variants to run beside the full cubegate;
 #            also cg-h1 / cg-h2 (full, upstream HTTP/1.1 / HTTP/2 forced) and
-#            cg-nowait (full, audit group_commit_wait_us = 0),
+#            cg-nowait (full, audit group_commit_wait_us = 0), cg-wait<µs> (another wait),
 #            cg-batchsched (full, audit writer_sched_batch = true: writer thread under SCHED_BATCH),
 #            cg-jemalloc / cg-mimalloc / cg-tcmalloc (full, that malloc LD_PRELOADed
 #            from Debian's package into ALLOC_BIN, a `cargo build --release
@@ -220,6 +220,8 @@ for v in $VARIANTS; do
     cg-noaudit) start_cubegate cg-noaudit true false false ;;
     cg-noval) start_cubegate cg-noval false true true ;;
     cg-nowait) CG_ENV=CUBEGATE__AUDIT__GROUP_COMMIT_WAIT_US=0 start_cubegate cg-nowait true true true ;;
+    # cg-wait<µs>: full, with another group-commit wait (cg-wait1000: 1 ms).
+    cg-wait[0-9]*) CG_ENV=CUBEGATE__AUDIT__GROUP_COMMIT_WAIT_US=${v#cg-wait} start_cubegate "$v" true true true ;;
     cg-batchsched) CG_ENV=CUBEGATE__AUDIT__WRITER_SCHED_BATCH=true start_cubegate cg-batchsched true true true ;;
     cg-h1) start_cubegate cg-h1 true true true "$CG" false ;;
     cg-h2) start_cubegate cg-h2 true true true "$CG" true ;;

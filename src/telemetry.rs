@@ -828,13 +828,13 @@ fn status_class(s: StatusCode) -> &'static str {
 pub struct InFlight;
 impl InFlight {
     pub fn start() -> InFlight {
-        gauge!("cubegate_in_flight_requests").increment(1.0);
+        SERIES.with_borrow_mut(|c| c.in_flight().increment(1.0));
         InFlight
     }
 }
 impl Drop for InFlight {
     fn drop(&mut self) {
-        gauge!("cubegate_in_flight_requests").decrement(1.0);
+        SERIES.with_borrow_mut(|c| c.in_flight().decrement(1.0));
     }
 }
 
@@ -867,7 +867,7 @@ pub fn request_done(s: RequestSummary<'_>) {
         r.duration.record(s.latency.as_secs_f64());
     });
     if s.stripped > 0 {
-        counter!("cubegate_fields_stripped_total", "operation" => op).increment(s.stripped as u64);
+        SERIES.with_borrow_mut(|c| c.stripped(op).increment(s.stripped as u64));
     }
     record_span(&s);
     tracing::info!(
@@ -939,10 +939,10 @@ struct RequestSeries {
     duration: metrics::Histogram,
 }
 
-/// Handles of the per-request series, per worker thread. `counter!` with
-/// labels builds a key (allocating the tenant label), hashes it and looks it
-/// up in the recorder's registry on every call; a handle is that series
-/// itself, so it is kept. Label sets are bounded (operations, status
+/// Handles of the series every request (or audit batch) updates, per
+/// thread. `counter!` builds a key (allocating the tenant label), hashes it
+/// and looks it up in the recorder's registry on every call, labels or not;
+/// a handle is that series itself, so it is kept. Label sets are bounded (operations, status
 /// classes, every tenant configured since start: handles of a tenant removed
 /// by a reload stay until exit, a few hundred bytes each). Emptied when the
 /// recorder changes
@@ -956,6 +956,10 @@ struct SeriesCache {
         std::collections::HashMap<Box<str>, RequestSeries>,
     >,
     upstream: std::collections::HashMap<(&'static str, &'static str), metrics::Histogram>,
+    stripped: std::collections::HashMap<&'static str, metrics::Counter>,
+    in_flight: Option<metrics::Gauge>,
+    audit_write: Option<metrics::Histogram>,
+    audit_batch: Option<metrics::Histogram>,
 }
 
 thread_local! {
@@ -966,8 +970,7 @@ impl SeriesCache {
     fn current(&mut self) -> &mut Self {
         let g = otlp_metrics::generation();
         if g != self.generation {
-            self.requests.clear();
-            self.upstream.clear();
+            *self = SeriesCache::default();
             self.generation = g;
         }
         self
@@ -992,6 +995,31 @@ impl SeriesCache {
         self.current().upstream.entry((op, class)).or_insert_with(|| {
             histogram!("cubegate_upstream_duration_seconds", "operation" => op, "status_class" => class)
         })
+    }
+
+    fn stripped(&mut self, op: &'static str) -> &metrics::Counter {
+        self.current()
+            .stripped
+            .entry(op)
+            .or_insert_with(|| counter!("cubegate_fields_stripped_total", "operation" => op))
+    }
+
+    fn in_flight(&mut self) -> &metrics::Gauge {
+        self.current()
+            .in_flight
+            .get_or_insert_with(|| gauge!("cubegate_in_flight_requests"))
+    }
+
+    fn audit_write(&mut self) -> &metrics::Histogram {
+        self.current()
+            .audit_write
+            .get_or_insert_with(|| histogram!("cubegate_audit_write_seconds"))
+    }
+
+    fn audit_batch(&mut self) -> &metrics::Histogram {
+        self.current()
+            .audit_batch
+            .get_or_insert_with(|| histogram!(AUDIT_BATCH_RECORDS))
     }
 }
 
@@ -1036,7 +1064,7 @@ pub fn validation_refused(op: &'static str, shadow: bool) {
 }
 
 pub fn audit_write(took: Duration, ok: bool) {
-    histogram!("cubegate_audit_write_seconds").record(took.as_secs_f64());
+    SERIES.with_borrow_mut(|c| c.audit_write().record(took.as_secs_f64()));
     if !ok {
         counter!("cubegate_audit_failures_total").increment(1);
     }
@@ -1044,7 +1072,7 @@ pub fn audit_write(took: Duration, ok: bool) {
 
 /// One audit batch written (and fsynced when configured), on the writer thread.
 pub fn audit_batch(records: usize) {
-    histogram!(AUDIT_BATCH_RECORDS).record(records as f64);
+    SERIES.with_borrow_mut(|c| c.audit_batch().record(records as f64));
 }
 
 pub fn ready(ready: bool) {

@@ -60,7 +60,9 @@ fn check(
     max: usize,
     ok: impl Fn(char) -> bool,
 ) -> Result<(), RecordError> {
-    if s.is_empty() || s.len() > max || !s.chars().all(ok) {
+    // Every alphabet here is ASCII, so a byte test is the char test (a
+    // non-ASCII byte maps to a char no predicate accepts).
+    if s.is_empty() || s.len() > max || !s.bytes().all(|b| ok(b as char)) {
         return Err(RecordError { kind, rule });
     }
     Ok(())
@@ -159,6 +161,30 @@ pub struct Pointer(String);
 
 serialize_as_str!(Pointer);
 
+/// [`POINTER_RULE`] in one pass over the bytes (this runs for every field
+/// of every audited request).
+fn pointer_ok(s: &[u8]) -> bool {
+    if s.len() > 256 || s.first() != Some(&b'/') {
+        return false;
+    }
+    let mut seg_len = 0usize;
+    for (i, &c) in s.iter().enumerate().skip(1) {
+        match c {
+            b'/' if seg_len == 0 => return false,
+            b'/' => seg_len = 0,
+            // A lone `~` not followed by 0/1 is not a valid pointer escape.
+            b'~' if !matches!(s.get(i + 1), Some(b'0' | b'1')) => return false,
+            b'~' | b'_' | b'-' => seg_len += 1,
+            c if c.is_ascii_alphanumeric() => seg_len += 1,
+            _ => return false,
+        }
+        if seg_len > 64 {
+            return false;
+        }
+    }
+    seg_len > 0
+}
+
 const POINTER_RULE: &str =
     "a JSON pointer of at most 256 chars whose segments are 1-64 chars of [A-Za-z0-9_~-]";
 
@@ -166,24 +192,11 @@ impl Pointer {
     /// Validates and wraps a pointer; the error never contains `s`.
     pub fn new(s: impl Into<String>) -> Result<Self, RecordError> {
         let s = s.into();
-        let bad = RecordError {
-            kind: "pointer",
-            rule: POINTER_RULE,
-        };
-        if s.len() > 256 || !s.starts_with('/') {
-            return Err(bad);
-        }
-        for seg in s[1..].split('/') {
-            let chars_ok = seg
-                .chars()
-                .all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '~'));
-            // A lone `~` not followed by 0/1 is not a valid pointer escape.
-            let escapes_ok = seg
-                .match_indices('~')
-                .all(|(i, _)| matches!(seg.as_bytes().get(i + 1), Some(b'0') | Some(b'1')));
-            if seg.is_empty() || seg.len() > 64 || !chars_ok || !escapes_ok {
-                return Err(bad);
-            }
+        if !pointer_ok(s.as_bytes()) {
+            return Err(RecordError {
+                kind: "pointer",
+                rule: POINTER_RULE,
+            });
         }
         Ok(Self(s))
     }
@@ -340,6 +353,17 @@ pub enum Kind {
     Event,
 }
 
+impl Kind {
+    /// The snake_case wire name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Kind::Intent => "intent",
+            Kind::Outcome => "outcome",
+            Kind::Event => "event",
+        }
+    }
+}
+
 /// The ComplyCube environment the caller acts in.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -348,6 +372,16 @@ pub enum Environment {
     Live,
     /// `test_` keys.
     Test,
+}
+
+impl Environment {
+    /// The snake_case wire name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Environment::Live => "live",
+            Environment::Test => "test",
+        }
+    }
 }
 
 /// What the gateway decided about the request.
@@ -520,6 +554,135 @@ pub struct RecordRef<'a> {
     pub prev: &'a str,
 }
 
+impl RecordRef<'_> {
+    /// Appends the record's line (without the newline) to `out`: byte for
+    /// byte what `serde_json::to_writer(out, self)` writes (unit tests hold
+    /// the two together), at a fraction of the cost. It was a tenth of the
+    /// gateway's CPU per audited request: serde's `flatten` goes through its
+    /// map machinery and every string through the escaper, while every text
+    /// here is a newtype whose alphabet needs no escape. Each string is still
+    /// checked and escaped by serde_json if it needed it, so the output never
+    /// depends on those invariants.
+    pub fn write_json(&self, out: &mut Vec<u8>) {
+        let ev = self.event;
+        out.extend_from_slice(b"{\"v\":");
+        num(out, u64::from(self.v));
+        out.extend_from_slice(b",\"seq\":");
+        num(out, self.seq);
+        out.extend_from_slice(b",\"time\":");
+        text(out, self.time);
+        out.extend_from_slice(b",\"instance\":");
+        text(out, self.instance.as_str());
+        out.extend_from_slice(b",\"kind\":");
+        text(out, ev.kind.as_str());
+        out.extend_from_slice(b",\"request_id\":");
+        text(out, ev.request_id.as_str());
+        if let Some(t) = &ev.trace_id {
+            out.extend_from_slice(b",\"trace_id\":");
+            text(out, t.as_str());
+        }
+        out.extend_from_slice(b",\"caller\":");
+        opt_text(out, ev.caller.as_ref().map(Name::as_str));
+        out.extend_from_slice(b",\"tenant\":");
+        opt_text(out, ev.tenant.as_ref().map(Name::as_str));
+        out.extend_from_slice(b",\"environment\":");
+        opt_text(out, ev.environment.map(Environment::as_str));
+        out.extend_from_slice(b",\"operation\":");
+        opt_text(out, ev.operation.as_ref().map(Name::as_str));
+        out.extend_from_slice(b",\"resource_ids\":");
+        map(
+            out,
+            ev.resource_ids
+                .iter()
+                .map(|(k, v)| (k.as_str(), v.as_str())),
+        );
+        out.extend_from_slice(b",\"fields\":");
+        list(out, ev.fields.iter().map(Pointer::as_str));
+        out.extend_from_slice(b",\"stripped\":");
+        list(out, ev.stripped.iter().map(Pointer::as_str));
+        out.extend_from_slice(b",\"query_params\":");
+        list(out, ev.query_params.iter().map(Name::as_str));
+        out.extend_from_slice(b",\"decision\":");
+        text(out, ev.decision.as_str());
+        if let Some(r) = &ev.reason {
+            out.extend_from_slice(b",\"reason\":");
+            text(out, r.as_str());
+        }
+        if let Some(st) = ev.status {
+            out.extend_from_slice(b",\"status\":");
+            num(out, u64::from(st));
+        }
+        if let Some(ms) = ev.latency_ms {
+            out.extend_from_slice(b",\"latency_ms\":");
+            num(out, ms);
+        }
+        if let Some(f) = &ev.key_fingerprint {
+            out.extend_from_slice(b",\"key_fingerprint\":");
+            text(out, f.as_str());
+        }
+        if !ev.field_hmacs.is_empty() {
+            out.extend_from_slice(b",\"field_hmacs\":");
+            map(
+                out,
+                ev.field_hmacs.iter().map(|(k, v)| (k.as_str(), v.as_str())),
+            );
+        }
+        out.extend_from_slice(b",\"prev\":");
+        text(out, self.prev);
+        out.push(b'}');
+    }
+}
+
+fn num(out: &mut Vec<u8>, n: u64) {
+    use std::io::Write as _;
+    // Writing to a Vec cannot fail.
+    let _ = write!(out, "{n}");
+}
+
+/// A JSON string: as is when nothing in it needs escaping (always, for the
+/// newtypes), else serde_json's escaping.
+fn text(out: &mut Vec<u8>, s: &str) {
+    if s.bytes().all(|b| b >= 0x20 && b != b'"' && b != b'\\') {
+        out.push(b'"');
+        out.extend_from_slice(s.as_bytes());
+        out.push(b'"');
+    } else {
+        // Serialising a str into a Vec cannot fail.
+        let _ = serde_json::to_writer(&mut *out, s);
+    }
+}
+
+fn opt_text(out: &mut Vec<u8>, s: Option<&str>) {
+    match s {
+        Some(s) => text(out, s),
+        None => out.extend_from_slice(b"null"),
+    }
+}
+
+fn list<'a>(out: &mut Vec<u8>, items: impl Iterator<Item = &'a str>) {
+    out.push(b'[');
+    for (i, s) in items.enumerate() {
+        if i > 0 {
+            out.push(b',');
+        }
+        text(out, s);
+    }
+    out.push(b']');
+}
+
+fn map<'a>(out: &mut Vec<u8>, entries: impl Iterator<Item = (&'a str, &'a str)>) {
+    out.push(b'{');
+    for (i, (k, v)) in entries.enumerate() {
+        if i > 0 {
+            out.push(b',');
+        }
+        text(out, k);
+        out.push(b':');
+        text(out, v);
+    }
+    out.push(b'}');
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -565,6 +728,150 @@ mod tests {
         let line = serde_json::to_vec(&borrowed).unwrap();
         assert_eq!(line, serde_json::to_vec(&owned).unwrap());
         assert_eq!(serde_json::from_slice::<Record>(&line).unwrap(), owned);
+    }
+
+    /// Every shape an event can take (each optional part on and off, every
+    /// kind, decision and environment), plus `time`/`prev` texts that need
+    /// escaping: the hand-written line equals serde's, and reads back.
+    #[test]
+    fn write_json_is_byte_for_byte_serdes_line() {
+        let decisions = [
+            Decision::Allowed,
+            Decision::RefusedAuth,
+            Decision::RefusedForbidden,
+            Decision::RefusedRoute,
+            Decision::RefusedBody,
+            Decision::RefusedPolicy,
+            Decision::RefusedValidation,
+            Decision::RefusedRateLimit,
+            Decision::RefusedAudit,
+        ];
+        let kinds = [Kind::Intent, Kind::Outcome, Kind::Event];
+        let instance = Name::new("gw-1:a.b_c").unwrap();
+        let mut checked = 0;
+        for shape in 0u32..64 {
+            for (i, &decision) in decisions.iter().enumerate() {
+                let on = |bit: u32| shape & (1 << bit) != 0;
+                let mut ev = AuditEvent::new(
+                    kinds[i % 3],
+                    RequestId::new(format!("req-{shape}-{i}")).unwrap(),
+                    decision,
+                );
+                if on(0) {
+                    ev.trace_id = Some(RequestId::new("4bf92f3577b34da6a3ce929d0e0e4736").unwrap());
+                    ev.caller = Some(Name::new("svc-a").unwrap());
+                    ev.environment = Some(Environment::Live);
+                }
+                if on(1) {
+                    ev.tenant = Some(Name::new("acme").unwrap());
+                    ev.operation = Some(Name::new("clients.update").unwrap());
+                    ev.environment = Some(Environment::Test);
+                }
+                if on(2) {
+                    for (k, v) in [("id", "5f3b1c2d9e8a7b6c5d4e3f2a"), ("documentId", "d-1")] {
+                        ev.resource_ids
+                            .insert(Name::new(k).unwrap(), ResourceId::new(v).unwrap());
+                    }
+                    ev.query_params =
+                        vec![Name::new("page").unwrap(), Name::new("metadata").unwrap()];
+                }
+                if on(3) {
+                    ev.fields = ["/email", "/personDetails/dob", "/a~1b", "/items/0"]
+                        .iter()
+                        .map(|p| Pointer::new(*p).unwrap())
+                        .collect();
+                    ev.stripped = vec![Pointer::new("/type").unwrap()];
+                    ev.reason = Some(Name::new("invalid_request").unwrap());
+                }
+                if on(4) {
+                    ev.status = Some(if i % 2 == 0 { 200 } else { 503 });
+                    ev.latency_ms = Some(u64::from(shape) * 1_000_003);
+                    ev.key_fingerprint = Some(fingerprint(b"k", "test_key"));
+                }
+                if on(5) {
+                    for f in ["/email", "/mobile"] {
+                        ev.field_hmacs
+                            .insert(Pointer::new(f).unwrap(), field_digest(b"k", f.as_bytes()));
+                    }
+                }
+                let (time, prev) = if i == 0 {
+                    // Not produced by the writer, but must still come out as serde writes it.
+                    ("t\"\\\n\u{1}é".to_string(), "p\t".to_string())
+                } else {
+                    ("2026-11-29T20:00:00.123Z".to_string(), "0a".repeat(32))
+                };
+                let rec = RecordRef {
+                    v: SCHEMA_VERSION,
+                    seq: u64::from(shape) * 7919 + i as u64,
+                    time: &time,
+                    instance: &instance,
+                    event: &ev,
+                    prev: &prev,
+                };
+                let mut ours = b"previous bytes stay".to_vec();
+                rec.write_json(&mut ours);
+                let serde = serde_json::to_vec(&rec).unwrap();
+                assert_eq!(
+                    String::from_utf8_lossy(&ours[19..]),
+                    String::from_utf8_lossy(&serde),
+                    "shape {shape}, decision {decision:?}"
+                );
+                assert_eq!(&ours[..19], b"previous bytes stay");
+                let back: Record = serde_json::from_slice(&ours[19..]).unwrap();
+                assert_eq!(back.event, ev);
+                checked += 1;
+            }
+        }
+        assert_eq!(checked, 64 * 9);
+    }
+
+    /// The one-pass pointer check accepts exactly what the rule (written the
+    /// obvious way here) accepts, over every string of up to 4 chars from an
+    /// alphabet with the interesting characters, and some long ones.
+    #[test]
+    fn pointer_check_matches_the_rule() {
+        fn by_the_rule(s: &str) -> bool {
+            s.len() <= 256
+                && s.starts_with('/')
+                && s[1..].split('/').all(|seg| {
+                    !seg.is_empty()
+                        && seg.len() <= 64
+                        && seg
+                            .chars()
+                            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '~'))
+                        && seg
+                            .match_indices('~')
+                            .all(|(i, _)| matches!(seg.as_bytes().get(i + 1), Some(b'0' | b'1')))
+                })
+        }
+        let alphabet = [
+            '/', 'a', 'Z', '0', '1', '2', '~', '_', '-', '.', ' ', '@', 'é',
+        ];
+        let mut cases: Vec<String> = vec![String::new()];
+        let mut frontier = cases.clone();
+        for _ in 0..4 {
+            let mut next = Vec::new();
+            for p in &frontier {
+                for c in alphabet {
+                    next.push(format!("{p}{c}"));
+                }
+            }
+            cases.extend(next.iter().cloned());
+            frontier = next;
+        }
+        for n in [63, 64, 65] {
+            cases.push(format!("/{}", "a".repeat(n)));
+            cases.push(format!("/x/{}~0", "b".repeat(n - 2)));
+        }
+        for n in [255, 256, 257] {
+            cases.push(format!("/{}", "ab/".repeat(n / 3 + 1))[..n].to_string());
+        }
+        let mut accepted = 0;
+        for c in &cases {
+            assert_eq!(pointer_ok(c.as_bytes()), by_the_rule(c), "{c:?}");
+            accepted += usize::from(by_the_rule(c));
+        }
+        assert!(accepted > 100, "{accepted}");
     }
 
     #[test]

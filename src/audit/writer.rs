@@ -399,11 +399,7 @@ impl AuditLog {
             };
             // Serialised straight into the batch; the hash covers exactly
             // the line's bytes.
-            if serde_json::to_writer(&mut open.buf, &rec).is_err() {
-                // Cannot happen with these types; refuse just this record.
-                open.buf.truncate(at);
-                return Err(AuditError::Unavailable);
-            }
+            rec.write_json(&mut open.buf);
             let line = &open.buf[at..];
             let shipped = sink.map(|_| (line.to_vec(), open.clock.1.clone(), open.head.clone()));
             open.head = chain::line_hash(line);
