@@ -17,7 +17,11 @@
 //! the chain and adds the line to the open batch, all under one mutex (a
 //! few microseconds), then waits for that batch. One dedicated thread per
 //! log takes the open batch, writes it with one `write` and one `fdatasync`,
-//! and wakes every waiter of the batch at once. Why not hand each event to
+//! and wakes every waiter of the batch at once. With `fsync = false` there
+//! is nothing to wait for but a `write` to the page cache, so the appending
+//! task writes the batch itself when the writer is free (see `write_inline`);
+//! the thread keeps rotation, repair, checkpoints and whatever found the
+//! writer busy. Why not hand each event to
 //! the thread: that cost two cross-thread round trips per request, a copy of
 //! the event, and frees of the task's memory on another thread; it was
 //! measured as most of the audit's cost (docs/performance.md). Why a plain
@@ -228,6 +232,10 @@ struct OpenBatch {
     flushes: Vec<oneshot::Sender<Result<(), AuditError>>>,
     /// The writer thread is waiting for work: the next append wakes it.
     writer_waiting: bool,
+    /// An appender wrote inline and the checkpoint schedule changed (the
+    /// first record since the last checkpoint, or enough records for the
+    /// next one): the thread re-reads it.
+    poke: bool,
     /// The last handle is gone or the writer stopped: appends are refused.
     closed: bool,
     /// The current millisecond and its RFC 3339 text (formatted once per
@@ -250,6 +258,13 @@ struct Shared {
     open: Mutex<OpenBatch>,
     /// Signalled when the writer has work (records, a flush, close).
     work: Condvar,
+    /// The file side. Whoever takes a batch out of `open` holds it from
+    /// before the take until the batch is answered, so batches reach the file
+    /// in chain order whoever writes them. Lock order: `writer`, then `open`.
+    writer: Mutex<Writer>,
+    /// `fsync = false`: an appender that finds the writer free writes the
+    /// batch itself (see [`AuditLog::append`]).
+    inline: bool,
 }
 
 impl Shared {
@@ -258,6 +273,20 @@ impl Shared {
     /// so a poisoned lock is used as is rather than failing every append.
     fn lock(&self) -> MutexGuard<'_, OpenBatch> {
         self.open.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Poisoning: the writer's state is made consistent by each batch's own
+    /// failure handling (cut back, rewind), as after an I/O error.
+    fn writer(&self) -> MutexGuard<'_, Writer> {
+        self.writer.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn try_writer(&self) -> Option<MutexGuard<'_, Writer>> {
+        match self.writer.try_lock() {
+            Ok(w) => Some(w),
+            Err(std::sync::TryLockError::Poisoned(p)) => Some(p.into_inner()),
+            Err(std::sync::TryLockError::WouldBlock) => None,
+        }
     }
 }
 
@@ -342,6 +371,7 @@ impl AuditLog {
             counters,
             healthy,
         )?;
+        let inline = !settings.fsync;
         let shared = Arc::new(Shared {
             open: Mutex::new(OpenBatch {
                 seq: writer.seq,
@@ -351,10 +381,13 @@ impl AuditLog {
                 batch: Arc::default(),
                 flushes: Vec::new(),
                 writer_waiting: false,
+                poke: false,
                 closed: false,
                 clock: (0, String::new()),
             }),
             work: Condvar::new(),
+            writer: Mutex::new(writer),
+            inline,
         });
         let for_thread = shared.clone();
         let sched_batch = settings.writer_sched_batch;
@@ -364,7 +397,7 @@ impl AuditLog {
                 if sched_batch && let Err(e) = set_sched_batch() {
                     tracing::warn!(error = %e, "audit: writer thread keeps the default scheduling policy");
                 }
-                writer.run(&for_thread)
+                Writer::run(&for_thread)
             })
             .map_err(io_err(&settings.dir))?;
         inner.shared = Some(shared);
@@ -406,12 +439,15 @@ impl AuditLog {
             open.seq += 1;
             open.buf.push(b'\n');
             open.records += 1;
-            if open.writer_waiting {
+            if open.writer_waiting && !shared.inline {
                 open.writer_waiting = false;
                 shared.work.notify_one();
             }
             (open.seq, open.batch.clone(), shipped)
         };
+        if shared.inline {
+            write_inline(shared);
+        }
         // Hands the shipping to the batch if this future is dropped while
         // it waits (the caller went away): the record is in the file then,
         // so the sink must still get it.
@@ -535,6 +571,43 @@ impl AuditLog {
     }
 }
 
+/// `fsync = false`: the appending task writes the open batch itself when
+/// the writer is free. Without an fsync to wait for, handing each record to
+/// the thread cost two cross-thread wake-ups per record (3.9 context
+/// switches per request, and the latency of each on a busy core) for a
+/// `write` to the page cache. When the writer is busy (the thread is writing
+/// or checkpointing, or another worker is writing), or the write needs the
+/// thread (repair, rotation), the batch is left to the thread.
+fn write_inline(shared: &Shared) {
+    let wrote = match shared.try_writer() {
+        Some(mut w) if w.can_write_inline() => {
+            let unchecked_before = w.seq > w.last_cp_seq;
+            let _ = w.write_open_batch(shared, false);
+            // The thread schedules time-based checkpoints from the first
+            // record after one, and writes count-based ones.
+            let cp_changed = !unchecked_before || w.seq >= w.last_cp_seq + w.cp_every_records;
+            drop(w);
+            if cp_changed {
+                let mut open = shared.lock();
+                open.poke = true;
+                if open.writer_waiting {
+                    open.writer_waiting = false;
+                    shared.work.notify_one();
+                }
+            }
+            true
+        }
+        _ => false,
+    };
+    if !wrote {
+        let mut open = shared.lock();
+        if open.records > 0 && open.writer_waiting {
+            open.writer_waiting = false;
+            shared.work.notify_one();
+        }
+    }
+}
+
 /// Puts the calling thread under `SCHED_BATCH` (see
 /// `AuditSettings::writer_sched_batch`). On Linux with glibc,
 /// `sched_setscheduler(0, …)` changes the calling *thread* only (POSIX would
@@ -614,6 +687,8 @@ struct Writer {
     group_commit_wait: Duration,
     /// Records in the previous batch: more than one means concurrent load.
     last_batch: usize,
+    /// The buffer the previous batch was written from, kept for reuse.
+    spare: Vec<u8>,
     rotate_bytes: u64,
     rotate_daily: bool,
     cp_every_records: u64,
@@ -674,6 +749,7 @@ impl Writer {
                 Duration::ZERO
             },
             last_batch: 0,
+            spare: Vec::new(),
             rotate_bytes: s.rotate_bytes,
             rotate_daily: s.rotate_daily,
             cp_every_records: s.checkpoint_every_records,
@@ -811,7 +887,10 @@ impl Writer {
         Ok(())
     }
 
-    fn run(mut self, shared: &Shared) {
+    /// The writer thread: group commit with fsync, checkpoints by count and
+    /// time, flushes, the final checkpoint on close; with `fsync = false`
+    /// also every batch an appender could not write inline.
+    fn run(shared: &Shared) {
         // Whatever way this thread ends, no append waits forever.
         struct Stop<'a>(&'a Shared);
         impl Drop for Stop<'_> {
@@ -825,13 +904,22 @@ impl Writer {
             }
         }
         let _stop = Stop(shared);
-        // The buffer the previous batch was written from, kept for reuse.
-        let mut spare = Vec::new();
         loop {
+            // The checkpoint schedule, read before waiting; an inline write
+            // that changes it pokes this thread.
+            let (cp_pending, cp_due, last_batch, group_commit_wait) = {
+                let w = shared.writer();
+                (
+                    w.seq > w.last_cp_seq,
+                    w.cp_due,
+                    w.last_batch,
+                    w.group_commit_wait,
+                )
+            };
             let mut open = shared.lock();
-            while open.records == 0 && open.flushes.is_empty() && !open.closed {
-                let wait = if self.seq > self.last_cp_seq {
-                    self.cp_due.saturating_duration_since(Instant::now())
+            while open.records == 0 && open.flushes.is_empty() && !open.closed && !open.poke {
+                let wait = if cp_pending {
+                    cp_due.saturating_duration_since(Instant::now())
                 } else {
                     Duration::from_secs(3600)
                 };
@@ -845,12 +933,19 @@ impl Writer {
                 };
                 open.writer_waiting = false;
             }
+            open.poke = false;
             if open.records == 0 && open.flushes.is_empty() {
                 let closed = open.closed;
                 drop(open);
-                // Closing, or a time-based checkpoint is due.
-                if self.seq > self.last_cp_seq && (closed || Instant::now() >= self.cp_due) {
-                    let _ = self.checkpoint();
+                // Closing, or a checkpoint is due (by time, or by count after
+                // inline writes).
+                let mut w = shared.writer();
+                if w.seq > w.last_cp_seq
+                    && (closed
+                        || Instant::now() >= w.cp_due
+                        || w.seq >= w.last_cp_seq + w.cp_every_records)
+                {
+                    let _ = w.checkpoint();
                 }
                 if closed {
                     return;
@@ -859,42 +954,15 @@ impl Writer {
             }
             // Under concurrent load, let more records join this batch's
             // fsync. Appenders do not wake this thread while it sleeps.
-            if open.records > 0 && self.last_batch > 1 && !self.group_commit_wait.is_zero() {
-                drop(open);
-                std::thread::sleep(self.group_commit_wait);
-                open = shared.lock();
-            }
-            let records = std::mem::take(&mut open.records);
-            let buf = std::mem::replace(&mut open.buf, std::mem::take(&mut spare));
-            let batch = std::mem::take(&mut open.batch);
-            let (seq, head) = (open.seq, open.head.clone());
-            let flushes = std::mem::take(&mut open.flushes);
+            let gather = open.records > 0 && last_batch > 1 && !group_commit_wait.is_zero();
             drop(open);
-
-            self.last_batch = records;
-            // Completed as failed if this thread panics before it answers.
-            let batch = Unanswered(Some(batch));
-            if records > 0 {
-                let durable = self.write_batch(&buf, records, seq, head);
-                if !durable {
-                    // The records appended meanwhile chain from the lost
-                    // ones: refuse them too and rewind to the durable head.
-                    let mut open = shared.lock();
-                    open.seq = self.seq;
-                    open.head = self.head.clone();
-                    open.buf.clear();
-                    open.records = 0;
-                    let behind = std::mem::take(&mut open.batch);
-                    drop(open);
-                    behind.complete(false);
-                }
-                batch.answer(durable);
+            if gather {
+                std::thread::sleep(group_commit_wait);
             }
-            spare = buf;
-            spare.clear();
-
+            let mut w = shared.writer();
+            let flushes = w.write_open_batch(shared, true);
             if !flushes.is_empty() {
-                let res = self.checkpoint();
+                let res = w.checkpoint();
                 for tx in flushes {
                     let r = match &res {
                         Ok(()) => Ok(()),
@@ -902,12 +970,63 @@ impl Writer {
                     };
                     let _ = tx.send(r);
                 }
-            } else if self.seq >= self.last_cp_seq + self.cp_every_records
-                || (self.seq > self.last_cp_seq && Instant::now() >= self.cp_due)
+            } else if w.seq >= w.last_cp_seq + w.cp_every_records
+                || (w.seq > w.last_cp_seq && Instant::now() >= w.cp_due)
             {
-                let _ = self.checkpoint();
+                let _ = w.checkpoint();
             }
         }
+    }
+
+    /// Takes the open batch (and, for the thread, the pending flushes) and
+    /// writes it; answers every append in it. Called with the writer lock
+    /// held, which keeps batches in chain order.
+    fn write_open_batch(
+        &mut self,
+        shared: &Shared,
+        take_flushes: bool,
+    ) -> Vec<oneshot::Sender<Result<(), AuditError>>> {
+        let mut open = shared.lock();
+        let records = std::mem::take(&mut open.records);
+        let buf = std::mem::replace(&mut open.buf, std::mem::take(&mut self.spare));
+        let batch = std::mem::take(&mut open.batch);
+        let (seq, head) = (open.seq, open.head.clone());
+        let flushes = if take_flushes {
+            std::mem::take(&mut open.flushes)
+        } else {
+            Vec::new()
+        };
+        drop(open);
+
+        self.last_batch = records;
+        // Completed as failed if this panics before it answers.
+        let batch = Unanswered(Some(batch));
+        if records > 0 {
+            let durable = self.write_batch(&buf, records, seq, head);
+            if !durable {
+                // The records appended meanwhile chain from the lost
+                // ones: refuse them too and rewind to the durable head.
+                let mut open = shared.lock();
+                open.seq = self.seq;
+                open.head = self.head.clone();
+                open.buf.clear();
+                open.records = 0;
+                let behind = std::mem::take(&mut open.batch);
+                drop(open);
+                behind.complete(false);
+            }
+            batch.answer(durable);
+        }
+        self.spare = buf;
+        self.spare.clear();
+        flushes
+    }
+
+    /// Whether an appender may write the open batch itself: only a plain
+    /// `write` to a healthy, open file is done on an async worker; repair,
+    /// rotation (which fsyncs the old file) and checkpoints stay on the thread.
+    fn can_write_inline(&self) -> bool {
+        self.file.is_some() && !self.dirty && !self.rotation_due(SystemTime::now())
     }
 
     fn fail(&self, what: &'static str, e: &std::io::Error) {
@@ -937,13 +1056,14 @@ impl Writer {
         Ok(())
     }
 
+    fn rotation_due(&self, now: SystemTime) -> bool {
+        self.file_len > 0
+            && (self.file_len >= self.rotate_bytes
+                || (self.rotate_daily && self.file_day.is_some_and(|d| d != day_of(now))))
+    }
+
     fn maybe_rotate(&mut self, now: SystemTime) {
-        if self.file_len == 0 {
-            return;
-        }
-        let by_size = self.file_len >= self.rotate_bytes;
-        let by_day = self.rotate_daily && self.file_day.is_some_and(|d| d != day_of(now));
-        if !by_size && !by_day {
+        if !self.rotation_due(now) {
             return;
         }
         // The old file must be durable before the chain moves on.
@@ -1385,9 +1505,17 @@ mod tests {
 
     #[tokio::test]
     async fn rotates_by_size_and_chain_spans_files() {
+        // With fsync off, appenders write inline and leave rotation to the thread.
+        for fsync in [true, false] {
+            rotates_by_size(fsync).await;
+        }
+    }
+
+    async fn rotates_by_size(fsync: bool) {
         let d = tempfile::tempdir().unwrap();
         let s = AuditSettings {
             rotate_bytes: 1500,
+            fsync,
             ..settings(d.path())
         };
         drop(write_n(&s, 20).await);
@@ -1458,8 +1586,22 @@ mod tests {
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn write_failure_fails_the_batch_then_recovers() {
+        // With fsync off the first failure is an inline write's.
+        for fsync in [true, false] {
+            write_failure_then_recovery(fsync).await;
+        }
+    }
+
+    async fn write_failure_then_recovery(fsync: bool) {
         let d = tempfile::tempdir().unwrap();
-        let log = write_n(&settings(d.path()), 3).await;
+        let log = write_n(
+            &AuditSettings {
+                fsync,
+                ..settings(d.path())
+            },
+            3,
+        )
+        .await;
         assert!(log.is_healthy());
 
         // chattr +i: EPERM on write/truncate/create even for root. If this
@@ -1498,10 +1640,19 @@ mod tests {
 
     #[tokio::test]
     async fn checkpoints_by_count_and_by_time() {
+        // With fsync off the records are written inline, and the thread
+        // still checkpoints by count and by time.
+        for fsync in [true, false] {
+            checkpoints_by_count_and_time(fsync).await;
+        }
+    }
+
+    async fn checkpoints_by_count_and_time(fsync: bool) {
         let d = tempfile::tempdir().unwrap();
         let s = AuditSettings {
             checkpoint_every_records: 10,
             checkpoint_every_secs: 1,
+            fsync,
             ..settings(d.path())
         };
         let log = AuditLog::open(&s, keys()).unwrap();
@@ -1510,18 +1661,92 @@ mod tests {
                 .await
                 .unwrap();
         }
-        // Sequential appends are separate batches: one checkpoint per 10.
-        assert!(log.stats().checkpoints >= 2, "{:?}", log.stats());
-        let before = log.stats().checkpoints;
-        // The remaining 5 get a checkpoint from the timer, without any call.
-        let mut waited = 0;
-        while log.stats().checkpoints == before && waited < 100 {
-            tokio::time::sleep(Duration::from_millis(100)).await;
-            waited += 1;
+        let settle = |want: u64| {
+            let log = log.clone();
+            async move {
+                for _ in 0..100 {
+                    if log.stats().checkpoints >= want {
+                        break;
+                    }
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                }
+                log.stats()
+            }
+        };
+        if fsync {
+            // Sequential appends are separate batches: one checkpoint per 10.
+            assert!(log.stats().checkpoints >= 2, "{:?}", log.stats());
+        } else {
+            // Inline records are checkpointed by the thread as it gets to
+            // them (one checkpoint may cover more than 10).
+            let st = settle(1).await;
+            assert!(st.checkpoints >= 1, "{st:?}");
         }
-        assert_eq!(log.stats().checkpoints, before + 1);
+        let before = log.stats().checkpoints;
+        if fsync {
+            // The remaining 5 get a checkpoint from the timer, without any call.
+            let st = settle(before + 1).await;
+            assert_eq!(st.checkpoints, before + 1);
+        } else {
+            // Once the 25 are anchored, 3 more (fewer than the count) can
+            // only be anchored by the timer.
+            let anchored = |dir: PathBuf| async move {
+                for _ in 0..100 {
+                    if verify_ok(&dir).instances["t1"].unanchored == 0 {
+                        return true;
+                    }
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                }
+                false
+            };
+            assert!(anchored(d.path().to_path_buf()).await);
+            for i in 25..28 {
+                log.append(&event(Kind::Intent, &format!("r{i}"), "svc-a", "c1"))
+                    .await
+                    .unwrap();
+            }
+            assert_eq!(verify_ok(d.path()).instances["t1"].unanchored, 3);
+            assert!(anchored(d.path().to_path_buf()).await);
+        }
         let r = verify_ok(d.path());
         assert_eq!(r.instances["t1"].unanchored, 0);
+    }
+
+    /// `fsync = false`: an append is written by its own task, so it is done
+    /// at its first poll (no hand-off to the writer thread), and the records
+    /// are in the file, chained, in order, at that point.
+    #[tokio::test]
+    async fn without_fsync_appends_are_written_inline() {
+        use std::future::Future as _;
+        let d = tempfile::tempdir().unwrap();
+        let s = AuditSettings {
+            fsync: false,
+            ..settings(d.path())
+        };
+        let log = AuditLog::open(&s, keys()).unwrap();
+        let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
+        for i in 0..50u64 {
+            let ev = event(Kind::Intent, &format!("r{i}"), "svc-a", "c1");
+            let mut f = std::pin::pin!(log.append(&ev));
+            match f.as_mut().poll(&mut cx) {
+                std::task::Poll::Ready(r) => assert_eq!(r.unwrap(), i + 1),
+                std::task::Poll::Pending => panic!("append {i} waited for the thread"),
+            }
+            let lines = std::fs::read_to_string(d.path().join("audit-t1-000001.jsonl")).unwrap();
+            assert_eq!(lines.lines().count() as u64, i + 1);
+        }
+        assert_eq!(log.stats().records, 50);
+        log.flush().await.unwrap();
+        let r = verify_ok(d.path());
+        assert_eq!(r.instances["t1"].records, 50);
+        assert_eq!(r.instances["t1"].unanchored, 0);
+        // With fsync on, the same append waits for the thread's batch.
+        let d = tempfile::tempdir().unwrap();
+        let log = AuditLog::open(&settings(d.path()), keys()).unwrap();
+        let ev = event(Kind::Intent, "f", "svc-a", "c1");
+        let mut f = std::pin::pin!(log.append(&ev));
+        assert!(f.as_mut().poll(&mut cx).is_pending());
+        assert_eq!(f.await.unwrap(), 1);
     }
 
     #[tokio::test]
