@@ -35,6 +35,8 @@
 #   VARIANTS="cg-nofsync cg-noaudit cg-noval"  which variants to run beside the full cubegate;
 #            also cg-h1 / cg-h2 (full, upstream HTTP/1.1 / HTTP/2 forced) and
 #            cg-nowait (full, audit group_commit_wait_us = 0), cg-wait<µs> (another wait),
+#            cg-baseline-nofsync (BASELINE_BIN with fsync off), cg-nofsync-nocp (fsync off,
+#            checkpoints every 10^9 records / hour: what checkpoints cost),
 #            cg-batchsched (full, audit writer_sched_batch = true: writer thread under SCHED_BATCH),
 #            cg-jemalloc / cg-mimalloc / cg-tcmalloc (full, that malloc LD_PRELOADed
 #            from Debian's package into ALLOC_BIN, a `cargo build --release
@@ -218,11 +220,14 @@ for v in $VARIANTS; do
     case "$v" in
     cg-nofsync) start_cubegate cg-nofsync true true false ;;
     cg-noaudit) start_cubegate cg-noaudit true false false ;;
+    cg-nofsync-nocp) CG_ENV="CUBEGATE__AUDIT__CHECKPOINT_EVERY_RECORDS=1000000000 CUBEGATE__AUDIT__CHECKPOINT_EVERY_SECS=3600" start_cubegate cg-nofsync-nocp true true false ;;
     cg-noval) start_cubegate cg-noval false true true ;;
     cg-nowait) CG_ENV=CUBEGATE__AUDIT__GROUP_COMMIT_WAIT_US=0 start_cubegate cg-nowait true true true ;;
     # cg-wait<µs>: full, with another group-commit wait (cg-wait1000: 1 ms).
     cg-wait[0-9]*) CG_ENV=CUBEGATE__AUDIT__GROUP_COMMIT_WAIT_US=${v#cg-wait} start_cubegate "$v" true true true ;;
     cg-batchsched) CG_ENV=CUBEGATE__AUDIT__WRITER_SCHED_BATCH=true start_cubegate cg-batchsched true true true ;;
+    # The BASELINE_BIN binary without fsync (before/after of the no-fsync path).
+    cg-baseline-nofsync) start_cubegate cg-baseline-nofsync true true false "${BASELINE_BIN:?cg-baseline-nofsync needs BASELINE_BIN}" "${BASELINE_HTTP2:-}" ;;
     cg-h1) start_cubegate cg-h1 true true true "$CG" false ;;
     cg-h2) start_cubegate cg-h2 true true true "$CG" true ;;
     # Full, with another malloc preloaded (Debian's packages, installed if

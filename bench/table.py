@@ -112,15 +112,19 @@ out.append("| variant | sat rps | / cubegate | CPU s/1k req | saved vs cubegate 
            " | ".join(f"@{l}/s p99 ms" for l in loads) + " |")
 out.append("|" + "---|" * (5 + len(loads)))
 base_rps, base_cpu = agg("cubegate", "sat", "rps"), cpu_per_1k("cubegate")
-for s, what in [("cubegate", "full (validation, audit+fsync, rate limit)"),
+for s, what in ([("cubegate", "full (validation, audit+fsync, rate limit)"),
                 ("cg-nofsync", "audit without fsync"),
+                ("cg-nofsync-nocp", "audit without fsync, checkpoints off (every 10^9 records / hour)"),
                 ("cg-noaudit", "audit off"),
                 ("cg-noval", "validation off"),
                 ("cg-nowait", "full, no group-commit wait"),
                 ("cg-batchsched", "full, audit writer thread under SCHED_BATCH"),
                 ("cg-h1", "full, upstream HTTP/1.1 forced"),
                 ("cg-h2", "full, upstream HTTP/2 forced"),
-                ("cg-baseline", "full, on the BASELINE_BIN binary (before/after)")]:
+                ("cg-baseline", "full, on the BASELINE_BIN binary (before/after)"),
+                ("cg-baseline-nofsync", "audit without fsync, on the BASELINE_BIN binary")]
+               + [(s, f"full, group-commit wait {s[len('cg-wait'):]} us")
+                  for s in sorted({k[0] for k in runs if k[0].startswith("cg-wait")})]):
     if (s, "sat") not in runs:
         continue
     rps, cpu = agg(s, "sat", "rps"), cpu_per_1k(s)

@@ -939,13 +939,13 @@ impl Writer {
                 drop(open);
                 // Closing, or a checkpoint is due (by time, or by count after
                 // inline writes).
-                let mut w = shared.writer();
+                let w = shared.writer();
                 if w.seq > w.last_cp_seq
                     && (closed
                         || Instant::now() >= w.cp_due
                         || w.seq >= w.last_cp_seq + w.cp_every_records)
                 {
-                    let _ = w.checkpoint();
+                    let _ = checkpoint_unlocked(shared, w);
                 }
                 if closed {
                     return;
@@ -962,7 +962,7 @@ impl Writer {
             let mut w = shared.writer();
             let flushes = w.write_open_batch(shared, true);
             if !flushes.is_empty() {
-                let res = w.checkpoint();
+                let res = checkpoint_unlocked(shared, w);
                 for tx in flushes {
                     let r = match &res {
                         Ok(()) => Ok(()),
@@ -973,7 +973,7 @@ impl Writer {
             } else if w.seq >= w.last_cp_seq + w.cp_every_records
                 || (w.seq > w.last_cp_seq && Instant::now() >= w.cp_due)
             {
-                let _ = w.checkpoint();
+                let _ = checkpoint_unlocked(shared, w);
             }
         }
     }
@@ -1149,40 +1149,134 @@ impl Writer {
         true
     }
 
+    /// A checkpoint with the writer held throughout (tests; the thread uses
+    /// [`checkpoint_unlocked`]).
+    #[cfg(test)]
     fn checkpoint(&mut self) -> Result<(), ()> {
-        let res = self.try_checkpoint();
+        match self.cp_begin() {
+            Ok(Some(mut job)) => {
+                let res = job.run(&self.cp_key, &self.instance, &self.cp_path());
+                self.cp_end(job, res)
+            }
+            Ok(None) => Ok(()),
+            Err(()) => Err(()),
+        }
+    }
+
+    /// What a checkpoint covers and the handles it needs, taken while the
+    /// writer is held. `Err` when the log is in an unknown state (the next
+    /// batch repairs it), `None` when there is nothing to do.
+    fn cp_begin(&mut self) -> Result<Option<CpJob>, ()> {
+        let res = (|| {
+            if self.dirty {
+                return Err(());
+            }
+            if self.seq == self.last_cp_seq && !self.unsynced {
+                return Ok(None);
+            }
+            let log = if self.unsynced {
+                match self.file.as_ref().map(File::try_clone) {
+                    Some(Ok(f)) => Some(f),
+                    Some(Err(e)) => {
+                        self.fail("fsync before checkpoint", &e);
+                        return Err(());
+                    }
+                    None => return Err(()),
+                }
+            } else {
+                None
+            };
+            Ok(Some(CpJob {
+                seq: self.seq,
+                head: self.head.clone(),
+                sync_only: self.seq == self.last_cp_seq,
+                log,
+                cp_file: self.cp_file.take(),
+                cp_len: self.cp_len,
+                cp_dirty: self.cp_dirty,
+            }))
+        })();
         if res.is_err() {
             self.cp_due = Instant::now() + self.cp_every.min(CP_RETRY);
         }
         res
     }
 
-    fn try_checkpoint(&mut self) -> Result<(), ()> {
-        if self.unsynced {
-            match self.file.as_ref().map(|f| f.sync_data()) {
-                Some(Ok(())) => self.unsynced = false,
-                Some(Err(e)) => {
-                    self.fail("fsync before checkpoint", &e);
-                    return Err(());
+    /// Takes back what [`Writer::cp_begin`] lent and records the result.
+    fn cp_end(&mut self, job: CpJob, res: Result<(), CpFailure>) -> Result<(), ()> {
+        self.cp_file = job.cp_file;
+        self.cp_len = job.cp_len;
+        self.cp_dirty = job.cp_dirty;
+        let res = match res {
+            Ok(()) => {
+                // Records written since the job began are not covered.
+                if self.seq == job.seq {
+                    self.unsynced = false;
                 }
-                None => return Err(()),
+                if !job.sync_only {
+                    self.last_cp_seq = job.seq;
+                    self.cp_due = Instant::now() + self.cp_every;
+                    self.counters.checkpoints.fetch_add(1, Ordering::Relaxed);
+                }
+                Ok(())
             }
+            Err(CpFailure::Sync(e)) => {
+                self.fail("fsync before checkpoint", &e);
+                Err(())
+            }
+            Err(CpFailure::Write(e)) => {
+                self.fail("checkpoint", &e);
+                if self.cp_dirty {
+                    self.cp_file = None;
+                }
+                Err(())
+            }
+        };
+        if res.is_err() {
+            self.cp_due = Instant::now() + self.cp_every.min(CP_RETRY);
         }
-        if self.dirty {
-            // The log is in an unknown state; the next batch repairs it.
-            return Err(());
+        res
+    }
+}
+
+/// A checkpoint in progress: the chain head it covers and the file handles
+/// it uses, away from the writer while its fsyncs run.
+struct CpJob {
+    seq: u64,
+    head: String,
+    /// Nothing new to anchor: only the log's unsynced records to sync.
+    sync_only: bool,
+    /// A second handle on the log file, when records were written without
+    /// fsync: they must be durable before a checkpoint covers them.
+    log: Option<File>,
+    cp_file: Option<File>,
+    cp_len: u64,
+    cp_dirty: bool,
+}
+
+enum CpFailure {
+    Sync(std::io::Error),
+    Write(std::io::Error),
+}
+
+impl CpJob {
+    /// The blocking part: sync the log (if needed), append the signed line
+    /// to the checkpoint file and sync it.
+    fn run(&mut self, cp_key: &[u8], instance: &str, cp_path: &Path) -> Result<(), CpFailure> {
+        if let Some(log) = &self.log {
+            log.sync_data().map_err(CpFailure::Sync)?;
         }
-        if self.seq == self.last_cp_seq {
+        if self.sync_only {
             return Ok(());
         }
-        let res = (|| -> std::io::Result<()> {
+        (|| -> std::io::Result<()> {
             if self.cp_file.is_none() {
                 self.cp_file = Some(
                     OpenOptions::new()
                         .read(true)
                         .append(true)
                         .create(true)
-                        .open(self.cp_path())?,
+                        .open(cp_path)?,
                 );
             }
             let Some(f) = &mut self.cp_file else {
@@ -1193,8 +1287,8 @@ impl Writer {
                 self.cp_dirty = false;
             }
             let cp = Checkpoint::sign(
-                &self.cp_key,
-                &self.instance,
+                cp_key,
+                instance,
                 self.seq,
                 &self.head,
                 &now_rfc3339(SystemTime::now()),
@@ -1207,23 +1301,27 @@ impl Writer {
             }
             self.cp_len += line.len() as u64;
             Ok(())
-        })();
-        match res {
-            Ok(()) => {
-                self.last_cp_seq = self.seq;
-                self.cp_due = Instant::now() + self.cp_every;
-                self.counters.checkpoints.fetch_add(1, Ordering::Relaxed);
-                Ok(())
-            }
-            Err(e) => {
-                self.fail("checkpoint", &e);
-                if self.cp_dirty {
-                    self.cp_file = None;
-                }
-                Err(())
-            }
-        }
+        })()
+        .map_err(CpFailure::Write)
     }
+}
+
+/// A checkpoint whose fsyncs run without the writer lock: with
+/// `fsync = false` appenders write inline meanwhile instead of waiting. At
+/// 500 requests/s (a checkpoint a second) the two fsyncs under the lock made
+/// requests wait for them: p99 at 6.7 and 107 ms in two runs, against 3.3
+/// and 5.3 ms without checkpoints. Only the writer thread checkpoints, so
+/// no two jobs overlap.
+fn checkpoint_unlocked(shared: &Shared, mut w: MutexGuard<'_, Writer>) -> Result<(), ()> {
+    let mut job = match w.cp_begin() {
+        Ok(Some(job)) => job,
+        Ok(None) => return Ok(()),
+        Err(()) => return Err(()),
+    };
+    let (key, instance, path) = (w.cp_key.clone(), w.instance.clone(), w.cp_path());
+    drop(w);
+    let res = job.run(&key, &instance, &path);
+    shared.writer().cp_end(job, res)
 }
 
 #[cfg(test)]
@@ -1420,6 +1518,9 @@ mod tests {
             dropped.len() >= 10,
             "appends done at their first poll: {dropped:?}"
         );
+        // Their batches complete (nothing is shipped by this): before the
+        // freeze below, or it could fail a batch still holding some of them.
+        log.flush().await.unwrap();
         // A dropped append whose batch fails is never shipped.
         let frozen = testing::freeze_dir(d.path()).expect("chattr +i must work here");
         assert!(poll_once_then_drop(
