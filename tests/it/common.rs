@@ -47,6 +47,8 @@ pub struct Opts {
     /// Tenant B refuses `type` on clients.update instead of stripping it.
     pub b_rejects_type: bool,
     pub audit: bool,
+    /// Extra `[audit]` keys (e.g. `fsync = false`).
+    pub audit_settings: String,
     pub sandbox: SandboxOptions,
     /// Listener settings (body of `[listener]` besides the address).
     pub listener: String,
@@ -60,6 +62,7 @@ impl Default for Opts {
             rate_limit: "default_test = { per_second = 10000.0, burst = 10000 }\ndefault_live = { per_second = 10000.0, burst = 10000 }\n".into(),
             b_rejects_type: true,
             audit: true,
+            audit_settings: String::new(),
             sandbox: SandboxOptions::default(),
             listener: String::new(),
             upstream: "connect_timeout_ms = 2000\nresponse_timeout_ms = 5000\n".into(),
@@ -162,6 +165,7 @@ enabled = {audit}
 dir = "audit"
 instance = "test"
 checkpoint_every_records = 5
+{audit_settings}
 
 [audit_keys]
 checkpoint_key = "file:checkpoint-key"
@@ -178,6 +182,7 @@ fingerprint_key = "file:fingerprint-key"
         taq = h(TOKEN_A_QUOTA),
         rate_limit = opts.rate_limit,
         audit = opts.audit,
+        audit_settings = opts.audit_settings,
         extra = opts.extra,
     )
 }
