@@ -413,9 +413,10 @@ struct AuditLogSink {
 
 impl RecordSink for AuditLogSink {
     /// Runs in the appending task, inside the request's span: the record
-    /// joins the request's trace. A record whose caller went away is usually
-    /// shipped from the audit writer thread, outside any span: its log record
-    /// then has no trace context (the line itself still holds `trace_id`).
+    /// joins the request's trace. A record whose caller went away is shipped
+    /// by whoever completes its batch, inside the span that was current where
+    /// the append was dropped (usually its request's; if none, the log record
+    /// has no trace context, and the line itself still holds `trace_id`).
     fn durable(&self, line: &[u8], record: &RecordRef<'_>) {
         use opentelemetry::logs::{AnyValue, LogRecord as _, Logger as _, Severity};
         let cx = tracing::Span::current().context();

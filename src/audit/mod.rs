@@ -337,6 +337,14 @@ pub mod testing {
         Ok(frozen)
     }
 
+    /// Freezes one file: writing or truncating it fails with EPERM.
+    pub fn freeze_file(path: &Path) -> std::io::Result<Frozen> {
+        chattr("+i", path)?;
+        Ok(Frozen {
+            paths: vec![path.to_path_buf()],
+        })
+    }
+
     impl Frozen {
         /// Clears the flags now.
         pub fn thaw(mut self) -> std::io::Result<()> {

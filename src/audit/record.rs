@@ -564,7 +564,27 @@ impl RecordRef<'_> {
     /// checked and escaped by serde_json if it needed it, so the output never
     /// depends on those invariants.
     pub fn write_json(&self, out: &mut Vec<u8>) {
-        let ev = self.event;
+        // Every field by name, no `..`: a field added to the event does not
+        // compile here until it is written (and the test then compares it).
+        let AuditEvent {
+            kind,
+            request_id,
+            trace_id,
+            caller,
+            tenant,
+            environment,
+            operation,
+            resource_ids,
+            fields,
+            stripped,
+            query_params,
+            decision,
+            reason,
+            status,
+            latency_ms,
+            key_fingerprint,
+            field_hmacs,
+        } = self.event;
         out.extend_from_slice(b"{\"v\":");
         num(out, u64::from(self.v));
         out.extend_from_slice(b",\"seq\":");
@@ -574,57 +594,55 @@ impl RecordRef<'_> {
         out.extend_from_slice(b",\"instance\":");
         text(out, self.instance.as_str());
         out.extend_from_slice(b",\"kind\":");
-        text(out, ev.kind.as_str());
+        text(out, kind.as_str());
         out.extend_from_slice(b",\"request_id\":");
-        text(out, ev.request_id.as_str());
-        if let Some(t) = &ev.trace_id {
+        text(out, request_id.as_str());
+        if let Some(t) = trace_id {
             out.extend_from_slice(b",\"trace_id\":");
             text(out, t.as_str());
         }
         out.extend_from_slice(b",\"caller\":");
-        opt_text(out, ev.caller.as_ref().map(Name::as_str));
+        opt_text(out, caller.as_ref().map(Name::as_str));
         out.extend_from_slice(b",\"tenant\":");
-        opt_text(out, ev.tenant.as_ref().map(Name::as_str));
+        opt_text(out, tenant.as_ref().map(Name::as_str));
         out.extend_from_slice(b",\"environment\":");
-        opt_text(out, ev.environment.map(Environment::as_str));
+        opt_text(out, environment.map(Environment::as_str));
         out.extend_from_slice(b",\"operation\":");
-        opt_text(out, ev.operation.as_ref().map(Name::as_str));
+        opt_text(out, operation.as_ref().map(Name::as_str));
         out.extend_from_slice(b",\"resource_ids\":");
         map(
             out,
-            ev.resource_ids
-                .iter()
-                .map(|(k, v)| (k.as_str(), v.as_str())),
+            resource_ids.iter().map(|(k, v)| (k.as_str(), v.as_str())),
         );
         out.extend_from_slice(b",\"fields\":");
-        list(out, ev.fields.iter().map(Pointer::as_str));
+        list(out, fields.iter().map(Pointer::as_str));
         out.extend_from_slice(b",\"stripped\":");
-        list(out, ev.stripped.iter().map(Pointer::as_str));
+        list(out, stripped.iter().map(Pointer::as_str));
         out.extend_from_slice(b",\"query_params\":");
-        list(out, ev.query_params.iter().map(Name::as_str));
+        list(out, query_params.iter().map(Name::as_str));
         out.extend_from_slice(b",\"decision\":");
-        text(out, ev.decision.as_str());
-        if let Some(r) = &ev.reason {
+        text(out, decision.as_str());
+        if let Some(r) = reason {
             out.extend_from_slice(b",\"reason\":");
             text(out, r.as_str());
         }
-        if let Some(st) = ev.status {
+        if let Some(st) = status {
             out.extend_from_slice(b",\"status\":");
-            num(out, u64::from(st));
+            num(out, u64::from(*st));
         }
-        if let Some(ms) = ev.latency_ms {
+        if let Some(ms) = latency_ms {
             out.extend_from_slice(b",\"latency_ms\":");
-            num(out, ms);
+            num(out, *ms);
         }
-        if let Some(f) = &ev.key_fingerprint {
+        if let Some(f) = key_fingerprint {
             out.extend_from_slice(b",\"key_fingerprint\":");
             text(out, f.as_str());
         }
-        if !ev.field_hmacs.is_empty() {
+        if !field_hmacs.is_empty() {
             out.extend_from_slice(b",\"field_hmacs\":");
             map(
                 out,
-                ev.field_hmacs.iter().map(|(k, v)| (k.as_str(), v.as_str())),
+                field_hmacs.iter().map(|(k, v)| (k.as_str(), v.as_str())),
             );
         }
         out.extend_from_slice(b",\"prev\":");

@@ -78,11 +78,12 @@ pub trait RecordSink: Send + Sync {
     /// Called after the record's batch was written and fsynced, never for a
     /// record that failed to become durable: in the appending task (where
     /// the request's span is current), or, when that task was dropped while
-    /// it waited (the caller went away), on the writer thread right after
-    /// the batch completed (or in the drop itself, if it already had). On the
-    /// writer thread a slow sink delays every appender's acknowledgement: it
-    /// must not block. `line` is exactly the bytes in the file, without the
-    /// newline.
+    /// it waited (the caller went away), by whoever completed the batch,
+    /// right after: the writer thread, or with `fsync = false` another
+    /// request's task writing inline (or in the drop itself, if the batch
+    /// had completed already). Those calls hold the writer: a slow sink
+    /// delays every append. It must not block. `line` is exactly the bytes
+    /// in the file, without the newline.
     fn durable(&self, line: &[u8], record: &RecordRef<'_>);
 }
 
@@ -108,6 +109,11 @@ struct Orphan {
     seq: u64,
     instance: Name,
     event: AuditEvent,
+    /// The span current where the append was dropped (its request's, when
+    /// traced): entered while shipping, so the sink sees that request's
+    /// trace context, not none (writer thread) or another request's (a
+    /// task writing inline).
+    span: tracing::Span,
 }
 
 impl Orphan {
@@ -115,6 +121,7 @@ impl Orphan {
     /// down neither the writer (every later append would fail) nor the
     /// process (a panic during an unwinding drop aborts).
     fn ship(&self) {
+        let _entered = self.span.enter();
         let shipped = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
             ship(
                 &*self.sink,
@@ -470,6 +477,7 @@ impl AuditLog {
                         seq: self.seq,
                         instance: self.instance.clone(),
                         event: self.event.clone(),
+                        span: tracing::Span::current(),
                     });
                 }
             }
@@ -585,7 +593,7 @@ fn write_inline(shared: &Shared) {
             let _ = w.write_open_batch(shared, false);
             // The thread schedules time-based checkpoints from the first
             // record after one, and writes count-based ones.
-            let cp_changed = !unchecked_before || w.seq >= w.last_cp_seq + w.cp_every_records;
+            let cp_changed = !unchecked_before || w.cp_due_by_count();
             drop(w);
             if cp_changed {
                 let mut open = shared.lock();
@@ -711,6 +719,8 @@ struct Writer {
     cp_len: u64,
     cp_dirty: bool,
     last_cp_seq: u64,
+    /// The last checkpoint attempt failed (retried at `cp_due`).
+    cp_failed: bool,
     /// When the next time-based checkpoint (or a retry of a failed one) is
     /// due; a failed checkpoint is retried after a pause, not in a tight
     /// loop that would hammer a broken disk.
@@ -767,6 +777,7 @@ impl Writer {
             cp_len: 0,
             cp_dirty: false,
             last_cp_seq: 0,
+            cp_failed: false,
             cp_due: Instant::now() + Duration::from_secs(s.checkpoint_every_secs.max(1)),
             counters,
             healthy,
@@ -848,8 +859,9 @@ impl Writer {
             .create(true)
             .open(&path)
             .map_err(io_err(&path))?;
-        if self.fsync {
-            // The new directory entry must survive a crash too.
+        {
+            // The new directory entry must survive a crash too (see
+            // `maybe_rotate`), with or without fsync.
             File::open(&self.dir)
                 .and_then(|d| d.sync_all())
                 .map_err(io_err(&self.dir))?;
@@ -897,6 +909,10 @@ impl Writer {
             fn drop(&mut self) {
                 let mut open = self.0.lock();
                 open.closed = true;
+                // Failed here, so nobody may write them later (an appender
+                // writing inline after a panic of this thread).
+                open.buf.clear();
+                open.records = 0;
                 open.batch.complete(false);
                 for tx in open.flushes.drain(..) {
                     let _ = tx.send(Err(AuditError::Closed));
@@ -941,9 +957,7 @@ impl Writer {
                 // inline writes).
                 let w = shared.writer();
                 if w.seq > w.last_cp_seq
-                    && (closed
-                        || Instant::now() >= w.cp_due
-                        || w.seq >= w.last_cp_seq + w.cp_every_records)
+                    && (closed || Instant::now() >= w.cp_due || w.cp_due_by_count())
                 {
                     let _ = checkpoint_unlocked(shared, w);
                 }
@@ -970,9 +984,7 @@ impl Writer {
                     };
                     let _ = tx.send(r);
                 }
-            } else if w.seq >= w.last_cp_seq + w.cp_every_records
-                || (w.seq > w.last_cp_seq && Instant::now() >= w.cp_due)
-            {
+            } else if w.cp_due_by_count() || (w.seq > w.last_cp_seq && Instant::now() >= w.cp_due) {
                 let _ = checkpoint_unlocked(shared, w);
             }
         }
@@ -980,18 +992,24 @@ impl Writer {
 
     /// Takes the open batch (and, for the thread, the pending flushes) and
     /// writes it; answers every append in it. Called with the writer lock
-    /// held, which keeps batches in chain order.
+    /// held, which keeps batches in chain order. Only the thread rotates:
+    /// an inline write goes to the current file (rotation, which fsyncs the
+    /// old file, is left to the thread's next batch).
     fn write_open_batch(
         &mut self,
         shared: &Shared,
-        take_flushes: bool,
+        by_thread: bool,
     ) -> Vec<oneshot::Sender<Result<(), AuditError>>> {
         let mut open = shared.lock();
+        if !by_thread && open.records == 0 {
+            // Another appender wrote it already.
+            return Vec::new();
+        }
         let records = std::mem::take(&mut open.records);
         let buf = std::mem::replace(&mut open.buf, std::mem::take(&mut self.spare));
         let batch = std::mem::take(&mut open.batch);
         let (seq, head) = (open.seq, open.head.clone());
-        let flushes = if take_flushes {
+        let flushes = if by_thread {
             std::mem::take(&mut open.flushes)
         } else {
             Vec::new()
@@ -1002,7 +1020,7 @@ impl Writer {
         // Completed as failed if this panics before it answers.
         let batch = Unanswered(Some(batch));
         if records > 0 {
-            let durable = self.write_batch(&buf, records, seq, head);
+            let durable = self.write_batch(&buf, records, seq, head, by_thread);
             if !durable {
                 // The records appended meanwhile chain from the lost
                 // ones: refuse them too and rewind to the durable head.
@@ -1056,6 +1074,14 @@ impl Writer {
         Ok(())
     }
 
+    /// Enough records for a checkpoint, unless the last one failed and its
+    /// retry pause has not passed: with inline writes this is asked on the
+    /// request path, and a failing disk must not be retried at the request rate.
+    fn cp_due_by_count(&self) -> bool {
+        self.seq >= self.last_cp_seq.saturating_add(self.cp_every_records)
+            && (!self.cp_failed || Instant::now() >= self.cp_due)
+    }
+
     fn rotation_due(&self, now: SystemTime) -> bool {
         self.file_len > 0
             && (self.file_len >= self.rotate_bytes
@@ -1083,10 +1109,11 @@ impl Writer {
             .open(&next)
         {
             Ok(f) => {
-                if self.fsync {
-                    // The new directory entry must survive a crash too.
-                    let _ = File::open(&self.dir).and_then(|d| d.sync_all());
-                }
+                // The new directory entry must survive a crash too, also
+                // without fsync: a checkpoint or flush syncs the records in
+                // it later, and they must not vanish with the entry. Once
+                // per file.
+                let _ = File::open(&self.dir).and_then(|d| d.sync_all());
                 self.file = Some(f);
                 self.file_no += 1;
                 self.file_len = 0;
@@ -1101,14 +1128,23 @@ impl Writer {
     /// Writes one batch: `buf` holds `records` complete lines ending at
     /// `seq` with line hash `head`. True once written (and fsynced); on
     /// false nothing of it stays in the file or the chain.
-    fn write_batch(&mut self, buf: &[u8], records: usize, seq: u64, head: String) -> bool {
+    fn write_batch(
+        &mut self,
+        buf: &[u8],
+        records: usize,
+        seq: u64,
+        head: String,
+        may_rotate: bool,
+    ) -> bool {
         if let Err(e) = self.repair() {
             self.fail("repair after earlier failure", &e);
             self.file = None;
             return false;
         }
         let now = SystemTime::now();
-        self.maybe_rotate(now);
+        if may_rotate {
+            self.maybe_rotate(now);
+        }
 
         let res = match &mut self.file {
             Some(f) => f
@@ -1197,6 +1233,7 @@ impl Writer {
             }))
         })();
         if res.is_err() {
+            self.cp_failed = true;
             self.cp_due = Instant::now() + self.cp_every.min(CP_RETRY);
         }
         res
@@ -1209,6 +1246,7 @@ impl Writer {
         self.cp_dirty = job.cp_dirty;
         let res = match res {
             Ok(()) => {
+                self.cp_failed = false;
                 // Records written since the job began are not covered.
                 if self.seq == job.seq {
                     self.unsynced = false;
@@ -1233,6 +1271,7 @@ impl Writer {
             }
         };
         if res.is_err() {
+            self.cp_failed = true;
             self.cp_due = Instant::now() + self.cp_every.min(CP_RETRY);
         }
         res
@@ -1661,7 +1700,7 @@ mod tests {
             (buf, n, seq, head)
         };
         let (buf, n, seq, head) = lines(&w, 2);
-        assert!(w.write_batch(&buf, n, seq, head));
+        assert!(w.write_batch(&buf, n, seq, head, true));
         assert_eq!(w.seq, 2);
         // Pretend the file was started yesterday.
         w.file_day = w.file_day.map(|d| d - 1);
@@ -1675,7 +1714,7 @@ mod tests {
             .unwrap();
         w.dirty = true;
         let (buf, n, seq, head) = lines(&w, 1);
-        assert!(w.write_batch(&buf, n, seq, head));
+        assert!(w.write_batch(&buf, n, seq, head, true));
         assert_eq!(w.seq, 3);
         assert_eq!(w.file_no, 2);
         assert!(h.load(Ordering::Relaxed));
@@ -1935,6 +1974,41 @@ mod tests {
         // thousands.
         assert!((1..=6).contains(&failures), "{failures}");
         assert!(!log.is_healthy());
+        log.flush().await.unwrap();
+        assert_eq!(verify_ok(d.path()).instances["t1"].unanchored, 0);
+    }
+
+    /// With fsync off, records are written inline and every write past the
+    /// checkpoint count asks for a checkpoint: a checkpoint file that cannot
+    /// be written must still be retried about once a second, not at the
+    /// request rate.
+    #[tokio::test]
+    async fn failing_checkpoints_are_not_retried_per_inline_write() {
+        let d = tempfile::tempdir().unwrap();
+        let s = AuditSettings {
+            fsync: false,
+            checkpoint_every_records: 2,
+            ..settings(d.path())
+        };
+        let log = AuditLog::open(&s, keys()).unwrap();
+        let cp = d.path().join(chain::checkpoint_file_name("t1"));
+        let frozen = testing::freeze_file(&cp).expect("chattr +i must work here");
+        let started = Instant::now();
+        for i in 0..400 {
+            log.append(&event(Kind::Intent, &format!("r{i}"), "svc-a", "c1"))
+                .await
+                .unwrap();
+            tokio::time::sleep(Duration::from_millis(2)).await;
+        }
+        let secs = started.elapsed().as_secs_f64();
+        let failures = log.stats().failures;
+        frozen.thaw().unwrap();
+        // The first failure, then one retry per second at most.
+        assert!(
+            failures >= 1 && failures as f64 <= secs + 3.0,
+            "{failures} failures in {secs:.1} s"
+        );
+        assert_eq!(log.stats().records, 400, "the log itself kept working");
         log.flush().await.unwrap();
         assert_eq!(verify_ok(d.path()).instances["t1"].unanchored, 0);
     }
