@@ -74,6 +74,17 @@ pub fn verify(dir: &Path) -> std::process::Output {
     cli(&["audit", "verify", "--checkpoint-key", &key], &[dir])
 }
 
+/// `cubegate audit verify` succeeds on `dir`; `when` names the moment.
+pub fn assert_verifies(dir: &Path, when: &str) {
+    let out = verify(dir);
+    assert!(
+        out.status.success(),
+        "verify failed {when}: {}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
 fn assert_common(r: &Value, rid: &str, caller: &str) {
     assert_eq!(r["v"], 1);
     assert!(r["seq"].as_u64().is_some_and(|s| s >= 1), "{r}");
@@ -254,13 +265,7 @@ async fn audit_records_say_who_did_what_and_never_hold_a_value() {
     assert_no_canary("audit files", &env.audit_text());
 
     // The security team's CLI.
-    let out = verify(&env.audit_dir());
-    assert!(
-        out.status.success(),
-        "verify: {}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
+    assert_verifies(&env.audit_dir(), "at the end");
     let out = cli(
         &["audit", "query", "--client", &id, "--json"],
         &[&env.audit_dir()],
@@ -341,13 +346,7 @@ async fn an_unwritable_audit_dir_stops_pii_writes_only_and_recovers() {
             .iter()
             .all(|r| r["kind"] != "intent")
     );
-    let out = verify(&env.audit_dir());
-    assert!(
-        out.status.success(),
-        "verify: {}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
+    assert_verifies(&env.audit_dir(), "at the end");
 }
 
 /// With `fsync = false` each request's own task writes its records (no
@@ -413,11 +412,5 @@ async fn without_fsync_concurrent_requests_are_all_recorded_in_order() {
         "seq order in the file"
     );
     assert_no_canary("audit files", &env.audit_text());
-    let out = verify(&env.audit_dir());
-    assert!(
-        out.status.success(),
-        "verify: {}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
+    assert_verifies(&env.audit_dir(), "at the end");
 }

@@ -13,7 +13,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use crate::audit::{audit_lines, cli, verify};
+use crate::audit::{assert_verifies, audit_lines, cli};
 use crate::common::*;
 use crate::prod_support::closed_port;
 
@@ -48,16 +48,6 @@ async fn wait_healthy(http: &reqwest::Client, admin: &str, child: &mut Child) {
         assert!(Instant::now() < deadline, "cubegate did not become healthy");
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
-}
-
-fn assert_verifies(dir: &Path, when: &str) {
-    let out = verify(dir);
-    assert!(
-        out.status.success(),
-        "verify failed {when}: {}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
