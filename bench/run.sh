@@ -224,7 +224,9 @@ for v in $VARIANTS; do
     cg-noval) start_cubegate cg-noval false true true ;;
     cg-nowait) CG_ENV=CUBEGATE__AUDIT__GROUP_COMMIT_WAIT_US=0 start_cubegate cg-nowait true true true ;;
     # cg-wait<µs>: full, with another group-commit wait (cg-wait1000: 1 ms).
-    cg-wait[0-9]*) CG_ENV=CUBEGATE__AUDIT__GROUP_COMMIT_WAIT_US=${v#cg-wait} start_cubegate "$v" true true true ;;
+    cg-wait[0-9]*)
+        [[ ${v#cg-wait} =~ ^[0-9]+$ ]] || { echo "bench/run.sh: $v: cg-wait takes microseconds, e.g. cg-wait1000" >&2; exit 2; }
+        CG_ENV=CUBEGATE__AUDIT__GROUP_COMMIT_WAIT_US=${v#cg-wait} start_cubegate "$v" true true true ;;
     cg-batchsched) CG_ENV=CUBEGATE__AUDIT__WRITER_SCHED_BATCH=true start_cubegate cg-batchsched true true true ;;
     # The BASELINE_BIN binary without fsync (before/after of the no-fsync path).
     cg-baseline-nofsync) start_cubegate cg-baseline-nofsync true true false "${BASELINE_BIN:?cg-baseline-nofsync needs BASELINE_BIN}" "${BASELINE_HTTP2:-}" ;;

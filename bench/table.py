@@ -124,7 +124,8 @@ for s, what in ([("cubegate", "full (validation, audit+fsync, rate limit)"),
                 ("cg-baseline", "full, on the BASELINE_BIN binary (before/after)"),
                 ("cg-baseline-nofsync", "audit without fsync, on the BASELINE_BIN binary")]
                + [(s, f"full, group-commit wait {s[len('cg-wait'):]} us")
-                  for s in sorted({k[0] for k in runs if k[0].startswith("cg-wait")})]):
+                  for s in sorted({k[0] for k in runs if k[0].startswith("cg-wait")},
+                                  key=lambda n: int(n[len("cg-wait"):]))]):
     if (s, "sat") not in runs:
         continue
     rps, cpu = agg(s, "sat", "rps"), cpu_per_1k(s)

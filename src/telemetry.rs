@@ -33,7 +33,7 @@ use opentelemetry_sdk::trace::{SdkTracerProvider, SpanData, SpanExporter};
 use tracing::field::Empty;
 use tracing_opentelemetry::OpenTelemetrySpanExt;
 
-use crate::audit::{Kind, RecordRef, RecordSink};
+use crate::audit::{RecordRef, RecordSink};
 use crate::config::{LogFormat, TelemetrySettings};
 
 mod otlp_metrics;
@@ -438,14 +438,7 @@ impl RecordSink for AuditLogSink {
             "cubegate.audit.instance",
             record.instance.as_str().to_owned(),
         );
-        r.add_attribute(
-            "cubegate.audit.kind",
-            match record.event.kind {
-                Kind::Intent => "intent",
-                Kind::Outcome => "outcome",
-                Kind::Event => "event",
-            },
-        );
+        r.add_attribute("cubegate.audit.kind", record.event.kind.as_str());
         if let Some(op) = &record.event.operation {
             r.add_attribute("cubegate.operation", op.as_str().to_owned());
         }

@@ -100,13 +100,7 @@ fn row_from(rec: &Record) -> QueryRow {
         trace_id: e.trace_id.as_ref().map(|t| t.to_string()),
         caller: e.caller.as_ref().map(|v| v.to_string()),
         tenant: e.tenant.as_ref().map(|v| v.to_string()),
-        environment: e.environment.map(|v| {
-            match v {
-                super::record::Environment::Live => "live",
-                super::record::Environment::Test => "test",
-            }
-            .to_string()
-        }),
+        environment: e.environment.map(|v| v.as_str().to_string()),
         operation: e.operation.as_ref().map(|v| v.to_string()),
         resource_ids: e
             .resource_ids

@@ -270,7 +270,9 @@ struct Shared {
     /// in chain order whoever writes them. Lock order: `writer`, then `open`.
     writer: Mutex<Writer>,
     /// `fsync = false`: an appender that finds the writer free writes the
-    /// batch itself (see [`AuditLog::append`]).
+    /// batch itself (see [`AuditLog::append`]). The same setting as
+    /// `Writer::fsync`, kept here so appenders read it without the writer
+    /// lock.
     inline: bool,
 }
 
@@ -701,7 +703,8 @@ struct Writer {
     rotate_daily: bool,
     cp_every_records: u64,
     cp_every: Duration,
-    cp_key: Vec<u8>,
+    /// Shared with each checkpoint job instead of copied for it.
+    cp_key: Arc<[u8]>,
 
     file: Option<File>,
     file_no: u64,
@@ -764,7 +767,7 @@ impl Writer {
             rotate_daily: s.rotate_daily,
             cp_every_records: s.checkpoint_every_records,
             cp_every: Duration::from_secs(s.checkpoint_every_secs.max(1)),
-            cp_key,
+            cp_key: cp_key.into(),
             file: None,
             file_no: numbers.last().copied().unwrap_or(1),
             file_len: 0,
