@@ -246,9 +246,7 @@ where
     // assigned only then, so a rate-limit refusal's record carries no field
     // digests.
     let field_hmacs = match (shared.audit(), &value) {
-        (Some(audit), Some(v)) if def.touches_pii() || snap.audit.record_all => {
-            audit.field_hmacs(v)
-        }
+        (Some(audit), Some(v)) if audited_op(def, snap) => audit.field_hmacs(v),
         _ => Default::default(),
     };
     // The parsed body is not needed past here; freeing it now keeps it out
@@ -490,6 +488,13 @@ fn audit_reason(ctx: &Ctx) -> Option<crate::audit::Name> {
     crate::audit::Name::new(t).ok()
 }
 
+/// Whether an allowed request of this operation gets a record: one rule for
+/// `finish` (which also records every refusal and security event) and for
+/// the field HMACs taken before the limiter for that record.
+fn audited_op(def: &crate::operations::OperationDef, snap: &Snapshot) -> bool {
+    def.touches_pii() || snap.audit.record_all
+}
+
 /// Audit outcome, metrics and the access log line. Always runs.
 async fn finish(shared: &Shared, rt: &Runtime, ctx: &mut Ctx, status: StatusCode) {
     let snap = &rt.snapshot;
@@ -497,8 +502,7 @@ async fn finish(shared: &Shared, rt: &Runtime, ctx: &mut Ctx, status: StatusCode
     if let Some(audit) = shared.audit() {
         let wanted = ctx.security_event
             || !matches!(ctx.decision, Decision::Allowed)
-            || op.is_some_and(|o| o.touches_pii())
-            || snap.audit.record_all;
+            || op.is_some_and(|o| audited_op(o, snap));
         let kind = if matches!(ctx.decision, Decision::Allowed) {
             Kind::Outcome
         } else {
