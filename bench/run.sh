@@ -37,6 +37,7 @@
 #            cg-nowait (full, audit group_commit_wait_us = 0), cg-wait<µs> (another wait),
 #            cg-baseline-nofsync (BASELINE_BIN with fsync off), cg-nofsync-nocp (fsync off,
 #            checkpoints every 10^9 records / hour: what checkpoints cost),
+#            cg-tmpfs (full, audit log on /dev/shm: fdatasync free there, so the disk's share shows),
 #            cg-batchsched (full, audit writer_sched_batch = true: writer thread under SCHED_BATCH),
 #            cg-jemalloc / cg-mimalloc / cg-tcmalloc (full, that malloc LD_PRELOADed
 #            from Debian's package into ALLOC_BIN, a `cargo build --release
@@ -117,10 +118,12 @@ ulimit -n 65536 2>/dev/null || ulimit -n "$(ulimit -Hn)" || true
 
 W=$(mktemp -d /tmp/cubegate-bench.XXXXXX)
 PIDS=()
+TMPFS_AUDIT=""
 cleanup() {
     for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done
     for p in "${PIDS[@]}"; do wait "$p" 2>/dev/null || true; done
     rm -rf "$W"
+    [ -z "$TMPFS_AUDIT" ] || rm -rf "$TMPFS_AUDIT"
 }
 trap cleanup EXIT
 
@@ -227,6 +230,11 @@ for v in $VARIANTS; do
     cg-wait[0-9]*)
         [[ ${v#cg-wait} =~ ^[0-9]+$ ]] || { echo "bench/run.sh: $v: cg-wait takes microseconds, e.g. cg-wait1000" >&2; exit 2; }
         CG_ENV=CUBEGATE__AUDIT__GROUP_COMMIT_WAIT_US=${v#cg-wait} start_cubegate "$v" true true true ;;
+    # Full, audit log on tmpfs (/dev/shm), where fdatasync returns at once:
+    # what the audit costs on a disk whose flush is free (the code alone).
+    cg-tmpfs)
+        TMPFS_AUDIT=$(mktemp -d /dev/shm/cubegate-bench-audit.XXXXXX)
+        CG_ENV=CUBEGATE__AUDIT__DIR=$TMPFS_AUDIT start_cubegate cg-tmpfs true true true ;;
     cg-batchsched) CG_ENV=CUBEGATE__AUDIT__WRITER_SCHED_BATCH=true start_cubegate cg-batchsched true true true ;;
     # The BASELINE_BIN binary without fsync (before/after of the no-fsync path).
     cg-baseline-nofsync) start_cubegate cg-baseline-nofsync true true false "${BASELINE_BIN:?cg-baseline-nofsync needs BASELINE_BIN}" "${BASELINE_HTTP2:-}" ;;

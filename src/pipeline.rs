@@ -241,12 +241,12 @@ where
         )),
         None => None,
     };
-    // Taken now, while the body exists, and only for an operation whose
-    // record will be written once it passes the limiter (as `finish` decides);
-    // assigned only then, so a rate-limit refusal's record carries no field
-    // digests.
-    let field_hmacs = match (shared.audit(), &value) {
-        (Some(audit), Some(v)) if audited_op(def, snap) => audit.field_hmacs(v),
+    // The `hmac_fields` values are copied now, while the body exists, and
+    // only for an operation whose record will be written (as `finish`
+    // decides); hashed only once the limiter lets the request through, so a
+    // rate-limit refusal neither pays for the HMACs nor records digests.
+    let field_values = match (shared.audit(), &value) {
+        (Some(audit), Some(v)) if audited_op(def, snap) => audit.field_values(v),
         _ => Default::default(),
     };
     // The parsed body is not needed past here; freeing it now keeps it out
@@ -260,7 +260,11 @@ where
         .instrument(info_span!("rate_limit"))
         .await?;
     ctx.rate_limit_wait = Some(waited);
-    ctx.field_hmacs = field_hmacs;
+    if let Some(audit) = shared.audit()
+        && !field_values.is_empty()
+    {
+        ctx.field_hmacs = audit.field_hmacs(field_values);
+    }
 
     // audit intent (write-ahead for anything that changes PII)
     let key = tenant.key(caller.environment);

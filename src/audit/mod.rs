@@ -30,7 +30,7 @@ pub use record::{
     fingerprint, key_fingerprint,
 };
 pub use verify::{FailureKind, InstanceReport, VerifyFailure, VerifyReport, verify};
-pub use writer::{AuditLog, AuditStats, RecordSink};
+pub use writer::{AuditLog, AuditStats, FieldValues, RecordSink};
 
 /// The `[audit]` section of the config.
 #[derive(Debug, Clone, serde::Deserialize)]

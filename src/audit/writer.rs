@@ -560,10 +560,13 @@ impl AuditLog {
         record::fingerprint_keyed(&self.inner.fingerprint_key, upstream_key)
     }
 
-    /// Keyed HMACs of the configured `hmac_fields` present in `body`. A
-    /// string is hashed as its UTF-8 bytes, anything else as compact JSON.
-    pub fn field_hmacs(&self, body: &serde_json::Value) -> BTreeMap<Pointer, Digest> {
-        let mut out = BTreeMap::new();
+    /// The configured `hmac_fields` present in `body`, copied out so the
+    /// body can be freed; [`AuditLog::field_hmacs`] hashes them. Split in
+    /// two so a request the rate limiter refuses pays for the copies only,
+    /// not for the HMACs (a flood of refused requests must stay cheap). A
+    /// string is taken as its UTF-8 bytes, anything else as compact JSON.
+    pub fn field_values(&self, body: &serde_json::Value) -> FieldValues {
+        let mut out = Vec::new();
         for p in &self.inner.hmac_pointers {
             let Some(v) = body.pointer(p.as_str()) else {
                 continue;
@@ -572,12 +575,39 @@ impl AuditLog {
                 serde_json::Value::String(s) => s.as_bytes().to_vec(),
                 other => serde_json::to_vec(other).unwrap_or_default(),
             };
-            out.insert(
-                p.clone(),
-                record::field_digest_keyed(&self.inner.field_hmac_key, &bytes),
-            );
+            out.push((p.clone(), bytes));
         }
-        out
+        FieldValues(out)
+    }
+
+    /// Keyed HMACs of values taken by [`AuditLog::field_values`].
+    pub fn field_hmacs(&self, values: FieldValues) -> BTreeMap<Pointer, Digest> {
+        values
+            .0
+            .into_iter()
+            .map(|(p, bytes)| {
+                let d = record::field_digest_keyed(&self.inner.field_hmac_key, &bytes);
+                (p, d)
+            })
+            .collect()
+    }
+}
+
+/// Body values of the configured `hmac_fields`, between
+/// [`AuditLog::field_values`] and [`AuditLog::field_hmacs`]. They are PII:
+/// no `Debug`, `Clone` or serialisation, so they can only be hashed or dropped.
+#[derive(Default)]
+pub struct FieldValues(Vec<(Pointer, Vec<u8>)>);
+
+impl FieldValues {
+    /// How many configured fields the body had.
+    pub fn len(&self) -> usize {
+        self.0.len()
+    }
+
+    /// Whether the body had none of the configured fields.
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
     }
 }
 
@@ -1936,7 +1966,9 @@ mod tests {
         let body = serde_json::json!({"email": CANARY, "type": "person"});
         let mut ev = event(Kind::Intent, "r1", "svc-a", "c1");
         ev.key_fingerprint = Some(log.fingerprint(KEY));
-        ev.field_hmacs = log.field_hmacs(&body);
+        let values = log.field_values(&body);
+        assert_eq!(values.len(), 1, "only the present configured field");
+        ev.field_hmacs = log.field_hmacs(values);
         assert_eq!(ev.field_hmacs.len(), 1);
         // The body value cannot be smuggled in through any typed field.
         assert!(Name::new(CANARY).is_err());
@@ -1952,8 +1984,17 @@ mod tests {
             assert!(!text.contains(KEY));
         }
         // Same value -> same HMAC (answers "was it used twice?").
-        let again = log.field_hmacs(&body);
+        let again = log.field_hmacs(log.field_values(&body));
         assert_eq!(again, ev.field_hmacs);
+        // A number is hashed as its JSON text, keyed.
+        let n = log.field_hmacs(log.field_values(&serde_json::json!({"email": 42})));
+        assert_eq!(
+            n.values().next(),
+            Some(&record::field_digest_keyed(
+                &ring::hmac::Key::new(ring::hmac::HMAC_SHA256, b"field-key"),
+                b"42"
+            ))
+        );
         let dbg = format!("{log:?}");
         assert!(!dbg.contains("fp-key") && !dbg.contains("field-key"));
     }

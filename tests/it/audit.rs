@@ -290,6 +290,62 @@ async fn audit_records_say_who_did_what_and_never_hold_a_value() {
     assert!(rows.iter().all(|r| r["resource_ids"]["id"] == id.as_str()));
 }
 
+/// `hmac_fields`: intent and outcome hold the keyed digest of each
+/// configured field's value (equal values, equal digests: "was this email
+/// used before?" is answerable from the trail), never the value; a field the
+/// body lacks gets none; a request the limiter refuses records no digest.
+#[tokio::test]
+async fn hmac_fields_hold_keyed_digests_and_a_rate_limited_request_none() {
+    let env = TestEnv::with(Opts {
+        audit_settings: r#"hmac_fields = ["/email", "/personDetails/dob", "/mobile"]"#.into(),
+        extra: FIELD_HMAC_KEY_LINE.into(),
+        ..Opts::default()
+    })
+    .await;
+    let id = env.create_client(TOKEN_A).await;
+    let path = format!("/v1/clients/{id}");
+    let upd = format!(
+        r#"{{"email":"{PII_EMAIL}","personDetails":{{"lastName":"{PII_NAME}","dob":"{PII_DOB}"}}}}"#
+    );
+    let digest = |v: &str| {
+        serde_json::to_value(cubegate::audit::field_digest(
+            FIELD_HMAC_KEY.as_bytes(),
+            v.as_bytes(),
+        ))
+        .unwrap()
+    };
+    let want =
+        serde_json::json!({"/email": digest(PII_EMAIL), "/personDetails/dob": digest(PII_DOB)});
+
+    let r = send_rid(&env, "POST", TOKEN_A, &path, Some(&upd), "rid-h1").await;
+    assert_eq!(r.status, 200, "{}", r.text);
+    let recs = by_rid(&env, "rid-h1");
+    assert_eq!(recs.len(), 2, "{recs:?}");
+    for rec in &recs {
+        assert_eq!(rec["field_hmacs"], want, "{rec}");
+    }
+
+    // Through the quota caller: the first passes with the same digests; the
+    // second is refused by the limiter and its record has none.
+    let a = send_rid(&env, "POST", TOKEN_A_QUOTA, &path, Some(&upd), "rid-h2").await;
+    let b = send_rid(&env, "POST", TOKEN_A_QUOTA, &path, Some(&upd), "rid-h3").await;
+    assert_eq!(a.status, 200, "{}", a.text);
+    b.assert_error(429, "rate_limit_exceeded");
+    for rec in by_rid(&env, "rid-h2") {
+        assert_eq!(rec["field_hmacs"], want, "{rec}");
+    }
+    let refused = by_rid(&env, "rid-h3");
+    assert_eq!(refused.len(), 1, "{refused:?}");
+    assert_eq!(refused[0]["decision"], "refused_rate_limit");
+    assert!(refused[0].get("field_hmacs").is_none(), "{}", refused[0]);
+
+    let text = audit_lines(&env.audit_dir()).join("\n");
+    for canary in [PII_EMAIL, PII_NAME, PII_DOB, FIELD_HMAC_KEY] {
+        assert!(!text.contains(canary), "{canary} in the trail");
+    }
+    assert_verifies(&env.audit_dir(), "after hmac_fields records");
+}
+
 async fn readyz(env: &TestEnv) -> u16 {
     let a = env.gw.admin_addr().unwrap();
     env.http
