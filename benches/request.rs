@@ -1,0 +1,245 @@
+//! One whole request through the gateway's real code, in-process: the same
+//! `pipeline::handle` the server calls (every stage in the pipeline's own
+//! order, `finish`'s audit outcome, metrics and access line), forwarding
+//! over a real TLS (HTTP/2) connection on loopback to the sandbox running on
+//! the same thread. Beside it the floor: the same upstream client sending the
+//! already-built request straight to the sandbox. `handle − direct` is what
+//! the gateway adds per request, measured on the code that ships, so unlike
+//! `benches/pipeline.rs` (the stage-by-stage breakdown, which mirrors the
+//! stage order by hand) it cannot drift from the pipeline.
+//!
+//! Variants: audit off; audit on without fsync (records written inline);
+//! audit on with fsync (two group commits per request, one request at a
+//! time: this disk's flush latency, not CPU).
+//!
+//! Run: `cargo bench --bench request -- --warm-up-time 1 --measurement-time 3`
+
+// Set-up code: a failure here is a broken bench, not a request path.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+use std::collections::HashMap;
+use std::hint::black_box;
+use std::sync::Arc;
+
+use bytes::Bytes;
+use criterion::{Criterion, criterion_group, criterion_main};
+use cubegate::audit::{AuditKeys, AuditLog, AuditSettings};
+use cubegate::config::{self, ConfigSource, Snapshot};
+use cubegate::pipeline::{self, forward::Upstream, inject};
+use cubegate::sandbox::{Sandbox, SandboxOptions};
+use cubegate::state::{Runtime, Shared};
+use cubegate::{secret, telemetry};
+use http::{HeaderMap, HeaderValue, Method, Request, StatusCode};
+use http_body_util::{BodyExt, Full};
+
+const TOKEN: &str = "cgw_benchtoken000000000000000000000000000000000000000000000000001";
+const KEY: &str = "test_benchkey0123456789";
+const CLIENTS_UPDATE: &str = r#"{"type":"person","email":"john.doe@example.com","mobile":"+447700900123","telephone":"+442079460000","joinedDate":"2024-03-01","personDetails":{"firstName":"John","middleName":"Quincy","lastName":"Doe","dob":"1990-01-31","nationality":"GB","birthCountry":"GB","gender":"male","nationalIdentityNumber":"QQ123456C"}}"#;
+const CLIENTS_CREATE: &str = r#"{"type":"person","email":"john.doe@example.com","personDetails":{"firstName":"John","lastName":"Doe"}}"#;
+
+fn snapshot(base_url: &str, ca_file: &std::path::Path) -> Snapshot {
+    let toml = format!(
+        r#"
+[listener]
+address = "127.0.0.1:0"
+[admin]
+address = "127.0.0.1:0"
+enabled = false
+[upstream]
+base_url = "{base_url}"
+ca_file = "{ca}"
+webpki_roots = false
+[[tenants]]
+id = "bench"
+test_key = "env:BENCH_TEST_KEY"
+[[callers]]
+id = "bench-caller"
+token_sha256 = "{token}"
+tenant = "bench"
+environment = "test"
+operations = ["*"]
+[rate_limit]
+default_test = {{ per_second = 1e9, burst = 1000000000 }}
+[audit]
+enabled = false
+"#,
+        ca = ca_file.display(),
+        token = secret::sha256_hex(TOKEN.as_bytes())
+    );
+    let raw = config::load_raw(
+        &ConfigSource::Text {
+            name: "bench",
+            toml: &toml,
+        },
+        &HashMap::new(),
+    )
+    .unwrap();
+    let env: HashMap<String, String> = [("BENCH_TEST_KEY".to_string(), KEY.to_string())].into();
+    config::compile(raw, "bench", &env, std::path::Path::new(".")).unwrap()
+}
+
+fn headers() -> HeaderMap {
+    let mut h = HeaderMap::new();
+    h.insert("authorization", HeaderValue::from_static(TOKEN));
+    h.insert("content-type", HeaderValue::from_static("application/json"));
+    h.insert("host", HeaderValue::from_static("127.0.0.1:8080"));
+    h.insert(
+        "user-agent",
+        HeaderValue::from_static("complycube-python/1.0"),
+    );
+    h.insert("accept", HeaderValue::from_static("*/*"));
+    h
+}
+
+/// One request through `pipeline::handle`, its response body read to the end.
+async fn through_gateway(
+    shared: &Arc<Shared>,
+    path: &str,
+    body: &'static str,
+) -> (StatusCode, Bytes) {
+    let mut req = Request::builder()
+        .method(Method::POST)
+        .uri(path)
+        .body(Full::new(Bytes::from_static(body.as_bytes())))
+        .unwrap();
+    *req.headers_mut() = headers();
+    let resp = pipeline::handle(shared.clone(), req).await;
+    let status = resp.status();
+    (status, resp.into_body().collect().await.unwrap().to_bytes())
+}
+
+fn benches(c: &mut Criterion) {
+    cubegate::install_crypto_provider();
+    let _ = telemetry::metrics_handle();
+    // The production JSON access line, formatted but written to a sink.
+    {
+        use tracing_subscriber::prelude::*;
+        tracing_subscriber::registry()
+            .with(telemetry::json_log_layer(
+                std::io::sink,
+                tracing_subscriber::filter::LevelFilter::INFO,
+            ))
+            .init();
+    }
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let sandbox = rt
+        .block_on(Sandbox::start(SandboxOptions {
+            // Nothing reads them; keep memory flat over millions of requests.
+            max_recorded: 16,
+            ..SandboxOptions::default()
+        }))
+        .unwrap();
+    let ca = dir.path().join("sandbox-ca.pem");
+    std::fs::write(&ca, sandbox.ca_cert_pem()).unwrap();
+    let snap = Arc::new(snapshot(&format!("{}/v1", sandbox.base_url()), &ca));
+
+    let gateway = |audit: Option<bool>| {
+        let upstream = Upstream::new(&snap.upstream).unwrap();
+        let limiter = rt
+            .block_on(cubegate::pipeline::rate_limit::RateLimiter::new(
+                &snap.rate_limit,
+            ))
+            .unwrap();
+        let log = audit.map(|fsync| {
+            let d = dir.path().join(format!("audit-fsync-{fsync}"));
+            std::fs::create_dir_all(&d).unwrap();
+            let settings = AuditSettings {
+                dir: d,
+                instance: Some("bench".into()),
+                fsync,
+                ..AuditSettings::default()
+            };
+            AuditLog::open(
+                &settings,
+                AuditKeys {
+                    checkpoint_key: b"checkpoint-key".to_vec(),
+                    fingerprint_key: b"fingerprint-key".to_vec(),
+                    field_hmac_key: b"field-key".to_vec(),
+                },
+            )
+            .unwrap()
+        });
+        Arc::new(Shared::new(
+            Runtime {
+                snapshot: snap.clone(),
+                upstream: Arc::new(upstream),
+            },
+            limiter,
+            log,
+        ))
+    };
+    let no_audit = gateway(None);
+    let (status, created) = rt.block_on(through_gateway(&no_audit, "/v1/clients", CLIENTS_CREATE));
+    assert_eq!(status, StatusCode::OK, "{created:?}");
+    let id = serde_json::from_slice::<serde_json::Value>(&created).unwrap()["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let path: &'static str = Box::leak(format!("/v1/clients/{id}").into_boxed_str());
+
+    // The floor: the request the gateway would send (key injected, `type`
+    // stripped), built once, sent by the same kind of upstream client.
+    let direct = Upstream::new(&snap.upstream).unwrap();
+    let mut stripped: serde_json::Value = serde_json::from_str(CLIENTS_UPDATE).unwrap();
+    stripped.as_object_mut().unwrap().remove("type");
+    let direct_body = Bytes::from(serde_json::to_vec(&stripped).unwrap());
+    let key = snap.tenants[0].key(cubegate::config::Environment::Test);
+    let upstream_path = format!("/clients/{id}");
+    let direct_req = || {
+        inject::build(inject::UpstreamRequestParts {
+            method: Method::POST,
+            base: &snap.upstream.base,
+            path_and_query: &upstream_path,
+            caller_headers: &headers(),
+            key,
+            request_id: "bench-direct",
+            traceparent: None,
+            tracestate: None,
+            body: Some(direct_body.clone()),
+        })
+        .unwrap()
+    };
+    let direct_once = || async {
+        let resp = direct.send(direct_req()).await.unwrap();
+        let status = resp.status();
+        (status, resp.into_body().collect().await.unwrap().to_bytes())
+    };
+    let (status, body) = rt.block_on(direct_once());
+    assert_eq!(status, StatusCode::OK, "{body:?}");
+
+    let audit_nofsync = gateway(Some(false));
+    let audit_fsync = gateway(Some(true));
+    // Every variant must really pass every stage and reach the sandbox.
+    for g in [&no_audit, &audit_nofsync, &audit_fsync] {
+        let (status, body) = rt.block_on(through_gateway(g, path, CLIENTS_UPDATE));
+        assert_eq!(status, StatusCode::OK, "{body:?}");
+    }
+
+    let mut grp = c.benchmark_group("request clients.update ~300B, loopback TLS sandbox");
+    grp.bench_function("direct: the upstream client alone (floor)", |b| {
+        b.iter(|| rt.block_on(direct_once()))
+    });
+    for (name, g) in [
+        ("pipeline::handle, audit off", &no_audit),
+        ("pipeline::handle, audit without fsync", &audit_nofsync),
+        ("pipeline::handle, audit with fsync", &audit_fsync),
+    ] {
+        grp.bench_function(name, |b| {
+            b.iter(|| black_box(rt.block_on(through_gateway(g, path, CLIENTS_UPDATE))))
+        });
+    }
+    grp.finish();
+    // Both records of every audited request made it.
+    for g in [&audit_nofsync, &audit_fsync] {
+        let s = g.audit().unwrap().stats();
+        assert_eq!(s.failures, 0);
+        assert!(s.records >= 2, "{s:?}");
+    }
+}
+
+criterion_group!(name = group; config = Criterion::default(); targets = benches);
+criterion_main!(group);
