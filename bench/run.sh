@@ -16,6 +16,7 @@
 #        cg-nofsync   the same with audit.fsync = false;
 #        cg-noaudit   the same with [audit] enabled = false;
 #        cg-noval     full, but [validation] enabled = false;
+#        cg-norl      full, but [rate_limit] enabled = false;
 #   4. measures each, and direct calls to the sandbox (the floor, TLS, test key),
 #      with a valid ~300-byte clients.update body: closed loop at saturation
 #      and open loop at fixed rates (latency corrected, see bench/loadgen.rs),
@@ -32,8 +33,8 @@
 #   DURATION=10 WARMUP=2 ROUNDS=2 RATES="500 2000" CONNS=50 SAT_CONNS=50 (also sizes
 #            nginx's idle upstream pool: keepalive = max(64, SAT_CONNS))
 #   C1000=1000 (0 skips the 1,000-connection RSS run) OUT_DIR=bench/results/<timestamp> CARGO_TARGET_DIR=target
-#   VARIANTS="cg-nofsync cg-noaudit cg-noval"  which variants to run beside the full cubegate;
-#            also cg-h1 / cg-h2 (full, upstream HTTP/1.1 / HTTP/2 forced) and
+#   VARIANTS="cg-nofsync cg-noaudit cg-noval cg-norl"  which variants to run beside the full cubegate;
+#            also cg-norl (full, rate limiter off), cg-h1 / cg-h2 (full, upstream HTTP/1.1 / HTTP/2 forced) and
 #            cg-nowait (full, audit group_commit_wait_us = 0), cg-wait<µs> (another wait),
 #            cg-baseline-nofsync (BASELINE_BIN with fsync off), cg-nofsync-nocp (fsync off,
 #            checkpoints every 10^9 records / hour: what checkpoints cost),
@@ -217,7 +218,7 @@ alloc_lib() { # jemalloc|mimalloc|tcmalloc -> path of the shared library
 }
 # VARIANTS narrows the cubegate variants for a quicker look (the full
 # `cubegate` is always measured: the headline and the c1000 run need it).
-VARIANTS=${VARIANTS-"cg-nofsync cg-noaudit cg-noval"}
+VARIANTS=${VARIANTS-"cg-nofsync cg-noaudit cg-noval cg-norl"}
 start_cubegate cubegate true true true
 for v in $VARIANTS; do
     case "$v" in
@@ -225,6 +226,8 @@ for v in $VARIANTS; do
     cg-noaudit) start_cubegate cg-noaudit true false false ;;
     cg-nofsync-nocp) CG_ENV="CUBEGATE__AUDIT__CHECKPOINT_EVERY_RECORDS=1000000000 CUBEGATE__AUDIT__CHECKPOINT_EVERY_SECS=3600" start_cubegate cg-nofsync-nocp true true false ;;
     cg-noval) start_cubegate cg-noval false true true ;;
+    # Full, but the rate limiter off ([rate_limit] enabled = false): what it costs.
+    cg-norl) CG_ENV=CUBEGATE__RATE_LIMIT__ENABLED=false start_cubegate cg-norl true true true ;;
     cg-nowait) CG_ENV=CUBEGATE__AUDIT__GROUP_COMMIT_WAIT_US=0 start_cubegate cg-nowait true true true ;;
     # cg-wait<µs>: full, with another group-commit wait (cg-wait1000: 1 ms).
     cg-wait[0-9]*)

@@ -1315,6 +1315,13 @@ fn rate_limit_summary(out: &mut String, s: &Snapshot) {
             )
         }
     };
+    if !rl.enabled {
+        let _ = writeln!(
+            out,
+            "rate limit: OFF ([rate_limit] enabled = false): no budget or quota is enforced"
+        );
+        return;
+    }
     let _ = writeln!(out, "rate limit: backend {backend}");
     let _ = writeln!(
         out,
@@ -1413,6 +1420,18 @@ mod rate_limit_tests {
             "{text}"
         );
         assert!(!format!("{:?}", s.rate_limit).contains("hunter2"));
+    }
+
+    #[test]
+    fn check_config_says_when_rate_limiting_is_off() {
+        let on = compile_with("", &[]).unwrap();
+        assert!(on.rate_limit.enabled, "on by default");
+        assert!(!summary(&on).contains("OFF"));
+        let off = compile_with("enabled = false", &[]).unwrap();
+        assert!(!off.rate_limit.enabled);
+        let text = summary(&off);
+        assert!(text.contains("rate limit: OFF"), "{text}");
+        assert!(!text.contains("default live"), "{text}");
     }
 
     #[test]

@@ -306,6 +306,11 @@ async fn serve(path: &Path, text_logs: bool) -> anyhow::Result<()> {
         text_logs.then_some(LogFormat::Text),
     );
     let watch = snapshot.raw.reload.watch;
+    if !snapshot.rate_limit.enabled {
+        tracing::warn!(
+            "rate limiting is OFF ([rate_limit] enabled = false): no budget or quota is enforced"
+        );
+    }
     let mut gw = Gateway::start(snapshot).await?;
     if watch {
         gw.watch_config(path.to_path_buf());

@@ -51,11 +51,22 @@ pub fn swap(shared: &Shared, snapshot: Snapshot) -> anyhow::Result<()> {
             return Err(e.into());
         }
     };
+    let (rl_was, rl_now) = (old.snapshot.rate_limit.enabled, snapshot.rate_limit.enabled);
     shared.swap(Runtime {
         snapshot: Arc::new(snapshot),
         upstream: Arc::new(upstream),
     });
     telemetry::config_reload(true);
+    // `enabled` is read per request, so it takes effect with this swap.
+    if rl_was != rl_now {
+        if rl_now {
+            tracing::info!("rate limiting turned back on by this reload");
+        } else {
+            tracing::warn!(
+                "rate limiting turned OFF by this reload ([rate_limit] enabled = false): no budget or quota is enforced"
+            );
+        }
+    }
     Ok(())
 }
 

@@ -144,6 +144,11 @@ pub enum FailMode {
 #[derive(Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct LimiterSettings {
+    /// Off: no budget or quota is checked, every request goes straight on
+    /// (ComplyCube's own 429s still reach the caller). Exists to measure
+    /// what the limiter costs (`bench/run.sh` variant `cg-norl`), like
+    /// `[validation] enabled`; cubegate warns at start when it is off.
+    pub enabled: bool,
     pub backend: Backend,
     /// `redis://host:port/db`; may carry a password, so it is never printed.
     pub redis_url: Option<String>,
@@ -170,6 +175,7 @@ pub struct LimiterSettings {
 impl Default for LimiterSettings {
     fn default() -> Self {
         Self {
+            enabled: true,
             backend: Backend::Local,
             redis_url: None,
             redis_timeout_ms: 50,

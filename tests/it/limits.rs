@@ -204,6 +204,49 @@ async fn a_tenant_flooding_at_20x_its_budget_does_not_delay_another() {
     assert_eq!(calm_upstream, 15);
 }
 
+/// `[rate_limit] enabled = false` (what the load bench's `cg-norl` measures):
+/// no budget or quota applies, every request is forwarded; a reload that
+/// turns it back on applies the same budget from the next request.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rate_limiting_off_forwards_everything_and_a_reload_turns_it_back_on() {
+    let tight = "max_wait_ms = 0\ndefault_test = { per_second = 1.0, burst = 1 }\n";
+    let env = TestEnv::with(Opts {
+        rate_limit: format!("enabled = false\n{tight}"),
+        ..Opts::default()
+    })
+    .await;
+    let off = burst(&env, TOKEN_A, 10).await;
+    assert_eq!(count(&off, 200), 10);
+    // The quota caller (1/s, burst 1, no wait) too.
+    let quota = burst(&env, TOKEN_A_QUOTA, 5).await;
+    assert_eq!(count(&quota, 200), 5);
+    assert_eq!(env.gw.shared().limiter.stats().refusals, 0);
+    assert_eq!(env.sandbox.faults().api_hits(), 15);
+
+    let text = std::fs::read_to_string(&env.config_path).unwrap();
+    assert!(text.contains("enabled = false\nmax_wait_ms"));
+    write(
+        &env.config_path,
+        &text.replace("enabled = false\nmax_wait_ms", "max_wait_ms"),
+    );
+    let snap = config::load(
+        &ConfigSource::File(&env.config_path),
+        &Default::default(),
+        &secret::ProcessEnv,
+    )
+    .unwrap();
+    assert!(snap.rate_limit.enabled);
+    cubegate::reload::swap(env.gw.shared(), snap).unwrap();
+    let on = burst(&env, TOKEN_A, 10).await;
+    let passed = count(&on, 200);
+    // Burst 1 at 1/s: one, or two if a second passed during the burst.
+    assert!((1..=2).contains(&passed), "{passed} of 10 passed");
+    for r in on.iter().filter(|r| r.status != 200) {
+        assert_refused(r, "budget");
+    }
+    assert_eq!(env.sandbox.faults().api_hits(), 15 + passed as u64);
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_caller_quota_protects_the_other_callers_of_the_tenant() {
     let env = TestEnv::with(rate_limit_opts(
