@@ -34,7 +34,7 @@
 #            nginx's idle upstream pool: keepalive = max(64, SAT_CONNS))
 #   C1000=1000 (0 skips the 1,000-connection RSS run) OUT_DIR=bench/results/<timestamp> CARGO_TARGET_DIR=target
 #   VARIANTS="cg-nofsync cg-noaudit cg-noval cg-norl"  which variants to run beside the full cubegate;
-#            also cg-norl (full, rate limiter off), cg-h1 / cg-h2 (full, upstream HTTP/1.1 / HTTP/2 forced) and
+#            also cg-h1 / cg-h2 (full, upstream HTTP/1.1 / HTTP/2 forced) and
 #            cg-nowait (full, audit group_commit_wait_us = 0), cg-wait<µs> (another wait),
 #            cg-baseline-nofsync (BASELINE_BIN with fsync off), cg-nofsync-nocp (fsync off,
 #            checkpoints every 10^9 records / hour: what checkpoints cost),

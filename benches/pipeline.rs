@@ -17,7 +17,9 @@
 //!
 //! This mirrors the stage order by hand rather than calling
 //! `pipeline::handle`, because `handle` always forwards upstream and the
-//! network would dominate. Keep it in step with `pipeline::run`.
+//! network would dominate. Keep it in step with `pipeline::run`;
+//! `benches/request.rs` times the real `handle` end to end (with the
+//! network) and so catches what this copy could miss.
 //!
 //! Run: `cargo bench --bench pipeline -- --warm-up-time 1 --measurement-time 3`
 

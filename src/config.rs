@@ -1289,6 +1289,14 @@ fn rate_limit_summary(out: &mut String, s: &Snapshot) {
     use crate::pipeline::rate_limit::{Backend, FailMode};
     use std::fmt::Write;
     let rl = &s.rate_limit;
+    if !rl.enabled {
+        let _ = writeln!(
+            out,
+            "rate limit: {}",
+            crate::pipeline::rate_limit::OFF_NOTICE
+        );
+        return;
+    }
     let b = |b: &Budget| format!("{}/s burst {}", b.per_second, b.burst);
     let backend = match rl.backend {
         Backend::Local => "local (this process only)".to_string(),
@@ -1315,13 +1323,6 @@ fn rate_limit_summary(out: &mut String, s: &Snapshot) {
             )
         }
     };
-    if !rl.enabled {
-        let _ = writeln!(
-            out,
-            "rate limit: OFF ([rate_limit] enabled = false): no budget or quota is enforced"
-        );
-        return;
-    }
     let _ = writeln!(out, "rate limit: backend {backend}");
     let _ = writeln!(
         out,
@@ -1430,7 +1431,7 @@ mod rate_limit_tests {
         let off = compile_with("enabled = false", &[]).unwrap();
         assert!(!off.rate_limit.enabled);
         let text = summary(&off);
-        assert!(text.contains("rate limit: OFF"), "{text}");
+        assert!(text.contains("rate limit: rate limiting is OFF"), "{text}");
         assert!(!text.contains("default live"), "{text}");
     }
 

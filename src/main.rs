@@ -307,9 +307,7 @@ async fn serve(path: &Path, text_logs: bool) -> anyhow::Result<()> {
     );
     let watch = snapshot.raw.reload.watch;
     if !snapshot.rate_limit.enabled {
-        tracing::warn!(
-            "rate limiting is OFF ([rate_limit] enabled = false): no budget or quota is enforced"
-        );
+        tracing::warn!("{}", cubegate::pipeline::rate_limit::OFF_NOTICE);
     }
     let mut gw = Gateway::start(snapshot).await?;
     if watch {

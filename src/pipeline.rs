@@ -330,7 +330,7 @@ where
     ctx.upstream_status = Some(resp.status().as_u16());
     telemetry::upstream_response(def.id, resp.status(), t.elapsed());
     if resp.status() == StatusCode::TOO_MANY_REQUESTS {
-        shared.upstream_429(&caller, tenant, resp.headers());
+        shared.upstream_429(snap, &caller, tenant, resp.headers());
     }
 
     // respond
@@ -494,7 +494,7 @@ fn audit_reason(ctx: &Ctx) -> Option<crate::audit::Name> {
 
 /// Whether an allowed request of this operation gets a record: one rule for
 /// `finish` (which also records every refusal and security event) and for
-/// the field HMACs taken before the limiter for that record.
+/// the `hmac_fields` values copied before the limiter for that record.
 fn audited_op(def: &crate::operations::OperationDef, snap: &Snapshot) -> bool {
     def.touches_pii() || snap.audit.record_all
 }

@@ -32,8 +32,8 @@ use crate::telemetry;
 pub fn swap(shared: &Shared, snapshot: Snapshot) -> anyhow::Result<()> {
     let old = shared.runtime();
     // The limiter outlives reloads (its state must survive them); the
-    // settings it was built with stay until a restart. Budgets, quotas and
-    // max_wait come from the new snapshot on the next request.
+    // settings it was built with stay until a restart. `enabled`, budgets,
+    // quotas and max_wait come from the new snapshot on the next request.
     let kept = old
         .snapshot
         .rate_limit
@@ -63,7 +63,8 @@ pub fn swap(shared: &Shared, snapshot: Snapshot) -> anyhow::Result<()> {
             tracing::info!("rate limiting turned back on by this reload");
         } else {
             tracing::warn!(
-                "rate limiting turned OFF by this reload ([rate_limit] enabled = false): no budget or quota is enforced"
+                "{} (turned off by this reload)",
+                crate::pipeline::rate_limit::OFF_NOTICE
             );
         }
     }

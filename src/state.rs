@@ -115,8 +115,19 @@ impl Shared {
         }
     }
 
-    /// ComplyCube said 429 anyway: pause that key so we stop hammering it.
-    pub fn upstream_429(&self, caller: &Caller, tenant: &Tenant, headers: &HeaderMap) {
+    /// ComplyCube said 429 anyway: pause that key so we stop hammering it
+    /// (counted, but nothing paused, while rate limiting is off).
+    pub fn upstream_429(
+        &self,
+        snap: &Snapshot,
+        caller: &Caller,
+        tenant: &Tenant,
+        headers: &HeaderMap,
+    ) {
+        if !snap.rate_limit.enabled {
+            crate::telemetry::upstream_429(&tenant.id);
+            return;
+        }
         let retry_after = headers
             .get(http::header::RETRY_AFTER)
             .and_then(|v| v.to_str().ok())

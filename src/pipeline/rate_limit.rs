@@ -140,12 +140,16 @@ pub enum FailMode {
     Local,
 }
 
+/// What start-up, a reload and `check-config` say when `enabled = false`.
+pub const OFF_NOTICE: &str = "rate limiting is OFF ([rate_limit] enabled = false): no budget, quota or upstream-429 pause is enforced";
+
 /// The `[rate_limit]` section of the configuration.
 #[derive(Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct LimiterSettings {
-    /// Off: no budget or quota is checked, every request goes straight on
-    /// (ComplyCube's own 429s still reach the caller). Exists to measure
+    /// Off: no budget or quota is checked and an upstream 429 pauses
+    /// nothing; every request goes straight on (ComplyCube's own 429s still
+    /// reach the caller). Read per request, so a reload applies it. Exists to measure
     /// what the limiter costs (`bench/run.sh` variant `cg-norl`), like
     /// `[validation] enabled`; cubegate warns at start when it is off.
     pub enabled: bool,
@@ -203,6 +207,7 @@ impl Default for LimiterSettings {
 impl std::fmt::Debug for LimiterSettings {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("LimiterSettings")
+            .field("enabled", &self.enabled)
             .field("backend", &self.backend)
             .field("redis_url", &self.redis_url.as_ref().map(|_| "<redacted>"))
             .field("redis_timeout_ms", &self.redis_timeout_ms)
@@ -249,8 +254,8 @@ impl LimiterSettings {
     /// The settings the running limiter was built with and a reload cannot
     /// change (backend, Redis connection, fail mode, replicas, queue bound,
     /// default pause, sweep interval): the names of those that differ in
-    /// `new`. Budgets, quotas and `max_wait_ms` are read per request from the
-    /// current snapshot and so do apply on reload.
+    /// `new`. `enabled`, budgets, quotas and `max_wait_ms` are read per
+    /// request from the current snapshot and so do apply on reload.
     pub fn restart_only_changes(&self, new: &LimiterSettings) -> Vec<&'static str> {
         let mut changed = Vec::new();
         let mut check = |name, differs: bool| {
@@ -1255,6 +1260,7 @@ mod tests {
     fn reload_reports_only_settings_the_running_limiter_keeps() {
         let old = LimiterSettings::default();
         let per_request = LimiterSettings {
+            enabled: false,
             max_wait_ms: 900,
             default_live: budget(1.0, 1),
             default_test: budget(1.0, 1),

@@ -354,6 +354,7 @@ async fn hmac_fields_hold_keyed_digests_and_a_rate_limited_request_none() {
         }
     }
     assert!(refused >= 1, "the quota refused none of 5 requests at once");
+    assert!(refused < 5, "the quota let none through");
 
     let text = audit_lines(&env.audit_dir()).join("\n");
     for canary in [PII_EMAIL, PII_NAME, PII_DOB, FIELD_HMAC_KEY] {

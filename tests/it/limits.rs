@@ -222,6 +222,21 @@ async fn rate_limiting_off_forwards_everything_and_a_reload_turns_it_back_on() {
     assert_eq!(count(&quota, 200), 5);
     assert_eq!(env.gw.shared().limiter.stats().refusals, 0);
     assert_eq!(env.sandbox.faults().api_hits(), 15);
+    // An upstream 429 reaches the caller and pauses nothing: neither now nor
+    // (a 60 s pause would refuse with "paused") once it is back on.
+    env.sandbox.faults().set_times(
+        FaultMode::Status {
+            status: 429,
+            retry_after: Some(60),
+        },
+        1,
+    );
+    let upstream = burst(&env, TOKEN_A, 1).await;
+    // ComplyCube's own answer, passed through (not one cubegate made).
+    assert_eq!(upstream[0].status, 429);
+    assert!(upstream[0].headers.get("ratelimit-policy").is_none());
+    assert_eq!(count(&burst(&env, TOKEN_A, 3).await, 200), 3);
+    assert_eq!(env.sandbox.faults().api_hits(), 19);
 
     let text = std::fs::read_to_string(&env.config_path).unwrap();
     assert!(text.contains("enabled = false\nmax_wait_ms"));
@@ -249,7 +264,7 @@ async fn rate_limiting_off_forwards_everything_and_a_reload_turns_it_back_on() {
     for r in on.iter().filter(|r| r.status != 200) {
         assert_refused(r, "budget");
     }
-    assert_eq!(env.sandbox.faults().api_hits(), 15 + passed as u64);
+    assert_eq!(env.sandbox.faults().api_hits(), 19 + passed as u64);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
