@@ -108,8 +108,8 @@ for s in systems:
 out.append("")
 out.append("Per-feature cost (each row turns one feature off, relative to full `cubegate`):")
 out.append("")
-out.append("| variant | sat rps | / cubegate | CPU s/1k req | saved vs cubegate | " +
-           " | ".join(f"@{l}/s p99 ms" for l in loads) + " |")
+out.append("| variant | sat rps | / cubegate | CPU s/1k req | saved vs cubegate |" +
+           "".join(f" @{l}/s p99 ms |" for l in loads))
 out.append("|" + "---|" * (5 + len(loads)))
 base_rps, base_cpu = agg("cubegate", "sat", "rps"), cpu_per_1k("cubegate")
 for s, what in ([("cubegate", "full (validation, audit+fsync, rate limit)"),
@@ -132,8 +132,8 @@ for s, what in ([("cubegate", "full (validation, audit+fsync, rate limit)"),
         continue
     rps, cpu = agg(s, "sat", "rps"), cpu_per_1k(s)
     out.append(f"| {s}: {what} | {rps:.0f} | {ratio(rps, base_rps)} | {cpu:.3f} | "
-               f"{(base_cpu - cpu) / base_cpu * 100:+.0f}% | " +
-               " | ".join(ms(agg(s, l, "p99_us")) for l in loads) + " |")
+               f"{(base_cpu - cpu) / base_cpu * 100:+.0f}% |" +
+               "".join(f" {ms(agg(s, l, 'p99_us'))} |" for l in loads))
 
 c1k = [k for k in runs if str(k[1]).startswith("c")]
 if c1k:
