@@ -13,9 +13,12 @@ use std::hint::black_box;
 
 use criterion::{Criterion, criterion_group, criterion_main};
 use cubegate::audit::{
-    AuditEvent, AuditKeys, AuditLog, AuditSettings, Decision, Environment, Kind, Name, Pointer,
-    RecordRef, RequestId, ResourceId, SCHEMA_VERSION, fingerprint,
+    AuditEvent, Decision, Environment, Kind, Name, Pointer, RecordRef, RequestId, ResourceId,
+    SCHEMA_VERSION, fingerprint,
 };
+
+#[path = "support/mod.rs"]
+mod support;
 
 /// A `clients.update` intent as the pipeline builds it for the bench body
 /// of `bench/run.sh` (its 14 field pointers, `type` stripped).
@@ -94,22 +97,8 @@ fn benches(c: &mut Criterion) {
     });
 
     let dir = tempfile::tempdir().unwrap();
-    let settings = AuditSettings {
-        dir: dir.path().to_path_buf(),
-        instance: Some("bench".into()),
-        fsync: false,
-        ..AuditSettings::default()
-    };
-    let keys = AuditKeys {
-        checkpoint_key: b"checkpoint-key".to_vec(),
-        fingerprint_key: b"fingerprint-key".to_vec(),
-        field_hmac_key: b"field-key".to_vec(),
-    };
-    let log = AuditLog::open(&settings, keys).unwrap();
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap();
+    let log = support::audit_log(dir.path(), false);
+    let rt = support::current_thread();
     g.bench_function("AuditLog::append, fsync off (write inline)", |b| {
         b.iter(|| rt.block_on(log.append(black_box(&ev))))
     });

@@ -26,65 +26,23 @@
 // Bench support code: a failed setup step must stop the run loudly.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
-use std::collections::HashMap;
 use std::hint::black_box;
-use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use criterion::{Criterion, criterion_group, criterion_main};
-use cubegate::config::{self, ConfigSource, Snapshot};
-use cubegate::pipeline::forward::Upstream;
-use cubegate::pipeline::rate_limit::RateLimiter;
 use cubegate::pipeline::{body, identify, inject, policy, route};
-use cubegate::state::{Runtime, Shared};
-use cubegate::{secret, telemetry};
-use http::{HeaderMap, HeaderValue, Method, Request, Uri, Version};
+use cubegate::state::Shared;
+use cubegate::telemetry;
+use http::{HeaderMap, Method, Request, Uri, Version};
 use http_body_util::Full;
 
-const TOKEN: &str = "cgw_benchtoken000000000000000000000000000000000000000000000000001";
-const KEY: &str = "test_benchkey0123456789";
-const CLIENT_ID: &str = "5f1b2c3d4e5f60718293a4b5";
-const CLIENTS_UPDATE: &[u8] = br#"{"type":"person","email":"john.doe@example.com","mobile":"+447700900123","telephone":"+442079460000","joinedDate":"2024-03-01","personDetails":{"firstName":"John","middleName":"Quincy","lastName":"Doe","dob":"1990-01-31","nationality":"GB","birthCountry":"GB","gender":"male","nationalIdentityNumber":"QQ123456C"}}"#;
+#[path = "support/mod.rs"]
+mod support;
 
-fn snapshot() -> Snapshot {
-    let toml = format!(
-        r#"
-[listener]
-address = "127.0.0.1:0"
-[admin]
-address = "127.0.0.1:0"
-enabled = false
-[upstream]
-base_url = "https://api.complycube.com/v1"
-[[tenants]]
-id = "bench"
-test_key = "env:BENCH_TEST_KEY"
-[[callers]]
-id = "bench-caller"
-token_sha256 = "{}"
-tenant = "bench"
-environment = "test"
-operations = ["*"]
-[rate_limit]
-default_test = {{ per_second = 1e9, burst = 1000000000 }}
-[audit]
-enabled = false
-"#,
-        secret::sha256_hex(TOKEN.as_bytes())
-    );
-    let raw = config::load_raw(
-        &ConfigSource::Text {
-            name: "bench",
-            toml: &toml,
-        },
-        &HashMap::new(),
-    )
-    .unwrap();
-    let env: HashMap<String, String> = [("BENCH_TEST_KEY".to_string(), KEY.to_string())].into();
-    config::compile(raw, "bench", &env, Path::new(".")).unwrap()
-}
+const CLIENT_ID: &str = "5f1b2c3d4e5f60718293a4b5";
+const CLIENTS_UPDATE: &[u8] = support::CLIENTS_UPDATE.as_bytes();
 
 struct Bench {
     shared: Arc<Shared>,
@@ -183,45 +141,12 @@ async fn stages(b: &Bench, f: Features) -> Request<Full<Bytes>> {
 }
 
 fn benches(c: &mut Criterion) {
-    cubegate::install_crypto_provider();
-    let _ = telemetry::metrics_handle();
-    // The gateway's JSON access line, formatted by the production layer (no
-    // span layer: traces off) but written to a sink: its cost is the
-    // formatting, not the terminal.
-    {
-        use tracing_subscriber::prelude::*;
-        tracing_subscriber::registry()
-            .with(telemetry::json_log_layer(
-                std::io::sink,
-                tracing_subscriber::filter::LevelFilter::INFO,
-            ))
-            .init();
-    }
+    support::init_telemetry();
     assert!((250..400).contains(&CLIENTS_UPDATE.len()));
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap();
-    let snap = snapshot();
-    let upstream = Upstream::new(&snap.upstream).unwrap();
-    let limiter = rt.block_on(RateLimiter::new(&snap.rate_limit)).unwrap();
-    let shared = Arc::new(Shared::new(
-        Runtime {
-            snapshot: Arc::new(snap),
-            upstream: Arc::new(upstream),
-        },
-        limiter,
-        None,
-    ));
-    let mut headers = HeaderMap::new();
-    headers.insert("authorization", HeaderValue::from_static(TOKEN));
-    headers.insert("content-type", HeaderValue::from_static("application/json"));
-    headers.insert("host", HeaderValue::from_static("127.0.0.1:8080"));
-    headers.insert(
-        "user-agent",
-        HeaderValue::from_static("complycube-python/1.0"),
-    );
-    headers.insert("accept", HeaderValue::from_static("*/*"));
+    let rt = support::current_thread();
+    let snap = support::snapshot(r#"base_url = "https://api.complycube.com/v1""#);
+    let shared = support::shared(&rt, Arc::new(snap), None);
+    let headers = support::caller_headers();
     let b = Bench {
         shared,
         headers,

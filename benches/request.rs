@@ -18,79 +18,22 @@
 // Set-up code: a failure here is a broken bench, not a request path.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
-use std::collections::HashMap;
 use std::hint::black_box;
 use std::sync::Arc;
 
 use bytes::Bytes;
 use criterion::{Criterion, criterion_group, criterion_main};
-use cubegate::audit::{AuditKeys, AuditLog, AuditSettings};
-use cubegate::config::{self, ConfigSource, Snapshot};
 use cubegate::pipeline::{self, forward::Upstream, inject};
 use cubegate::sandbox::{Sandbox, SandboxOptions};
-use cubegate::state::{Runtime, Shared};
-use cubegate::{secret, telemetry};
-use http::{HeaderMap, HeaderValue, Method, Request, StatusCode};
+use cubegate::state::Shared;
+use http::{Method, Request, StatusCode};
 use http_body_util::{BodyExt, Full};
 
-const TOKEN: &str = "cgw_benchtoken000000000000000000000000000000000000000000000000001";
-const KEY: &str = "test_benchkey0123456789";
-const CLIENTS_UPDATE: &str = r#"{"type":"person","email":"john.doe@example.com","mobile":"+447700900123","telephone":"+442079460000","joinedDate":"2024-03-01","personDetails":{"firstName":"John","middleName":"Quincy","lastName":"Doe","dob":"1990-01-31","nationality":"GB","birthCountry":"GB","gender":"male","nationalIdentityNumber":"QQ123456C"}}"#;
+#[path = "support/mod.rs"]
+mod support;
+use support::{CLIENTS_UPDATE, caller_headers};
+
 const CLIENTS_CREATE: &str = r#"{"type":"person","email":"john.doe@example.com","personDetails":{"firstName":"John","lastName":"Doe"}}"#;
-
-fn snapshot(base_url: &str, ca_file: &std::path::Path) -> Snapshot {
-    let toml = format!(
-        r#"
-[listener]
-address = "127.0.0.1:0"
-[admin]
-address = "127.0.0.1:0"
-enabled = false
-[upstream]
-base_url = "{base_url}"
-ca_file = "{ca}"
-webpki_roots = false
-[[tenants]]
-id = "bench"
-test_key = "env:BENCH_TEST_KEY"
-[[callers]]
-id = "bench-caller"
-token_sha256 = "{token}"
-tenant = "bench"
-environment = "test"
-operations = ["*"]
-[rate_limit]
-default_test = {{ per_second = 1e9, burst = 1000000000 }}
-[audit]
-enabled = false
-"#,
-        ca = ca_file.display(),
-        token = secret::sha256_hex(TOKEN.as_bytes())
-    );
-    let raw = config::load_raw(
-        &ConfigSource::Text {
-            name: "bench",
-            toml: &toml,
-        },
-        &HashMap::new(),
-    )
-    .unwrap();
-    let env: HashMap<String, String> = [("BENCH_TEST_KEY".to_string(), KEY.to_string())].into();
-    config::compile(raw, "bench", &env, std::path::Path::new(".")).unwrap()
-}
-
-fn headers() -> HeaderMap {
-    let mut h = HeaderMap::new();
-    h.insert("authorization", HeaderValue::from_static(TOKEN));
-    h.insert("content-type", HeaderValue::from_static("application/json"));
-    h.insert("host", HeaderValue::from_static("127.0.0.1:8080"));
-    h.insert(
-        "user-agent",
-        HeaderValue::from_static("complycube-python/1.0"),
-    );
-    h.insert("accept", HeaderValue::from_static("*/*"));
-    h
-}
 
 /// One request through `pipeline::handle`, its response body read to the end.
 async fn through_gateway(
@@ -103,29 +46,15 @@ async fn through_gateway(
         .uri(path)
         .body(Full::new(Bytes::from_static(body.as_bytes())))
         .unwrap();
-    *req.headers_mut() = headers();
+    *req.headers_mut() = caller_headers();
     let resp = pipeline::handle(shared.clone(), req).await;
     let status = resp.status();
     (status, resp.into_body().collect().await.unwrap().to_bytes())
 }
 
 fn benches(c: &mut Criterion) {
-    cubegate::install_crypto_provider();
-    let _ = telemetry::metrics_handle();
-    // The production JSON access line, formatted but written to a sink.
-    {
-        use tracing_subscriber::prelude::*;
-        tracing_subscriber::registry()
-            .with(telemetry::json_log_layer(
-                std::io::sink,
-                tracing_subscriber::filter::LevelFilter::INFO,
-            ))
-            .init();
-    }
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap();
+    support::init_telemetry();
+    let rt = support::current_thread();
     let dir = tempfile::tempdir().unwrap();
     let sandbox = rt
         .block_on(Sandbox::start(SandboxOptions {
@@ -136,42 +65,19 @@ fn benches(c: &mut Criterion) {
         .unwrap();
     let ca = dir.path().join("sandbox-ca.pem");
     std::fs::write(&ca, sandbox.ca_cert_pem()).unwrap();
-    let snap = Arc::new(snapshot(&format!("{}/v1", sandbox.base_url()), &ca));
+    let snap = Arc::new(support::snapshot(&format!(
+        "base_url = \"{}/v1\"\nca_file = \"{}\"\nwebpki_roots = false",
+        sandbox.base_url(),
+        ca.display()
+    )));
 
     let gateway = |audit: Option<bool>| {
-        let upstream = Upstream::new(&snap.upstream).unwrap();
-        let limiter = rt
-            .block_on(cubegate::pipeline::rate_limit::RateLimiter::new(
-                &snap.rate_limit,
-            ))
-            .unwrap();
         let log = audit.map(|fsync| {
             let d = dir.path().join(format!("audit-fsync-{fsync}"));
             std::fs::create_dir_all(&d).unwrap();
-            let settings = AuditSettings {
-                dir: d,
-                instance: Some("bench".into()),
-                fsync,
-                ..AuditSettings::default()
-            };
-            AuditLog::open(
-                &settings,
-                AuditKeys {
-                    checkpoint_key: b"checkpoint-key".to_vec(),
-                    fingerprint_key: b"fingerprint-key".to_vec(),
-                    field_hmac_key: b"field-key".to_vec(),
-                },
-            )
-            .unwrap()
+            support::audit_log(&d, fsync)
         });
-        Arc::new(Shared::new(
-            Runtime {
-                snapshot: snap.clone(),
-                upstream: Arc::new(upstream),
-            },
-            limiter,
-            log,
-        ))
+        support::shared(&rt, snap.clone(), log)
     };
     let no_audit = gateway(None);
     let (status, created) = rt.block_on(through_gateway(&no_audit, "/v1/clients", CLIENTS_CREATE));
@@ -195,7 +101,7 @@ fn benches(c: &mut Criterion) {
             method: Method::POST,
             base: &snap.upstream.base,
             path_and_query: &upstream_path,
-            caller_headers: &headers(),
+            caller_headers: &caller_headers(),
             key,
             request_id: "bench-direct",
             traceparent: None,
