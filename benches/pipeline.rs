@@ -100,7 +100,7 @@ async fn stages(b: &Bench, f: Features) -> Request<Full<Bytes>> {
     }
     let upstream_body = Bytes::from(serde_json::to_vec(&value).unwrap());
     let waited = if f.rate_limit {
-        Some(b.shared.rate_limit(snap, &caller, tenant).await.unwrap())
+        b.shared.rate_limit(snap, &caller, tenant).await.unwrap()
     } else {
         None
     };

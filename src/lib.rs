@@ -54,6 +54,9 @@ impl Gateway {
         let limiter = RateLimiter::new(&snapshot.rate_limit)
             .await
             .map_err(|e| anyhow::anyhow!("rate limiter: {e}"))?;
+        if !snapshot.rate_limit.enabled {
+            tracing::warn!("{}", pipeline::rate_limit::OFF_NOTICE);
+        }
         let audit = snapshot.open_audit()?;
         // Ship durable records as OTel logs when telemetry::init turned that on.
         if let (Some(a), Some(sink)) = (&audit, telemetry::audit_sink()) {

@@ -306,9 +306,6 @@ async fn serve(path: &Path, text_logs: bool) -> anyhow::Result<()> {
         text_logs.then_some(LogFormat::Text),
     );
     let watch = snapshot.raw.reload.watch;
-    if !snapshot.rate_limit.enabled {
-        tracing::warn!("{}", cubegate::pipeline::rate_limit::OFF_NOTICE);
-    }
     let mut gw = Gateway::start(snapshot).await?;
     if watch {
         gw.watch_config(path.to_path_buf());

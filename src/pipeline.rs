@@ -259,7 +259,7 @@ where
         .rate_limit(snap, &caller, tenant)
         .instrument(info_span!("rate_limit"))
         .await?;
-    ctx.rate_limit_wait = Some(waited);
+    ctx.rate_limit_wait = waited;
     if let Some(audit) = shared.audit()
         && !field_values.is_empty()
     {

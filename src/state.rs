@@ -82,17 +82,24 @@ impl Shared {
         self.draining.store(true, Ordering::Release);
     }
 
+    /// The limiter, unless `[rate_limit] enabled = false` in `snap` (read
+    /// per request, so a reload switches it): the one place that decides.
+    fn limiter_for(&self, snap: &Snapshot) -> Option<&RateLimiter> {
+        snap.rate_limit.enabled.then_some(&self.limiter)
+    }
+
     /// Admit the request under its tenant budget and caller quota, waiting
-    /// (shaping) up to the caller's `max_wait`. Returns the time waited.
+    /// (shaping) up to the caller's `max_wait`. Returns the time waited, or
+    /// None when rate limiting is off (not limited, rather than "no wait").
     pub async fn rate_limit(
         &self,
         snap: &Snapshot,
         caller: &Caller,
         tenant: &Tenant,
-    ) -> Result<Duration, GatewayError> {
-        if !snap.rate_limit.enabled {
-            return Ok(Duration::ZERO);
-        }
+    ) -> Result<Option<Duration>, GatewayError> {
+        let Some(limiter) = self.limiter_for(snap) else {
+            return Ok(None);
+        };
         let live = caller.environment == Environment::Live;
         let key = BudgetKey::new(&tenant.id, live);
         let budget = tenant.budget(caller.environment, &snap.rate_limit);
@@ -100,10 +107,10 @@ impl Shared {
         let max_wait = caller
             .max_wait
             .unwrap_or_else(|| snap.rate_limit.max_wait());
-        match self.limiter.acquire(key, &budget, quota, max_wait).await {
+        match limiter.acquire(key, &budget, quota, max_wait).await {
             Ok(a) => {
                 crate::telemetry::rate_limit_waited(&tenant.id, a.waited);
-                Ok(a.waited)
+                Ok(Some(a.waited))
             }
             Err(refusal) => {
                 crate::telemetry::rate_limit_refused(&tenant.id, refusal.reason.as_str());
@@ -124,17 +131,17 @@ impl Shared {
         tenant: &Tenant,
         headers: &HeaderMap,
     ) {
-        if !snap.rate_limit.enabled {
-            crate::telemetry::upstream_429(&tenant.id);
+        crate::telemetry::upstream_429(&tenant.id);
+        let Some(limiter) = self.limiter_for(snap) else {
             return;
-        }
+        };
         let retry_after = headers
             .get(http::header::RETRY_AFTER)
             .and_then(|v| v.to_str().ok())
             .and_then(|v| v.trim().parse::<u64>().ok())
             .map(Duration::from_secs);
         let key = BudgetKey::new(&tenant.id, caller.environment == Environment::Live);
-        self.limiter.pause(key, retry_after);
-        crate::telemetry::upstream_429(&tenant.id);
+        limiter.pause(key, retry_after);
+        crate::telemetry::key_paused(&tenant.id);
     }
 }

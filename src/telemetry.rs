@@ -1049,6 +1049,10 @@ pub fn rate_limit_tracked_keys(n: usize) {
 
 pub fn upstream_429(tenant: &str) {
     counter!("cubegate_upstream_429_total", "tenant" => tenant.to_string()).increment(1);
+}
+
+/// An upstream key paused after a ComplyCube 429 (not while limiting is off).
+pub fn key_paused(tenant: &str) {
     counter!("cubegate_key_pauses_total", "tenant" => tenant.to_string()).increment(1);
 }
 

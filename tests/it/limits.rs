@@ -238,20 +238,18 @@ async fn rate_limiting_off_forwards_everything_and_a_reload_turns_it_back_on() {
     assert_eq!(count(&burst(&env, TOKEN_A, 3).await, 200), 3);
     assert_eq!(env.sandbox.faults().api_hits(), 19);
 
-    let text = std::fs::read_to_string(&env.config_path).unwrap();
-    assert!(text.contains("enabled = false\nmax_wait_ms"));
+    // Back on: the same config without `enabled = false`, reloaded.
+    let on_opts = Opts {
+        rate_limit: tight.into(),
+        ..Opts::default()
+    };
+    let base_url = format!("{}/v1", env.sandbox.base_url());
     write(
         &env.config_path,
-        &text.replace("enabled = false\nmax_wait_ms", "max_wait_ms"),
+        &config_text(env.dir.path(), &base_url, &on_opts, "127.0.0.1:0"),
     );
-    let snap = config::load(
-        &ConfigSource::File(&env.config_path),
-        &Default::default(),
-        &secret::ProcessEnv,
-    )
-    .unwrap();
-    assert!(snap.rate_limit.enabled);
-    cubegate::reload::swap(env.gw.shared(), snap).unwrap();
+    env.gw.reload_file(&env.config_path).unwrap();
+    assert!(env.gw.shared().runtime().snapshot.rate_limit.enabled);
     let started = Instant::now();
     let on = burst(&env, TOKEN_A, 10).await;
     let elapsed = started.elapsed();
