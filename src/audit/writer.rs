@@ -1820,6 +1820,36 @@ mod tests {
         }
     }
 
+    /// With fsync off, only the inline writer knows the count is reached:
+    /// its poke must get the thread to checkpoint (the timer is an hour away).
+    #[tokio::test]
+    async fn without_fsync_a_checkpoint_comes_by_count_alone() {
+        let d = tempfile::tempdir().unwrap();
+        let s = AuditSettings {
+            checkpoint_every_records: 10,
+            checkpoint_every_secs: 3600,
+            fsync: false,
+            ..settings(d.path())
+        };
+        let log = AuditLog::open(&s, keys()).unwrap();
+        for i in 0..25 {
+            // One at a time with the thread idle in between, so it cannot
+            // happen upon the count by itself.
+            wait_until_writer_idle(&log);
+            log.append(&event(Kind::Intent, &format!("r{i}"), "svc-a", "c1"))
+                .await
+                .unwrap();
+        }
+        for _ in 0..100 {
+            if log.stats().checkpoints >= 1 {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        assert!(log.stats().checkpoints >= 1, "{:?}", log.stats());
+        assert!(verify_ok(d.path()).instances["t1"].unanchored < 25);
+    }
+
     async fn checkpoints_by_count_and_time(fsync: bool) {
         let d = tempfile::tempdir().unwrap();
         let s = AuditSettings {
@@ -1885,6 +1915,21 @@ mod tests {
         assert_eq!(r.instances["t1"].unanchored, 0);
     }
 
+    fn wait_until_writer_idle(log: &AuditLog) {
+        let shared = log.inner.shared.as_ref().unwrap();
+        let until = Instant::now() + Duration::from_secs(10);
+        loop {
+            {
+                let open = shared.lock();
+                if open.writer_waiting && !open.poke {
+                    return;
+                }
+            }
+            assert!(Instant::now() < until, "the writer thread never went idle");
+            std::thread::sleep(Duration::from_millis(1));
+        }
+    }
+
     /// `fsync = false`: an append is written by its own task, so it is done
     /// at its first poll (no hand-off to the writer thread), and the records
     /// are in the file, chained, in order, at that point.
@@ -1899,13 +1944,18 @@ mod tests {
         let log = AuditLog::open(&s, keys()).unwrap();
         let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
         for i in 0..50u64 {
+            // The thread takes the writer briefly when it wakes (at start,
+            // after a poke); an append meeting it then rightly hands its
+            // record over. Poll only once it is back waiting.
+            wait_until_writer_idle(&log);
             let ev = event(Kind::Intent, &format!("r{i}"), "svc-a", "c1");
             let mut f = std::pin::pin!(log.append(&ev));
             match f.as_mut().poll(&mut cx) {
                 std::task::Poll::Ready(r) => assert_eq!(r.unwrap(), i + 1),
                 std::task::Poll::Pending => panic!("append {i} waited for the thread"),
             }
-            let lines = std::fs::read_to_string(d.path().join("audit-t1-000001.jsonl")).unwrap();
+            let lines =
+                std::fs::read_to_string(d.path().join(chain::log_file_name("t1", 1))).unwrap();
             assert_eq!(lines.lines().count() as u64, i + 1);
         }
         assert_eq!(log.stats().records, 50);
