@@ -404,7 +404,7 @@ fn audit_event(
     kind: Kind,
     status: Option<u16>,
 ) -> Option<AuditEvent> {
-    use crate::audit::{Environment as AuditEnv, Name, RequestId, ResourceId};
+    use crate::audit::{Name, RequestId, ResourceId};
     let mut ev = AuditEvent::new(
         kind,
         RequestId::new(ctx.request_id.clone()).ok()?,
@@ -418,10 +418,7 @@ fn audit_event(
     if let Some(c) = ctx.caller.as_deref() {
         ev.caller = name(&c.id);
         ev.tenant = name(&snap.tenants[c.tenant].id);
-        ev.environment = Some(match c.environment {
-            crate::config::Environment::Live => AuditEnv::Live,
-            crate::config::Environment::Test => AuditEnv::Test,
-        });
+        ev.environment = Some(c.environment.into());
     }
     if let Some(r) = &ctx.routed {
         ev.operation = name(r.op.def().id);

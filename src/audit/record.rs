@@ -309,12 +309,12 @@ fn hmac_hex_keyed(key: &hmac::Key, data: &[u8]) -> String {
 /// of HMAC-SHA256(`key`, `upstream_key`). Without `key` it cannot be
 /// brute-forced from the log; it never contains the upstream key.
 pub fn key_fingerprint(key: &[u8], upstream_key: &str) -> String {
-    fingerprint_keyed(&hmac::Key::new(hmac::HMAC_SHA256, key), upstream_key).0
+    fingerprint(key, upstream_key).0
 }
 
 /// Typed form of [`key_fingerprint`] for an [`AuditEvent`].
 pub fn fingerprint(key: &[u8], upstream_key: &str) -> Fingerprint {
-    Fingerprint(key_fingerprint(key, upstream_key))
+    fingerprint_keyed(&hmac::Key::new(hmac::HMAC_SHA256, key), upstream_key)
 }
 
 /// Hex HMAC-SHA256 of a field value under the field-HMAC key, so equal values
@@ -380,6 +380,17 @@ impl Environment {
         match self {
             Environment::Live => "live",
             Environment::Test => "test",
+        }
+    }
+}
+
+/// The config's environment of a caller, as the record names it (the audit
+/// types stay separate from the config's: the file format is versioned).
+impl From<crate::config::Environment> for Environment {
+    fn from(e: crate::config::Environment) -> Environment {
+        match e {
+            crate::config::Environment::Live => Environment::Live,
+            crate::config::Environment::Test => Environment::Test,
         }
     }
 }
@@ -708,19 +719,6 @@ mod tests {
     use super::*;
 
     #[test]
-    fn prepared_keys_give_the_same_digests() {
-        let k = hmac::Key::new(hmac::HMAC_SHA256, b"fp-key");
-        assert_eq!(
-            fingerprint_keyed(&k, "test_abc"),
-            fingerprint(b"fp-key", "test_abc")
-        );
-        assert_eq!(
-            field_digest_keyed(&k, b"value"),
-            field_digest(b"fp-key", b"value")
-        );
-    }
-
-    #[test]
     fn record_ref_writes_exactly_what_record_reads() {
         let mut ev = super::super::test_util::event(Kind::Intent, "r1", "svc-a", "5f0a");
         ev.status = Some(200);
@@ -950,6 +948,24 @@ mod tests {
             field_hmac(b"key", b"The quick brown fox jumps over the lazy dog"),
             "f7bc83f430538424b13298e6aa6fb143ef4d59a14946175997479dbc2d1a3cd8"
         );
+        // The fingerprint is its first 16 hex chars, through the prepared key.
+        assert_eq!(
+            key_fingerprint(b"key", "The quick brown fox jumps over the lazy dog"),
+            "f7bc83f430538424"
+        );
+        let k = hmac::Key::new(hmac::HMAC_SHA256, b"key");
+        assert_eq!(
+            field_digest_keyed(&k, b"The quick brown fox jumps over the lazy dog").as_str(),
+            "f7bc83f430538424b13298e6aa6fb143ef4d59a14946175997479dbc2d1a3cd8"
+        );
+    }
+
+    #[test]
+    fn a_config_environment_keeps_its_name_in_the_record() {
+        use crate::config::Environment as Config;
+        for e in [Config::Live, Config::Test] {
+            assert_eq!(Environment::from(e).as_str(), e.as_str());
+        }
     }
 
     #[test]
