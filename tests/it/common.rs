@@ -24,10 +24,8 @@ pub const TOKEN_A_READONLY: &str =
 pub const TOKEN_B: &str = "cgw_CANARYTOKENB0000000000000000000000000000000000000000000000000004";
 pub const TOKEN_A_QUOTA: &str =
     "cgw_CANARYTOKENAQUOTA0000000000000000000000000000000000000000000005";
-/// The `field_hmac_key` a test gets with `extra: FIELD_HMAC_KEY_LINE`.
-pub const FIELD_HMAC_KEY: &str = "field-hmac-secret-for-tests";
-/// `extra` lands right after `[audit_keys]`, so this line is read there.
-pub const FIELD_HMAC_KEY_LINE: &str = "field_hmac_key = \"file:field-hmac-key\"";
+/// Every test config's `field_hmac_key` (used when a test sets `hmac_fields`).
+pub const FIELD_HMAC_KEY: &str = "CANARYHMACKEY-for-tests";
 pub const PII_EMAIL: &str = "canary.pii.3b9f@example.com";
 pub const PII_NAME: &str = "Zanzibarovichcanary";
 pub const PII_DOB: &str = "1971-03-14";
@@ -38,6 +36,7 @@ pub const CANARIES: &[&str] = &[
     "CANARYKEYA",
     "CANARYKEYB",
     "CANARYTOKEN",
+    "CANARYHMACKEY",
     "canary.pii.3b9f",
     "Zanzibarovichcanary",
     "1971-03-14",
@@ -93,7 +92,6 @@ pub fn config_text(dir: &Path, base_url: &str, opts: &Opts, listen: &str) -> Str
     write(&dir.join("b-test-key"), KEY_B_TEST);
     write(&dir.join("checkpoint-key"), "checkpoint-secret-for-tests");
     write(&dir.join("fingerprint-key"), "fingerprint-secret-for-tests");
-    // Used only by tests that set `hmac_fields` (and name it in `extra`).
     write(&dir.join("field-hmac-key"), FIELD_HMAC_KEY);
     let h = |t: &str| secret::sha256_hex(t.as_bytes());
     let b_policy = if opts.b_rejects_type {
@@ -176,6 +174,7 @@ checkpoint_every_records = 5
 [audit_keys]
 checkpoint_key = "file:checkpoint-key"
 fingerprint_key = "file:fingerprint-key"
+field_hmac_key = "file:field-hmac-key"
 
 {extra}
 "#,
