@@ -12,8 +12,9 @@
 //! Variants switch one feature off at a time (validation, rate limit,
 //! metrics/access line), so each feature's cost is the difference. The
 //! baseline is `serde_json::from_slice` of the same body: the least any
-//! JSON-aware proxy must do. Audit is measured by the load benchmark
-//! (`bench/run.sh`), since its cost is the disk's.
+//! JSON-aware proxy must do. The audit is not among these stages: its record
+//! alone is in `benches/audit.rs`, a whole request with it in
+//! `benches/request.rs`, and under load in `bench/run.sh`.
 //!
 //! This mirrors the stage order by hand rather than calling
 //! `pipeline::handle`, because `handle` always forwards upstream and the
