@@ -171,6 +171,7 @@ where
     B::Error: std::fmt::Display,
 {
     let snap: &Snapshot = &rt.snapshot;
+    let audit = shared.audit();
     let (parts, body) = req.into_parts();
 
     // identify
@@ -208,7 +209,7 @@ where
     if let Some(v) = value.as_mut() {
         let _s = info_span!("policy").entered();
         // Only the audit record reads the field list.
-        if shared.audit().is_some() {
+        if audit.is_some() {
             ctx.fields = body::field_pointers(v);
         }
         let outcome = policy::apply(v, &tenant.rules[op.0 as usize]).inspect_err(|_| {
@@ -245,7 +246,9 @@ where
     // only for an operation whose record will be written (as `finish`
     // decides); hashed only once the limiter lets the request through, so a
     // rate-limit refusal neither pays for the HMACs nor records digests.
-    let field_values = match (shared.audit(), &value) {
+    // The copies are part of `upstream_body`, which waits on the limiter
+    // anyway: no value is held longer than the request already holds it.
+    let field_values = match (audit, &value) {
         (Some(audit), Some(v)) if audited_op(def, snap) => audit.field_values(v),
         _ => Default::default(),
     };
@@ -260,7 +263,7 @@ where
         .instrument(info_span!("rate_limit"))
         .await?;
     ctx.rate_limit_wait = waited;
-    if let Some(audit) = shared.audit()
+    if let Some(audit) = audit
         && !field_values.is_empty()
     {
         ctx.field_hmacs = audit.field_hmacs(field_values);
@@ -268,7 +271,7 @@ where
 
     // audit intent (write-ahead for anything that changes PII)
     let key = tenant.key(caller.environment);
-    if let Some(audit) = shared.audit() {
+    if let Some(audit) = audit {
         ctx.key_fingerprint = key.map(|k| audit.fingerprint(k.expose()));
         if def.changes_pii() {
             let t = Instant::now();

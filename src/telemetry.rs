@@ -822,13 +822,14 @@ fn status_class(s: StatusCode) -> &'static str {
 pub struct InFlight;
 impl InFlight {
     pub fn start() -> InFlight {
-        SERIES.with_borrow_mut(|c| c.in_flight().increment(1.0));
+        SERIES.with_borrow_mut(|c| c.globals().in_flight.increment(1.0));
         InFlight
     }
 }
 impl Drop for InFlight {
     fn drop(&mut self) {
-        SERIES.with_borrow_mut(|c| c.in_flight().decrement(1.0));
+        // `try_with`: a drop must not panic, even during thread teardown.
+        let _ = SERIES.try_with(|c| c.borrow_mut().globals().in_flight.decrement(1.0));
     }
 }
 
@@ -859,10 +860,10 @@ pub fn request_done(s: RequestSummary<'_>) {
         let r = c.request(op, class, s.tenant.unwrap_or("none"));
         r.requests.increment(1);
         r.duration.record(s.latency.as_secs_f64());
+        if s.stripped > 0 {
+            c.stripped(op).increment(s.stripped as u64);
+        }
     });
-    if s.stripped > 0 {
-        SERIES.with_borrow_mut(|c| c.stripped(op).increment(s.stripped as u64));
-    }
     record_span(&s);
     tracing::info!(
         target: "cubegate::access",
@@ -951,9 +952,14 @@ struct SeriesCache {
     >,
     upstream: std::collections::HashMap<(&'static str, &'static str), metrics::Histogram>,
     stripped: std::collections::HashMap<&'static str, metrics::Counter>,
-    in_flight: Option<metrics::Gauge>,
-    audit_write: Option<metrics::Histogram>,
-    audit_batch: Option<metrics::Histogram>,
+    globals: Option<GlobalSeries>,
+}
+
+/// The unlabelled series, registered together on first use.
+struct GlobalSeries {
+    in_flight: metrics::Gauge,
+    audit_write: metrics::Histogram,
+    audit_batch: metrics::Histogram,
 }
 
 thread_local! {
@@ -998,22 +1004,12 @@ impl SeriesCache {
             .or_insert_with(|| counter!("cubegate_fields_stripped_total", "operation" => op))
     }
 
-    fn in_flight(&mut self) -> &metrics::Gauge {
-        self.current()
-            .in_flight
-            .get_or_insert_with(|| gauge!("cubegate_in_flight_requests"))
-    }
-
-    fn audit_write(&mut self) -> &metrics::Histogram {
-        self.current()
-            .audit_write
-            .get_or_insert_with(|| histogram!("cubegate_audit_write_seconds"))
-    }
-
-    fn audit_batch(&mut self) -> &metrics::Histogram {
-        self.current()
-            .audit_batch
-            .get_or_insert_with(|| histogram!(AUDIT_BATCH_RECORDS))
+    fn globals(&mut self) -> &GlobalSeries {
+        self.current().globals.get_or_insert_with(|| GlobalSeries {
+            in_flight: gauge!("cubegate_in_flight_requests"),
+            audit_write: histogram!("cubegate_audit_write_seconds"),
+            audit_batch: histogram!(AUDIT_BATCH_RECORDS),
+        })
     }
 }
 
@@ -1062,7 +1058,7 @@ pub fn validation_refused(op: &'static str, shadow: bool) {
 }
 
 pub fn audit_write(took: Duration, ok: bool) {
-    SERIES.with_borrow_mut(|c| c.audit_write().record(took.as_secs_f64()));
+    SERIES.with_borrow_mut(|c| c.globals().audit_write.record(took.as_secs_f64()));
     if !ok {
         counter!("cubegate_audit_failures_total").increment(1);
     }
@@ -1070,7 +1066,7 @@ pub fn audit_write(took: Duration, ok: bool) {
 
 /// One audit batch written (and fsynced when configured), on the writer thread.
 pub fn audit_batch(records: usize) {
-    SERIES.with_borrow_mut(|c| c.audit_batch().record(records as f64));
+    SERIES.with_borrow_mut(|c| c.globals().audit_batch.record(records as f64));
 }
 
 pub fn ready(ready: bool) {
