@@ -932,14 +932,15 @@ pub fn compile(
         audit.dir = base_dir.join(&audit.dir);
     }
 
+    let (listen_host, listen_port) = crate::telemetry::listen_parts(&raw.listener.address);
     Ok(Snapshot {
         source: source.to_string(),
         rate_limit,
         audit,
         audit_keys,
         listener: raw.listener.clone(),
-        listen_host: crate::telemetry::listen_host(&raw.listener.address),
-        listen_port: crate::telemetry::listen_port(&raw.listener.address),
+        listen_host,
+        listen_port,
         upstream,
         tenants,
         caller_count: caller_ids.len(),

@@ -711,20 +711,13 @@ pub fn request_span(
     span
 }
 
-/// `server.address` of the request span: the listener's IP, or the text.
-pub(crate) fn listen_host(listen: &str) -> String {
+/// `server.address` and `server.port` of the request span, from the listen
+/// address (an unparsable one is reported as it is, without a port).
+pub(crate) fn listen_parts(listen: &str) -> (String, Option<u16>) {
     match listen.parse::<std::net::SocketAddr>() {
-        Ok(a) => a.ip().to_string(),
-        Err(_) => listen.to_string(),
+        Ok(a) => (a.ip().to_string(), Some(a.port())),
+        Err(_) => (listen.to_string(), None),
     }
-}
-
-/// `server.port` of the request span.
-pub(crate) fn listen_port(listen: &str) -> Option<u16> {
-    listen
-        .parse::<std::net::SocketAddr>()
-        .ok()
-        .map(|a| a.port())
 }
 
 /// The client span around the upstream call.

@@ -140,9 +140,11 @@ impl PolicyViolation {
 }
 
 /// Metadata keys are the caller's own words and may carry personal data.
-/// Where a field pointer leaves the gateway's hands (an error body, a log
-/// line, the audit trail) it names the metadata object, never a key; this
-/// is the one rule for that.
+/// Where a field pointer is recorded or reported to others (a policy error
+/// body, a log line, the audit trail) it names the metadata object, never a
+/// key; this is the one rule for that. The one exception is deliberate: the
+/// `X-Cubegate-Stripped` response header goes back to the caller who sent
+/// the keys, and lists `/metadata/<key>` so it can see what was removed.
 pub fn shown_pointer(p: &str) -> &str {
     if p.starts_with("/metadata/") {
         "/metadata"
