@@ -1487,18 +1487,28 @@ mod tests {
 
     /// Collects what the log ships: the line, its seq, the request id the
     /// record borrowed, and the thread that shipped it.
-    type Shipped = (Vec<u8>, u64, String, Option<String>);
+    /// (line, seq, request id, shipping thread's name, span current while
+    /// shipping, as `dispatch` sees it)
+    type Shipped = (Vec<u8>, u64, String, Option<String>, Option<u64>);
     #[derive(Default)]
     struct Collect {
         got: std::sync::Mutex<Vec<Shipped>>,
+        /// Whose current span to record (the OTLP sink reads the current
+        /// span's trace context the same way).
+        dispatch: Option<tracing::Dispatch>,
     }
     impl RecordSink for Collect {
         fn durable(&self, line: &[u8], record: &RecordRef<'_>) {
+            let span = self
+                .dispatch
+                .as_ref()
+                .and_then(|d| d.current_span().id().map(|id| id.into_u64()));
             self.got.lock().unwrap().push((
                 line.to_vec(),
                 record.seq,
                 record.event.request_id.as_str().to_owned(),
                 std::thread::current().name().map(str::to_owned),
+                span,
             ));
         }
     }
@@ -1578,15 +1588,28 @@ mod tests {
         use std::future::Future as _;
         let d = tempfile::tempdir().unwrap();
         let log = AuditLog::open(&settings(d.path()), keys()).unwrap();
-        let sink = Arc::new(Collect::default());
+        let dispatch = tracing::Dispatch::new(tracing_subscriber::registry());
+        let sink = Arc::new(Collect {
+            dispatch: Some(dispatch.clone()),
+            ..Collect::default()
+        });
         assert!(log.set_sink(sink.clone()));
         let mut dropped = Vec::new();
-        for i in 0..20 {
-            let id = format!("gone{i}");
-            if poll_once_then_drop(&log, &event(Kind::Intent, &id, "svc-a", "c1")) {
-                dropped.push(id);
+        // Dropped inside the requests' span: their records, shipped later
+        // by the writer thread, must carry that span (its trace), not
+        // whatever that thread has current.
+        let dropper = tracing::dispatcher::with_default(&dispatch, || {
+            let span = tracing::info_span!("dropped-request");
+            let _in = span.enter();
+            for i in 0..20 {
+                let id = format!("gone{i}");
+                if poll_once_then_drop(&log, &event(Kind::Intent, &id, "svc-a", "c1")) {
+                    dropped.push(id);
+                }
             }
-        }
+            span.id().map(|id| id.into_u64())
+        });
+        assert!(dropper.is_some());
         assert!(
             dropped.len() >= 10,
             "appends done at their first poll: {dropped:?}"
@@ -1616,6 +1639,9 @@ mod tests {
                 shipped.contains(&id.as_str()),
                 "{id} not shipped: {shipped:?}"
             );
+        }
+        for g in got.iter().filter(|g| dropped.contains(&g.2)) {
+            assert_eq!(g.4, dropper, "{} shipped outside its request's span", g.2);
         }
         assert!(
             !shipped.iter().any(|s| s.starts_with("lost")),
