@@ -945,6 +945,12 @@ struct SeriesCache {
     >,
     upstream: std::collections::HashMap<(&'static str, &'static str), metrics::Histogram>,
     stripped: std::collections::HashMap<&'static str, metrics::Counter>,
+    /// Refusals by reason and tenant: a flood of refused requests is the
+    /// path that must stay cheapest.
+    refused: std::collections::HashMap<
+        &'static str,
+        std::collections::HashMap<Box<str>, metrics::Counter>,
+    >,
     globals: Option<GlobalSeries>,
 }
 
@@ -997,6 +1003,16 @@ impl SeriesCache {
             .or_insert_with(|| counter!("cubegate_fields_stripped_total", "operation" => op))
     }
 
+    fn refused(&mut self, reason: &'static str, tenant: &str) -> &metrics::Counter {
+        let by_tenant = self.current().refused.entry(reason).or_default();
+        if !by_tenant.contains_key(tenant) {
+            let c = counter!("cubegate_rate_limit_refusals_total", "tenant" => tenant.to_string(), "reason" => reason);
+            by_tenant.insert(tenant.into(), c);
+        }
+        // Inserted just above: indexing cannot fail.
+        &by_tenant[tenant]
+    }
+
     fn globals(&mut self) -> &GlobalSeries {
         self.current().globals.get_or_insert_with(|| GlobalSeries {
             in_flight: gauge!("cubegate_in_flight_requests"),
@@ -1020,8 +1036,7 @@ pub fn rate_limit_waited(tenant: &str, waited: Duration) {
 /// cubegate answered 429 itself; `reason` is a fixed label
 /// (`RefusalReason::as_str`).
 pub fn rate_limit_refused(tenant: &str, reason: &'static str) {
-    counter!("cubegate_rate_limit_refusals_total", "tenant" => tenant.to_string(), "reason" => reason)
-        .increment(1);
+    SERIES.with_borrow_mut(|c| c.refused(reason, tenant).increment(1));
 }
 
 pub fn rate_limit_backend_error() {

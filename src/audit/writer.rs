@@ -1243,7 +1243,7 @@ impl Writer {
                 match self.file.as_ref().map(File::try_clone) {
                     Some(Ok(f)) => Some(f),
                     Some(Err(e)) => {
-                        self.fail("fsync before checkpoint", &e);
+                        self.fail("duplicating the log handle for the checkpoint's fsync", &e);
                         return Err(());
                     }
                     None => return Err(()),
