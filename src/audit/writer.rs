@@ -751,9 +751,8 @@ struct Writer {
     seq: u64,
     head: String,
 
-    cp_file: Option<File>,
-    cp_len: u64,
-    cp_dirty: bool,
+    /// The checkpoint file; lent to a [`CpJob`] while it runs.
+    cp: CpFile,
     last_cp_seq: u64,
     /// The last checkpoint attempt failed (retried at `cp_due`).
     cp_failed: bool,
@@ -809,9 +808,7 @@ impl Writer {
             unsynced: false,
             seq: 0,
             head: chain::genesis(instance),
-            cp_file: None,
-            cp_len: 0,
-            cp_dirty: false,
+            cp: CpFile::default(),
             last_cp_seq: 0,
             cp_failed: false,
             cp_due: Instant::now() + Duration::from_secs(s.checkpoint_every_secs.max(1)),
@@ -918,7 +915,7 @@ impl Writer {
         if good_len < f.metadata().map_err(io_err(&path))?.len() {
             f.set_len(good_len).map_err(io_err(&path))?;
         }
-        self.cp_len = good_len;
+        self.cp.len = good_len;
         if let Some(line) = last
             && let Ok(cp) = serde_json::from_slice::<Checkpoint>(&line)
         {
@@ -931,7 +928,7 @@ impl Writer {
             }
             self.last_cp_seq = cp.seq.min(self.seq);
         }
-        self.cp_file = Some(f);
+        self.cp.file = Some(f);
         Ok(())
     }
 
@@ -1256,9 +1253,7 @@ impl Writer {
                 head: self.head.clone(),
                 sync_only: self.seq == self.last_cp_seq,
                 log,
-                cp_file: self.cp_file.take(),
-                cp_len: self.cp_len,
-                cp_dirty: self.cp_dirty,
+                cp: std::mem::take(&mut self.cp),
             }))
         })();
         if res.is_err() {
@@ -1269,9 +1264,7 @@ impl Writer {
 
     /// Takes back what [`Writer::cp_begin`] lent and records the result.
     fn cp_end(&mut self, job: CpJob, res: Result<(), CpFailure>) -> Result<(), ()> {
-        self.cp_file = job.cp_file;
-        self.cp_len = job.cp_len;
-        self.cp_dirty = job.cp_dirty;
+        self.cp = job.cp;
         let res = match res {
             Ok(()) => {
                 self.cp_failed = false;
@@ -1292,8 +1285,8 @@ impl Writer {
             }
             Err(CpFailure::Write(e)) => {
                 self.fail("checkpoint", &e);
-                if self.cp_dirty {
-                    self.cp_file = None;
+                if self.cp.dirty {
+                    self.cp.file = None;
                 }
                 Err(())
             }
@@ -1315,9 +1308,16 @@ struct CpJob {
     /// A second handle on the log file, when records were written without
     /// fsync: they must be durable before a checkpoint covers them.
     log: Option<File>,
-    cp_file: Option<File>,
-    cp_len: u64,
-    cp_dirty: bool,
+    cp: CpFile,
+}
+
+/// The checkpoint file, its good length, and whether a failed write left
+/// bytes past it (cut before the next line).
+#[derive(Default)]
+struct CpFile {
+    file: Option<File>,
+    len: u64,
+    dirty: bool,
 }
 
 enum CpFailure {
@@ -1336,8 +1336,8 @@ impl CpJob {
             return Ok(());
         }
         (|| -> std::io::Result<()> {
-            if self.cp_file.is_none() {
-                self.cp_file = Some(
+            if self.cp.file.is_none() {
+                self.cp.file = Some(
                     OpenOptions::new()
                         .read(true)
                         .append(true)
@@ -1345,12 +1345,12 @@ impl CpJob {
                         .open(cp_path)?,
                 );
             }
-            let Some(f) = &mut self.cp_file else {
+            let Some(f) = &mut self.cp.file else {
                 return Err(std::io::Error::other("no checkpoint file"));
             };
-            if self.cp_dirty {
-                f.set_len(self.cp_len)?;
-                self.cp_dirty = false;
+            if self.cp.dirty {
+                f.set_len(self.cp.len)?;
+                self.cp.dirty = false;
             }
             let cp = Checkpoint::sign(
                 cp_key,
@@ -1362,10 +1362,10 @@ impl CpJob {
             let mut line = serde_json::to_vec(&cp).map_err(std::io::Error::other)?;
             line.push(b'\n');
             if let Err(e) = f.write_all(&line).and_then(|()| f.sync_data()) {
-                self.cp_dirty = true;
+                self.cp.dirty = true;
                 return Err(e);
             }
-            self.cp_len += line.len() as u64;
+            self.cp.len += line.len() as u64;
             Ok(())
         })()
         .map_err(CpFailure::Write)
