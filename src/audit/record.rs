@@ -547,7 +547,9 @@ pub struct Record {
 
 /// A record as it is written: borrows its parts, so appending copies
 /// nothing. Serialises exactly as [`Record`] (same fields, same order, the
-/// event flattened); a unit test holds the two together.
+/// event flattened); a unit test holds the two together. The log writes it
+/// with [`RecordRef::write_json`]; the `Serialize` derive stays as the
+/// reference that writer is tested against (and for the criterion bench).
 #[derive(Debug, Clone, Copy, Serialize)]
 pub struct RecordRef<'a> {
     /// Schema version, [`SCHEMA_VERSION`].
