@@ -46,6 +46,12 @@ use super::{AuditError, AuditKeys, AuditSettings, io_err};
 /// Pause before retrying a failed checkpoint.
 const CP_RETRY: Duration = Duration::from_secs(1);
 
+/// With `fsync = false`, the log bytes not yet covered by a successful sync
+/// are also kept in memory (see [`Writer::unsynced_tail`]); past this much a
+/// checkpoint (which syncs) is due whatever the record count, so the copy
+/// stays bounded however the checkpoint interval is set.
+const UNSYNCED_TAIL_CAP: usize = 4 * 1024 * 1024;
+
 /// Counters since open. `fsyncs` counts fsyncs of the log file by batches,
 /// so `records / fsyncs` is the group-commit factor.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -535,6 +541,16 @@ impl AuditLog {
         orx.await.map_err(|_| AuditError::Closed)?
     }
 
+    /// The writer's sync fault injector (tests only).
+    #[cfg(test)]
+    fn sync_faults(&self) -> SyncFaults {
+        self.inner
+            .shared
+            .as_ref()
+            .map(|s| s.writer().sync_faults.clone())
+            .unwrap_or_default()
+    }
+
     /// False after a failed batch until the next successful one.
     pub fn is_healthy(&self) -> bool {
         self.inner.healthy.load(Ordering::Relaxed)
@@ -748,6 +764,21 @@ struct Writer {
     dirty: bool,
     /// Records written but not fsynced (fsync = false).
     unsynced: bool,
+    /// Length of the current file up to its last successful sync.
+    synced_len: u64,
+    /// With `fsync = false`: a copy of the file's bytes after `synced_len`.
+    /// After a failed `fdatasync` Linux may drop those pages' dirty state,
+    /// and a later sync then reports success without writing them (the
+    /// "fsyncgate" behaviour): a checkpoint would anchor records that a power
+    /// loss erases. So the bytes are written again from this copy first.
+    unsynced_tail: Vec<u8>,
+    /// A sync of the log failed: `unsynced_tail` must be written again (cut
+    /// back to `synced_len`, rewritten, synced) before anything else counts
+    /// as durable. Appenders leave their batches to the thread meanwhile.
+    resync: bool,
+    /// Where the log's syncs without `fsync` go through (tests inject
+    /// failures there).
+    sync_faults: SyncFaults,
     seq: u64,
     head: String,
 
@@ -806,6 +837,10 @@ impl Writer {
             file_day: None,
             dirty: false,
             unsynced: false,
+            synced_len: 0,
+            unsynced_tail: Vec::new(),
+            resync: false,
+            sync_faults: SyncFaults::default(),
             seq: 0,
             head: chain::genesis(instance),
             cp: CpFile::default(),
@@ -835,6 +870,7 @@ impl Writer {
             }
             if idx + 1 == numbers.len() {
                 w.file_len = good_len;
+                w.synced_len = good_len;
             }
             if let Some(line) = last {
                 let rec: Record =
@@ -992,7 +1028,12 @@ impl Writer {
                 if w.seq > w.last_cp_seq
                     && (closed || Instant::now() >= w.cp_due || w.cp_due_by_count())
                 {
-                    let _ = checkpoint_unlocked(&shared.writer, w);
+                    let res = checkpoint_unlocked(&shared.writer, w);
+                    // Last chance on close: a failed sync is retried once,
+                    // after the rewrite (`cp_begin`).
+                    if closed && res.is_err() && shared.writer().resync {
+                        let _ = checkpoint_unlocked(&shared.writer, shared.writer());
+                    }
                 }
                 if closed {
                     return;
@@ -1077,7 +1118,7 @@ impl Writer {
     /// `write` to a healthy, open file is done on an async worker; repair,
     /// rotation (which fsyncs the old file) and checkpoints stay on the thread.
     fn can_write_inline(&self) -> bool {
-        self.file.is_some() && !self.dirty && !self.rotation_due(SystemTime::now())
+        self.file.is_some() && !self.dirty && !self.resync && !self.rotation_due(SystemTime::now())
     }
 
     fn fail(&self, what: &'static str, e: &std::io::Error) {
@@ -1086,7 +1127,9 @@ impl Writer {
         tracing::error!(dir = %self.dir.display(), error = %e, "audit: {what} failed");
     }
 
-    /// Brings the file back to its last good length after a failed write.
+    /// Brings the file back to its last good length after a failed write,
+    /// and after a failed sync writes the unsynced bytes again (see
+    /// [`Writer::unsynced_tail`]).
     fn repair(&mut self) -> std::io::Result<()> {
         if self.file.is_none() {
             let path = self.log_path();
@@ -1104,14 +1147,53 @@ impl Writer {
             }
             self.dirty = false;
         }
+        if self.resync
+            && let Some(f) = &mut self.file
+        {
+            // The pages after `synced_len` are of unknown fate: cut them
+            // (a truncate drops them from the page cache), write the copy
+            // as fresh dirty pages, and sync those.
+            f.set_len(self.synced_len)?;
+            f.write_all(&self.unsynced_tail)?;
+            self.sync_faults.sync(f)?;
+            tracing::warn!(
+                bytes = self.unsynced_tail.len(),
+                "audit: log bytes written again after a failed sync, now durable"
+            );
+            self.synced_len = self.file_len;
+            self.unsynced_tail.clear();
+            self.resync = false;
+            self.unsynced = false;
+        }
         Ok(())
+    }
+
+    /// A sync covered the current file up to `len`: that much of the copy
+    /// is no longer needed.
+    fn synced(&mut self, len: u64) {
+        if len <= self.synced_len {
+            return;
+        }
+        let n = usize::try_from(len - self.synced_len)
+            .unwrap_or(usize::MAX)
+            .min(self.unsynced_tail.len());
+        self.unsynced_tail.drain(..n);
+        self.synced_len = len;
+    }
+
+    /// A sync of the log failed (with `fsync = false`): see
+    /// [`Writer::resync`].
+    fn sync_failed(&mut self, what: &'static str, e: &std::io::Error) {
+        self.fail(what, e);
+        self.resync = true;
     }
 
     /// Enough records for a checkpoint, unless the last one failed and its
     /// retry pause has not passed: with inline writes this is asked on the
     /// request path, and a failing disk must not be retried at the request rate.
     fn cp_due_by_count(&self) -> bool {
-        self.seq >= self.last_cp_seq.saturating_add(self.cp_every_records)
+        (self.seq >= self.last_cp_seq.saturating_add(self.cp_every_records)
+            || self.unsynced_tail.len() >= UNSYNCED_TAIL_CAP)
             && (!self.cp_failed || Instant::now() >= self.cp_due)
     }
 
@@ -1135,8 +1217,11 @@ impl Writer {
         // The old file must be durable before the chain moves on.
         if let Some(f) = &self.file
             && self.unsynced
-            && f.sync_data().is_err()
+            && let Err(e) = self.sync_faults.sync(f)
         {
+            // Rotation is retried next batch, after the rewrite (a plain
+            // retry of the sync could succeed without writing anything).
+            self.sync_failed("fsync before rotation", &e);
             return;
         }
         let next = self
@@ -1159,6 +1244,8 @@ impl Writer {
                 self.file_len = 0;
                 self.file_day = None;
                 self.unsynced = false;
+                self.synced_len = 0;
+                self.unsynced_tail.clear();
             }
             // Keep writing the current file; rotation is retried next batch.
             Err(e) => self.fail("rotation", &e),
@@ -1210,6 +1297,11 @@ impl Writer {
         }
 
         self.file_len += buf.len() as u64;
+        if self.fsync {
+            self.synced_len = self.file_len;
+        } else {
+            self.unsynced_tail.extend_from_slice(buf);
+        }
         self.seq = seq;
         self.head = head;
         self.file_day.get_or_insert(day_of(now));
@@ -1233,6 +1325,13 @@ impl Writer {
             if self.dirty {
                 return Err(());
             }
+            // After a failed sync nothing is anchored before the rewrite.
+            if self.resync
+                && let Err(e) = self.repair()
+            {
+                self.fail("rewriting the log after a failed sync", &e);
+                return Err(());
+            }
             if self.seq == self.last_cp_seq && !self.unsynced {
                 return Ok(None);
             }
@@ -1253,6 +1352,8 @@ impl Writer {
                 head: self.head.clone(),
                 sync_only: self.seq == self.last_cp_seq,
                 log,
+                log_len: self.file_len,
+                sync_faults: self.sync_faults.clone(),
                 cp: std::mem::take(&mut self.cp),
             }))
         })();
@@ -1272,6 +1373,9 @@ impl Writer {
                 if self.seq == job.seq {
                     self.unsynced = false;
                 }
+                if job.log.is_some() {
+                    self.synced(job.log_len);
+                }
                 if !job.sync_only {
                     self.last_cp_seq = job.seq;
                     self.cp_due = Instant::now() + self.cp_every;
@@ -1280,7 +1384,7 @@ impl Writer {
                 Ok(())
             }
             Err(CpFailure::Sync(e)) => {
-                self.fail("fsync before checkpoint", &e);
+                self.sync_failed("fsync before checkpoint", &e);
                 Err(())
             }
             Err(CpFailure::Write(e)) => {
@@ -1308,7 +1412,74 @@ struct CpJob {
     /// A second handle on the log file, when records were written without
     /// fsync: they must be durable before a checkpoint covers them.
     log: Option<File>,
+    /// The log's length when the job began: what its sync covers (inline
+    /// writes may add more meanwhile).
+    log_len: u64,
+    sync_faults: SyncFaults,
     cp: CpFile,
+}
+
+/// The log's syncs with `fsync = false` (before a checkpoint, before
+/// rotation, after a rewrite): a plain `fdatasync` outside tests.
+#[cfg(not(test))]
+#[derive(Clone, Default)]
+struct SyncFaults {}
+
+#[cfg(not(test))]
+impl SyncFaults {
+    fn sync(&self, f: &File) -> std::io::Result<()> {
+        f.sync_data()
+    }
+}
+
+/// In tests: the next [`SyncFaults::fail_next`] syncs fail, and each
+/// failure overwrites the file's bytes since its last good sync with `X`s,
+/// which is what a power loss can leave of pages whose writeback failed
+/// (the kernel kept them in the cache, clean: no later sync writes them).
+/// Every other sync is a real `fdatasync`.
+#[cfg(test)]
+#[derive(Clone, Default)]
+struct SyncFaults(Arc<Mutex<SyncFaultState>>);
+
+#[cfg(test)]
+#[derive(Default)]
+struct SyncFaultState {
+    fail: u32,
+    /// inode → length at its last good sync.
+    synced: std::collections::HashMap<u64, u64>,
+}
+
+#[cfg(test)]
+impl SyncFaults {
+    fn sync(&self, f: &File) -> std::io::Result<()> {
+        use std::os::fd::AsRawFd;
+        use std::os::unix::fs::{FileExt, MetadataExt};
+        let mut st = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        let meta = f.metadata()?;
+        let from = st
+            .synced
+            .get(&meta.ino())
+            .copied()
+            .unwrap_or(0)
+            .min(meta.len());
+        if st.fail > 0 {
+            st.fail -= 1;
+            // A second description without O_APPEND, to write in place.
+            let w = OpenOptions::new()
+                .write(true)
+                .open(format!("/proc/self/fd/{}", f.as_raw_fd()))?;
+            let lost = usize::try_from(meta.len() - from).unwrap_or(0);
+            w.write_at(&vec![b'X'; lost], from)?;
+            return Err(std::io::Error::other("injected fdatasync failure"));
+        }
+        f.sync_data()?;
+        st.synced.insert(meta.ino(), meta.len());
+        Ok(())
+    }
+
+    fn fail_next(&self, n: u32) {
+        self.0.lock().unwrap_or_else(|p| p.into_inner()).fail = n;
+    }
 }
 
 /// The checkpoint file, its good length, and whether a failed write left
@@ -1330,7 +1501,7 @@ impl CpJob {
     /// to the checkpoint file and sync it.
     fn run(&mut self, cp_key: &[u8], instance: &str, cp_path: &Path) -> Result<(), CpFailure> {
         if let Some(log) = &self.log {
-            log.sync_data().map_err(CpFailure::Sync)?;
+            self.sync_faults.sync(log).map_err(CpFailure::Sync)?;
         }
         if self.sync_only {
             return Ok(());
@@ -2131,6 +2302,147 @@ mod tests {
         assert_eq!(log.stats().records, 400, "the log itself kept working");
         log.flush().await.unwrap();
         assert_eq!(verify_ok(d.path()).instances["t1"].unanchored, 0);
+    }
+
+    /// Settings for the failed-sync tests: no fsync, and no checkpoint but
+    /// the ones a test asks for with `flush`.
+    fn no_fsync_manual_checkpoints(dir: &Path) -> AuditSettings {
+        AuditSettings {
+            fsync: false,
+            checkpoint_every_records: 1_000_000,
+            checkpoint_every_secs: 3600,
+            ..settings(dir)
+        }
+    }
+
+    async fn append_n(log: &AuditLog, from: usize, to: usize) {
+        for i in from..to {
+            log.append(&event(Kind::Intent, &format!("r{i}"), "svc-a", "c1"))
+                .await
+                .unwrap();
+        }
+    }
+
+    /// With fsync off, a failed `fdatasync` before a checkpoint: the records
+    /// since the last good sync may be lost although a later sync succeeds.
+    /// The injected failure overwrites them on disk (as a power loss may);
+    /// the writer must write them again from memory before anything else,
+    /// so the next checkpoint anchors what is really in the file.
+    #[tokio::test]
+    async fn without_fsync_a_failed_sync_writes_the_unsynced_records_again() {
+        let d = tempfile::tempdir().unwrap();
+        let log = AuditLog::open(&no_fsync_manual_checkpoints(d.path()), keys()).unwrap();
+        let faults = log.sync_faults();
+        append_n(&log, 0, 3).await;
+        log.flush().await.unwrap();
+        append_n(&log, 3, 8).await;
+
+        faults.fail_next(1);
+        assert!(matches!(log.flush().await, Err(AuditError::Unavailable)));
+        assert!(!log.is_healthy());
+        let file = std::fs::read(&log_files(d.path())[0]).unwrap();
+        assert!(file.ends_with(b"XXXX"), "the injected loss is in the file");
+
+        let seq = log
+            .append(&event(Kind::Intent, "after", "svc-a", "c1"))
+            .await
+            .unwrap();
+        assert_eq!(seq, 9);
+        assert!(log.is_healthy());
+        log.flush().await.unwrap();
+        let r = verify_ok(d.path());
+        assert_eq!(r.instances["t1"].records, 9);
+        assert_eq!(r.instances["t1"].unanchored, 0);
+        assert_eq!(log.stats().checkpoints, 2);
+    }
+
+    /// When the rewrite's own sync fails too, appends are refused (nothing
+    /// is acknowledged on a log whose tail is not durable) until the disk
+    /// is back; then the rewrite succeeds and the chain goes on unbroken.
+    #[tokio::test]
+    async fn without_fsync_a_failing_rewrite_refuses_appends_until_it_succeeds() {
+        let d = tempfile::tempdir().unwrap();
+        let log = AuditLog::open(&no_fsync_manual_checkpoints(d.path()), keys()).unwrap();
+        let faults = log.sync_faults();
+        append_n(&log, 0, 2).await;
+        log.flush().await.unwrap();
+        append_n(&log, 2, 6).await;
+
+        faults.fail_next(2);
+        assert!(log.flush().await.is_err());
+        assert!(matches!(
+            log.append(&event(Kind::Intent, "refused", "svc-a", "c1"))
+                .await,
+            Err(AuditError::Unavailable)
+        ));
+        assert!(!log.is_healthy());
+
+        let seq = log
+            .append(&event(Kind::Intent, "back", "svc-a", "c1"))
+            .await
+            .unwrap();
+        assert_eq!(seq, 7, "the refused record used no seq");
+        log.flush().await.unwrap();
+        let r = verify_ok(d.path());
+        assert_eq!(r.instances["t1"].records, 7);
+        assert_eq!(r.instances["t1"].unanchored, 0);
+    }
+
+    /// Rotation syncs the old file first; when that sync fails, the file is
+    /// not left behind with records a later sync only pretends to cover.
+    #[tokio::test]
+    async fn without_fsync_a_failed_sync_before_rotation_writes_the_old_file_again() {
+        let d = tempfile::tempdir().unwrap();
+        let s = AuditSettings {
+            rotate_bytes: 2_000,
+            ..no_fsync_manual_checkpoints(d.path())
+        };
+        let log = AuditLog::open(&s, keys()).unwrap();
+        let faults = log.sync_faults();
+        append_n(&log, 0, 1).await;
+        log.flush().await.unwrap();
+        // Past rotate_bytes: the next batch goes to the thread, which syncs
+        // the old file before rotating.
+        append_n(&log, 1, 6).await;
+        faults.fail_next(1);
+        append_n(&log, 6, 12).await;
+        log.flush().await.unwrap();
+        assert!(log_files(d.path()).len() >= 2, "rotated");
+        assert!(log.stats().failures >= 1, "the injected failure happened");
+        let r = verify_ok(d.path());
+        assert_eq!(r.instances["t1"].records, 12);
+        assert_eq!(r.instances["t1"].unanchored, 0);
+    }
+
+    /// The in-memory copy of unsynced bytes stays bounded: past
+    /// `UNSYNCED_TAIL_CAP` a checkpoint comes whatever the record count.
+    #[tokio::test]
+    async fn without_fsync_unsynced_bytes_bring_a_checkpoint() {
+        let d = tempfile::tempdir().unwrap();
+        let log = AuditLog::open(&no_fsync_manual_checkpoints(d.path()), keys()).unwrap();
+        let mut n = 0;
+        while std::fs::metadata(&log_files(d.path())[0]).unwrap().len()
+            < 2 * UNSYNCED_TAIL_CAP as u64
+        {
+            append_n(&log, n, n + 500).await;
+            n += 500;
+        }
+        for _ in 0..100 {
+            if log.stats().checkpoints >= 1 {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        assert!(log.stats().checkpoints >= 1, "{:?}", log.stats());
+        let tail = log
+            .inner
+            .shared
+            .as_ref()
+            .unwrap()
+            .writer()
+            .unsynced_tail
+            .len();
+        assert!(tail < 2 * UNSYNCED_TAIL_CAP, "{tail} bytes kept");
     }
 
     /// Figures for the note, not a pass/fail test:
