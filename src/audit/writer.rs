@@ -703,6 +703,51 @@ fn day_of(t: SystemTime) -> u64 {
         .unwrap_or(0)
 }
 
+/// Where the line of record `seq` ends in `file` (the first `len` bytes):
+/// reading backwards, the end of the last line whose `seq` is at most
+/// `seq`; 0 if every line is later (or the file is empty). Reads only the
+/// lines after it, so it stays cheap when the tail is short.
+fn line_end_of_seq(file: &mut File, seq: u64, len: u64) -> std::io::Result<u64> {
+    #[derive(serde::Deserialize)]
+    struct SeqOnly {
+        seq: u64,
+    }
+    const CHUNK: u64 = 64 * 1024;
+    // `buf` holds the bytes from `pos` to `end`, the end of the line being
+    // looked at; everything after `end` is later than `seq`.
+    let (mut pos, mut end) = (len, len);
+    let mut buf: Vec<u8> = Vec::new();
+    while end > 0 {
+        let rel_end = buf.len();
+        let start = match buf[..rel_end.saturating_sub(1)]
+            .iter()
+            .rposition(|&b| b == b'\n')
+        {
+            Some(i) => i + 1,
+            None if pos == 0 => 0,
+            None => {
+                let from = pos.saturating_sub(CHUNK);
+                let mut chunk = vec![0u8; usize::try_from(pos - from).unwrap_or(0)];
+                file.seek(SeekFrom::Start(from))?;
+                file.read_exact(&mut chunk)?;
+                chunk.extend_from_slice(&buf);
+                buf = chunk;
+                pos = from;
+                continue;
+            }
+        };
+        let line = &buf[start..rel_end];
+        let line = line.strip_suffix(b"\n").unwrap_or(line);
+        // An unreadable line counts as later: the scan goes on before it.
+        if serde_json::from_slice::<SeqOnly>(line).is_ok_and(|r| r.seq <= seq) {
+            return Ok(end);
+        }
+        end = pos + start as u64;
+        buf.truncate(start);
+    }
+    Ok(0)
+}
+
 /// The last complete line of `file` and the length up to and including its
 /// newline. Bytes after the last newline are a torn write; the caller cuts
 /// them off. Reads backwards so resuming a large file stays cheap.
@@ -791,6 +836,9 @@ struct Writer {
     /// due; a failed checkpoint is retried after a pause, not in a tight
     /// loop that would hammer a broken disk.
     cp_due: Instant,
+    /// The pause before retrying a failed checkpoint ([`CP_RETRY`]; tests
+    /// that must not meet a retry set it longer).
+    cp_retry: Duration,
 
     counters: Arc<Counters>,
     healthy: Arc<AtomicBool>,
@@ -847,6 +895,7 @@ impl Writer {
             last_cp_seq: 0,
             cp_failed: false,
             cp_due: Instant::now() + Duration::from_secs(s.checkpoint_every_secs.max(1)),
+            cp_retry: CP_RETRY,
             counters,
             healthy,
         };
@@ -908,7 +957,37 @@ impl Writer {
             w.open_log_file()?;
         }
         w.resume_checkpoints()?;
+        if !s.fsync {
+            w.load_unanchored_tail()?;
+        }
         Ok(w)
+    }
+
+    /// With `fsync = false`, at start-up: the newest file's records after the
+    /// last checkpoint were written by an earlier run that may have met a
+    /// failed sync (or died before its next one); a sync now could report
+    /// success for pages the kernel never wrote. They are read back and
+    /// written again, like after a failed sync in this run, before the
+    /// first checkpoint anchors them. What is read is what the file holds
+    /// now; if the page cache lost them already, the chain shows the loss
+    /// (a resume from a broken last line fails before this).
+    fn load_unanchored_tail(&mut self) -> Result<(), AuditError> {
+        let path = self.log_path();
+        let Some(f) = &mut self.file else {
+            return Ok(());
+        };
+        let from = line_end_of_seq(f, self.last_cp_seq, self.file_len).map_err(io_err(&path))?;
+        if from >= self.file_len {
+            return Ok(());
+        }
+        let mut tail = vec![0u8; usize::try_from(self.file_len - from).unwrap_or(0)];
+        f.seek(SeekFrom::Start(from)).map_err(io_err(&path))?;
+        f.read_exact(&mut tail).map_err(io_err(&path))?;
+        self.synced_len = from;
+        self.unsynced_tail = tail;
+        self.unsynced = true;
+        self.resync = true;
+        Ok(())
     }
 
     fn log_path(&self) -> PathBuf {
@@ -1118,7 +1197,11 @@ impl Writer {
     /// `write` to a healthy, open file is done on an async worker; repair,
     /// rotation (which fsyncs the old file) and checkpoints stay on the thread.
     fn can_write_inline(&self) -> bool {
-        self.file.is_some() && !self.dirty && !self.resync && !self.rotation_due(SystemTime::now())
+        self.file.is_some()
+            && !self.dirty
+            && !self.resync
+            && self.unsynced_tail.len() < 2 * UNSYNCED_TAIL_CAP
+            && !self.rotation_due(SystemTime::now())
     }
 
     fn fail(&self, what: &'static str, e: &std::io::Error) {
@@ -1162,10 +1245,33 @@ impl Writer {
             );
             self.synced_len = self.file_len;
             self.unsynced_tail.clear();
+            if self.unsynced_tail.capacity() > 2 * UNSYNCED_TAIL_CAP {
+                // A tail loaded at start-up (`load_unanchored_tail`).
+                self.unsynced_tail = Vec::new();
+            }
             self.resync = false;
             self.unsynced = false;
         }
         Ok(())
+    }
+
+    /// Syncs the log on this thread, holding the writer (see `cp_begin`, and
+    /// `write_batch` past the hard cap on the unsynced copy).
+    fn sync_now(&mut self) -> Result<(), ()> {
+        let Some(f) = &self.file else {
+            return Err(());
+        };
+        match self.sync_faults.sync(f) {
+            Ok(()) => {
+                self.synced(self.file_len);
+                self.unsynced = false;
+                Ok(())
+            }
+            Err(e) => {
+                self.sync_failed("fsync of the log", &e);
+                Err(())
+            }
+        }
     }
 
     /// A sync covered the current file up to `len`: that much of the copy
@@ -1201,7 +1307,7 @@ impl Writer {
     /// inline write either, see [`Writer::cp_due_by_count`]).
     fn cp_retry_later(&mut self) {
         self.cp_failed = true;
-        self.cp_due = Instant::now() + self.cp_every.min(CP_RETRY);
+        self.cp_due = Instant::now() + self.cp_every.min(self.cp_retry);
     }
 
     fn rotation_due(&self, now: SystemTime) -> bool {
@@ -1266,6 +1372,15 @@ impl Writer {
         if let Err(e) = self.repair() {
             self.fail("repair after earlier failure", &e);
             self.file = None;
+            return false;
+        }
+        // The copy's hard bound: past twice the cap (checkpoints are not
+        // keeping up: a stalled disk, a failing checkpoint file) the thread
+        // syncs before it writes more; inline writers leave it their batches.
+        if !self.fsync
+            && self.unsynced_tail.len() >= 2 * UNSYNCED_TAIL_CAP
+            && self.sync_now().is_err()
+        {
             return false;
         }
         let now = SystemTime::now();
@@ -1338,9 +1453,12 @@ impl Writer {
             let log = if self.unsynced {
                 match self.file.as_ref().map(File::try_clone) {
                     Some(Ok(f)) => Some(f),
-                    Some(Err(e)) => {
-                        self.fail("duplicating the log handle for the checkpoint's fsync", &e);
-                        return Err(());
+                    Some(Err(_)) => {
+                        // No second handle (say, out of descriptors): sync
+                        // here, holding the writer, rather than not at all
+                        // while the unsynced copy grows.
+                        self.sync_now()?;
+                        None
                     }
                     None => return Err(()),
                 }
@@ -1353,6 +1471,7 @@ impl Writer {
                 sync_only: self.seq == self.last_cp_seq,
                 log,
                 log_len: self.file_len,
+                log_synced: false,
                 sync_faults: self.sync_faults.clone(),
                 cp: std::mem::take(&mut self.cp),
             }))
@@ -1366,16 +1485,16 @@ impl Writer {
     /// Takes back what [`Writer::cp_begin`] lent and records the result.
     fn cp_end(&mut self, job: CpJob, res: Result<(), CpFailure>) -> Result<(), ()> {
         self.cp = job.cp;
+        if job.log_synced {
+            self.synced(job.log_len);
+            // Records written since the job began are not covered.
+            if self.seq == job.seq {
+                self.unsynced = false;
+            }
+        }
         let res = match res {
             Ok(()) => {
                 self.cp_failed = false;
-                // Records written since the job began are not covered.
-                if self.seq == job.seq {
-                    self.unsynced = false;
-                }
-                if job.log.is_some() {
-                    self.synced(job.log_len);
-                }
                 if !job.sync_only {
                     self.last_cp_seq = job.seq;
                     self.cp_due = Instant::now() + self.cp_every;
@@ -1415,6 +1534,8 @@ struct CpJob {
     /// The log's length when the job began: what its sync covers (inline
     /// writes may add more meanwhile).
     log_len: u64,
+    /// The log's sync succeeded (also when writing the checkpoint then failed).
+    log_synced: bool,
     sync_faults: SyncFaults,
     cp: CpFile,
 }
@@ -1502,6 +1623,7 @@ impl CpJob {
     fn run(&mut self, cp_key: &[u8], instance: &str, cp_path: &Path) -> Result<(), CpFailure> {
         if let Some(log) = &self.log {
             self.sync_faults.sync(log).map_err(CpFailure::Sync)?;
+            self.log_synced = true;
         }
         if self.sync_only {
             return Ok(());
@@ -2293,6 +2415,21 @@ mod tests {
         }
         let secs = started.elapsed().as_secs_f64();
         let failures = log.stats().failures;
+        // The log's syncs before those checkpoints succeeded: what they
+        // covered is no longer kept in memory.
+        let kept = log
+            .inner
+            .shared
+            .as_ref()
+            .unwrap()
+            .writer()
+            .unsynced_tail
+            .len();
+        let written = std::fs::metadata(&log_files(d.path())[0]).unwrap().len();
+        assert!(
+            (kept as u64) < written,
+            "{kept} of {written} bytes still kept"
+        );
         frozen.thaw().unwrap();
         // The first failure, then one retry per second at most.
         assert!(
@@ -2315,6 +2452,22 @@ mod tests {
         }
     }
 
+    /// Opens a log for the failed-sync tests: a failed checkpoint is not
+    /// retried by the thread on its own (an hour away), so what a test sees
+    /// is what its own appends and flushes did.
+    fn open_without_retries(s: &AuditSettings) -> (AuditLog, SyncFaults) {
+        let log = AuditLog::open(s, keys()).unwrap();
+        log.inner.shared.as_ref().unwrap().writer().cp_retry = Duration::from_secs(3600);
+        let faults = log.sync_faults();
+        (log, faults)
+    }
+
+    fn file_has_lost_bytes(dir: &Path) -> bool {
+        log_files(dir)
+            .iter()
+            .any(|f| std::fs::read(f).unwrap().contains(&b'X'))
+    }
+
     async fn append_n(log: &AuditLog, from: usize, to: usize) {
         for i in from..to {
             log.append(&event(Kind::Intent, &format!("r{i}"), "svc-a", "c1"))
@@ -2331,8 +2484,7 @@ mod tests {
     #[tokio::test]
     async fn without_fsync_a_failed_sync_writes_the_unsynced_records_again() {
         let d = tempfile::tempdir().unwrap();
-        let log = AuditLog::open(&no_fsync_manual_checkpoints(d.path()), keys()).unwrap();
-        let faults = log.sync_faults();
+        let (log, faults) = open_without_retries(&no_fsync_manual_checkpoints(d.path()));
         append_n(&log, 0, 3).await;
         log.flush().await.unwrap();
         append_n(&log, 3, 8).await;
@@ -2340,8 +2492,10 @@ mod tests {
         faults.fail_next(1);
         assert!(matches!(log.flush().await, Err(AuditError::Unavailable)));
         assert!(!log.is_healthy());
-        let file = std::fs::read(&log_files(d.path())[0]).unwrap();
-        assert!(file.ends_with(b"XXXX"), "the injected loss is in the file");
+        assert!(
+            file_has_lost_bytes(d.path()),
+            "the injected loss is in the file"
+        );
 
         let seq = log
             .append(&event(Kind::Intent, "after", "svc-a", "c1"))
@@ -2362,8 +2516,7 @@ mod tests {
     #[tokio::test]
     async fn without_fsync_a_failing_rewrite_refuses_appends_until_it_succeeds() {
         let d = tempfile::tempdir().unwrap();
-        let log = AuditLog::open(&no_fsync_manual_checkpoints(d.path()), keys()).unwrap();
-        let faults = log.sync_faults();
+        let (log, faults) = open_without_retries(&no_fsync_manual_checkpoints(d.path()));
         append_n(&log, 0, 2).await;
         log.flush().await.unwrap();
         append_n(&log, 2, 6).await;
@@ -2412,6 +2565,137 @@ mod tests {
         let r = verify_ok(d.path());
         assert_eq!(r.instances["t1"].records, 12);
         assert_eq!(r.instances["t1"].unanchored, 0);
+    }
+
+    /// A checkpoint asked for right after a failed one, with no append in
+    /// between, rewrites the records before it anchors them.
+    #[tokio::test]
+    async fn without_fsync_a_checkpoint_after_a_failed_one_rewrites_first() {
+        let d = tempfile::tempdir().unwrap();
+        let (log, faults) = open_without_retries(&no_fsync_manual_checkpoints(d.path()));
+        append_n(&log, 0, 2).await;
+        log.flush().await.unwrap();
+        append_n(&log, 2, 7).await;
+        faults.fail_next(1);
+        assert!(log.flush().await.is_err());
+        assert!(file_has_lost_bytes(d.path()));
+        log.flush().await.unwrap();
+        assert!(!file_has_lost_bytes(d.path()));
+        let r = verify_ok(d.path());
+        assert_eq!(r.instances["t1"].records, 7);
+        assert_eq!(r.instances["t1"].unanchored, 0);
+    }
+
+    /// Closing after a failed checkpoint: the final checkpoint rewrites
+    /// first, and gets one more try when the rewrite's own sync fails.
+    #[tokio::test]
+    async fn without_fsync_closing_after_a_failed_sync_leaves_a_verified_log() {
+        let d = tempfile::tempdir().unwrap();
+        let s = no_fsync_manual_checkpoints(d.path());
+        let (log, faults) = open_without_retries(&s);
+        append_n(&log, 0, 2).await;
+        log.flush().await.unwrap();
+        append_n(&log, 2, 6).await;
+        // The flush's sync, then the rewrite's sync in the final checkpoint.
+        faults.fail_next(2);
+        assert!(log.flush().await.is_err());
+        drop(log);
+        let cp = d.path().join(chain::checkpoint_file_name("t1"));
+        for _ in 0..100 {
+            if std::fs::read(&cp)
+                .unwrap()
+                .iter()
+                .filter(|&&b| b == b'\n')
+                .count()
+                >= 2
+            {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        assert!(!file_has_lost_bytes(d.path()));
+        let r = verify_ok(d.path());
+        assert_eq!(r.instances["t1"].records, 6);
+        assert_eq!(r.instances["t1"].unanchored, 0);
+    }
+
+    /// At start-up with fsync off, the records after the last checkpoint
+    /// (an earlier run may have met a failed sync, or died before its next
+    /// one) are written again before the first checkpoint anchors them.
+    #[tokio::test]
+    async fn without_fsync_start_up_writes_the_unanchored_records_again() {
+        let d = tempfile::tempdir().unwrap();
+        let s = no_fsync_manual_checkpoints(d.path());
+        let log = AuditLog::open(&s, keys()).unwrap();
+        append_n(&log, 0, 3).await;
+        log.flush().await.unwrap();
+        append_n(&log, 3, 8).await;
+        // A crash: no final checkpoint (the thread is left idle).
+        std::mem::forget(log);
+        let file = log_files(d.path()).pop().unwrap();
+        let bytes = std::fs::read(&file).unwrap();
+        let third_end = bytes
+            .iter()
+            .enumerate()
+            .filter(|(_, b)| **b == b'\n')
+            .nth(2)
+            .unwrap()
+            .0
+            + 1;
+
+        let (log, _) = open_without_retries(&s);
+        {
+            let w = log.inner.shared.as_ref().unwrap().writer();
+            assert!(w.resync);
+            assert_eq!(w.synced_len, third_end as u64);
+            assert_eq!(w.unsynced_tail, bytes[third_end..]);
+        }
+        // What the disk may hold of them: the copy read at start-up is what
+        // gets written.
+        {
+            use std::os::unix::fs::FileExt;
+            let f = OpenOptions::new().write(true).open(&file).unwrap();
+            f.write_at(&vec![b'X'; bytes.len() - third_end], third_end as u64)
+                .unwrap();
+        }
+        log.flush().await.unwrap();
+        assert!(!file_has_lost_bytes(d.path()));
+        let r = verify_ok(d.path());
+        assert_eq!(r.instances["t1"].records, 8);
+        assert_eq!(r.instances["t1"].unanchored, 0);
+    }
+
+    #[test]
+    fn line_end_of_seq_finds_the_anchored_prefix() {
+        let d = tempfile::tempdir().unwrap();
+        let p = d.path().join("f");
+        let lines: Vec<String> = (1..=5).map(|i| format!("{{\"seq\":{i}}}\n")).collect();
+        std::fs::write(&p, lines.concat()).unwrap();
+        let mut f = File::open(&p).unwrap();
+        let len = f.metadata().unwrap().len();
+        let end = |n: usize| lines[..n].iter().map(String::len).sum::<usize>() as u64;
+        for seq in 0..=6u64 {
+            let want = end(usize::try_from(seq.min(5)).unwrap());
+            assert_eq!(
+                line_end_of_seq(&mut f, seq, len).unwrap(),
+                want,
+                "seq {seq}"
+            );
+        }
+        // A long file read in several chunks, with an unreadable line.
+        let mut big = String::new();
+        for i in 1..=3000u64 {
+            big.push_str(&format!("{{\"seq\":{i},\"pad\":\"{}\"}}\n", "p".repeat(60)));
+        }
+        let cut = big.len();
+        big.push_str("not json\n");
+        std::fs::write(&p, &big).unwrap();
+        let mut f = File::open(&p).unwrap();
+        let len = f.metadata().unwrap().len();
+        assert_eq!(line_end_of_seq(&mut f, 3000, len).unwrap(), cut as u64);
+        let at_10 = big.match_indices('\n').nth(9).unwrap().0 as u64 + 1;
+        assert_eq!(line_end_of_seq(&mut f, 10, len).unwrap(), at_10);
+        assert_eq!(line_end_of_seq(&mut f, 0, 0).unwrap(), 0);
     }
 
     /// The in-memory copy of unsynced bytes stays bounded: past
