@@ -148,6 +148,10 @@ fn describe() {
         "cubegate_audit_failures_total",
         "Audit records that could not be written"
     );
+    describe_counter!(
+        "cubegate_audit_rewritten_bytes_total",
+        "Audit log bytes written again after a failed fsync, or at start-up without fsync"
+    );
     describe_counter!("cubegate_upstream_429_total", "429 answers from ComplyCube");
     describe_counter!(
         "cubegate_key_pauses_total",
@@ -1070,6 +1074,11 @@ pub fn audit_write(took: Duration, ok: bool) {
     if !ok {
         counter!("cubegate_audit_failures_total").increment(1);
     }
+}
+
+/// Audit log bytes written a second time (see `AuditStats::rewritten_bytes`).
+pub fn audit_rewritten(bytes: u64) {
+    counter!("cubegate_audit_rewritten_bytes_total").increment(bytes);
 }
 
 /// One audit batch written (and fsynced when configured), on the writer thread.

@@ -32,6 +32,7 @@
 use std::collections::BTreeMap;
 use std::fs::{File, OpenOptions};
 use std::io::{Read, Seek, SeekFrom, Write};
+use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard, OnceLock};
@@ -66,6 +67,9 @@ pub struct AuditStats {
     pub failures: u64,
     /// Checkpoints written.
     pub checkpoints: u64,
+    /// Log bytes written a second time because a sync had failed (or, at
+    /// start-up without fsync, because they were not yet anchored).
+    pub rewritten_bytes: u64,
 }
 
 #[derive(Default)]
@@ -75,6 +79,7 @@ struct Counters {
     fsyncs: AtomicU64,
     failures: AtomicU64,
     checkpoints: AtomicU64,
+    rewritten_bytes: AtomicU64,
 }
 
 /// Receives every record once it is durable, for shipping elsewhere (the
@@ -565,6 +570,7 @@ impl AuditLog {
             fsyncs: c.fsyncs.load(Ordering::Relaxed),
             failures: c.failures.load(Ordering::Relaxed),
             checkpoints: c.checkpoints.load(Ordering::Relaxed),
+            rewritten_bytes: c.rewritten_bytes.load(Ordering::Relaxed),
         }
     }
 
@@ -958,7 +964,7 @@ impl Writer {
         }
         w.resume_checkpoints()?;
         if !s.fsync {
-            w.load_unanchored_tail()?;
+            w.rewrite_unanchored_tail()?;
         }
         Ok(w)
     }
@@ -966,12 +972,13 @@ impl Writer {
     /// With `fsync = false`, at start-up: the newest file's records after the
     /// last checkpoint were written by an earlier run that may have met a
     /// failed sync (or died before its next one); a sync now could report
-    /// success for pages the kernel never wrote. They are read back and
-    /// written again, like after a failed sync in this run, before the
-    /// first checkpoint anchors them. What is read is what the file holds
-    /// now; if the page cache lost them already, the chain shows the loss
-    /// (a resume from a broken last line fails before this).
-    fn load_unanchored_tail(&mut self) -> Result<(), AuditError> {
+    /// success for pages the kernel never wrote. So they are read back and
+    /// written again in place, a chunk at a time, and synced, before the
+    /// first checkpoint can anchor them. What is read is what the file holds
+    /// now; if the page cache lost them already, the chain shows the loss.
+    /// A failure here fails the start, like the other start-up I/O.
+    fn rewrite_unanchored_tail(&mut self) -> Result<(), AuditError> {
+        const CHUNK: usize = 1024 * 1024;
         let path = self.log_path();
         let Some(f) = &mut self.file else {
             return Ok(());
@@ -980,13 +987,24 @@ impl Writer {
         if from >= self.file_len {
             return Ok(());
         }
-        let mut tail = vec![0u8; usize::try_from(self.file_len - from).unwrap_or(0)];
-        f.seek(SeekFrom::Start(from)).map_err(io_err(&path))?;
-        f.read_exact(&mut tail).map_err(io_err(&path))?;
-        self.synced_len = from;
-        self.unsynced_tail = tail;
-        self.unsynced = true;
-        self.resync = true;
+        let out = OpenOptions::new()
+            .write(true)
+            .open(&path)
+            .map_err(io_err(&path))?;
+        let mut buf = vec![0u8; CHUNK];
+        let mut at = from;
+        while at < self.file_len {
+            let n = usize::try_from(self.file_len - at).map_or(CHUNK, |left| left.min(CHUNK));
+            let chunk = &mut buf[..n];
+            f.read_exact_at(chunk, at).map_err(io_err(&path))?;
+            out.write_all_at(chunk, at).map_err(io_err(&path))?;
+            at += n as u64;
+        }
+        self.sync_faults.sync(&out).map_err(io_err(&path))?;
+        self.counters
+            .rewritten_bytes
+            .fetch_add(self.file_len - from, Ordering::Relaxed);
+        crate::telemetry::audit_rewritten(self.file_len - from);
         Ok(())
     }
 
@@ -1230,25 +1248,25 @@ impl Writer {
             }
             self.dirty = false;
         }
-        if self.resync
-            && let Some(f) = &mut self.file
-        {
-            // The pages after `synced_len` are of unknown fate: cut them
-            // (a truncate drops them from the page cache), write the copy
-            // as fresh dirty pages, and sync those.
-            f.set_len(self.synced_len)?;
-            f.write_all(&self.unsynced_tail)?;
-            self.sync_faults.sync(f)?;
+        if self.resync {
+            // The pages after `synced_len` are of unknown fate: write the
+            // copy over them (same offset, so dirty again whatever the
+            // cache held) and sync. Not cut first: a crash or a failing
+            // write part-way would lose what may well be on disk already.
+            // A second handle without O_APPEND, which would ignore the offset.
+            let f = OpenOptions::new().write(true).open(self.log_path())?;
+            f.write_all_at(&self.unsynced_tail, self.synced_len)?;
+            self.sync_faults.sync(&f)?;
+            self.counters
+                .rewritten_bytes
+                .fetch_add(self.unsynced_tail.len() as u64, Ordering::Relaxed);
+            crate::telemetry::audit_rewritten(self.unsynced_tail.len() as u64);
             tracing::warn!(
                 bytes = self.unsynced_tail.len(),
                 "audit: log bytes written again after a failed sync, now durable"
             );
             self.synced_len = self.file_len;
             self.unsynced_tail.clear();
-            if self.unsynced_tail.capacity() > 2 * UNSYNCED_TAIL_CAP {
-                // A tail loaded at start-up (`load_unanchored_tail`).
-                self.unsynced_tail = Vec::new();
-            }
             self.resync = false;
             self.unsynced = false;
         }
@@ -1574,7 +1592,7 @@ struct SyncFaultState {
 impl SyncFaults {
     fn sync(&self, f: &File) -> std::io::Result<()> {
         use std::os::fd::AsRawFd;
-        use std::os::unix::fs::{FileExt, MetadataExt};
+        use std::os::unix::fs::MetadataExt;
         let mut st = self.0.lock().unwrap_or_else(|p| p.into_inner());
         let meta = f.metadata()?;
         let from = st
@@ -2503,6 +2521,7 @@ mod tests {
             .unwrap();
         assert_eq!(seq, 9);
         assert!(log.is_healthy());
+        assert!(log.stats().rewritten_bytes > 0);
         log.flush().await.unwrap();
         let r = verify_ok(d.path());
         assert_eq!(r.instances["t1"].records, 9);
@@ -2644,20 +2663,12 @@ mod tests {
             + 1;
 
         let (log, _) = open_without_retries(&s);
-        {
-            let w = log.inner.shared.as_ref().unwrap().writer();
-            assert!(w.resync);
-            assert_eq!(w.synced_len, third_end as u64);
-            assert_eq!(w.unsynced_tail, bytes[third_end..]);
-        }
-        // What the disk may hold of them: the copy read at start-up is what
-        // gets written.
-        {
-            use std::os::unix::fs::FileExt;
-            let f = OpenOptions::new().write(true).open(&file).unwrap();
-            f.write_at(&vec![b'X'; bytes.len() - third_end], third_end as u64)
-                .unwrap();
-        }
+        assert_eq!(
+            log.stats().rewritten_bytes,
+            (bytes.len() - third_end) as u64,
+            "exactly the records after the checkpoint were written again"
+        );
+        assert_eq!(std::fs::read(&file).unwrap(), bytes);
         log.flush().await.unwrap();
         assert!(!file_has_lost_bytes(d.path()));
         let r = verify_ok(d.path());
