@@ -1359,10 +1359,17 @@ impl Writer {
         {
             Ok(f) => {
                 // The new directory entry must survive a crash too, also
-                // without fsync: a checkpoint or flush syncs the records in
-                // it later, and they must not vanish with the entry. Once
-                // per file.
-                let _ = File::open(&self.dir).and_then(|d| d.sync_all());
+                // without fsync: records acknowledged in the new file (or
+                // anchored there later) must not vanish with the entry. Once
+                // per file; if it fails, the new file is not used.
+                if let Err(e) = self.sync_faults.sync_dir(&self.dir) {
+                    self.fail("fsync of the audit directory after rotation", &e);
+                    // An empty file; a leftover would make the retry's
+                    // `create_new` fail, which is logged each time.
+                    drop(f);
+                    let _ = std::fs::remove_file(&next);
+                    return;
+                }
                 self.file = Some(f);
                 self.file_no += 1;
                 self.file_len = 0;
@@ -1569,6 +1576,10 @@ impl SyncFaults {
     fn sync(&self, f: &File) -> std::io::Result<()> {
         f.sync_data()
     }
+
+    fn sync_dir(&self, dir: &Path) -> std::io::Result<()> {
+        File::open(dir)?.sync_all()
+    }
 }
 
 /// In tests: the next [`SyncFaults::fail_next`] syncs fail, and each
@@ -1584,6 +1595,8 @@ struct SyncFaults(Arc<Mutex<SyncFaultState>>);
 #[derive(Default)]
 struct SyncFaultState {
     fail: u32,
+    /// Directory syncs to fail (nothing is overwritten for those).
+    fail_dir: u32,
     /// inode → length at its last good sync.
     synced: std::collections::HashMap<u64, u64>,
 }
@@ -1618,6 +1631,19 @@ impl SyncFaults {
 
     fn fail_next(&self, n: u32) {
         self.0.lock().unwrap_or_else(|p| p.into_inner()).fail = n;
+    }
+
+    fn sync_dir(&self, dir: &Path) -> std::io::Result<()> {
+        let mut st = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        if st.fail_dir > 0 {
+            st.fail_dir -= 1;
+            return Err(std::io::Error::other("injected directory fsync failure"));
+        }
+        File::open(dir)?.sync_all()
+    }
+
+    fn fail_next_dir_sync(&self, n: u32) {
+        self.0.lock().unwrap_or_else(|p| p.into_inner()).fail_dir = n;
     }
 }
 
@@ -2707,6 +2733,42 @@ mod tests {
         let at_10 = big.match_indices('\n').nth(9).unwrap().0 as u64 + 1;
         assert_eq!(line_end_of_seq(&mut f, 10, len).unwrap(), at_10);
         assert_eq!(line_end_of_seq(&mut f, 0, 0).unwrap(), 0);
+    }
+
+    /// With or without fsync: when the directory entry of a new file
+    /// cannot be made durable, the gateway keeps writing the old file (its
+    /// acknowledged records would vanish with the entry on a power loss)
+    /// and rotates on a later batch.
+    #[tokio::test]
+    async fn a_failed_directory_sync_keeps_the_old_file_until_it_works() {
+        for fsync in [true, false] {
+            let d = tempfile::tempdir().unwrap();
+            let s = AuditSettings {
+                fsync,
+                rotate_bytes: 2_000,
+                ..no_fsync_manual_checkpoints(d.path())
+            };
+            let (log, faults) = open_without_retries(&s);
+            let mut n = 0;
+            while std::fs::metadata(&log_files(d.path())[0]).unwrap().len() < 2_000 {
+                append_n(&log, n, n + 1).await;
+                n += 1;
+            }
+            faults.fail_next_dir_sync(1);
+            append_n(&log, n, n + 1).await;
+            assert_eq!(log_files(d.path()).len(), 1, "fsync {fsync}: not rotated");
+            assert!(log.stats().failures >= 1);
+            append_n(&log, n + 1, n + 2).await;
+            assert_eq!(
+                log_files(d.path()).len(),
+                2,
+                "fsync {fsync}: rotated on retry"
+            );
+            log.flush().await.unwrap();
+            let r = verify_ok(d.path());
+            assert_eq!(r.instances["t1"].records, n as u64 + 2);
+            assert_eq!(r.instances["t1"].unanchored, 0);
+        }
     }
 
     /// The in-memory copy of unsynced bytes stays bounded: past
