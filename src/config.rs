@@ -98,6 +98,10 @@ pub struct ListenerSettings {
     pub max_connections: usize,
     pub header_read_timeout_ms: u64,
     pub body_timeout_ms: u64,
+    /// Longest a client may go without taking any response bytes while
+    /// cubegate has some to send; past it the connection is dropped (its
+    /// upstream exchange slot with it). 0: no limit.
+    pub write_stall_timeout_ms: u64,
     pub max_header_bytes: usize,
     pub max_headers: usize,
     pub max_uri_bytes: usize,
@@ -138,6 +142,7 @@ impl Default for ListenerSettings {
             max_connections: 4096,
             header_read_timeout_ms: 10_000,
             body_timeout_ms: 30_000,
+            write_stall_timeout_ms: 30_000,
             max_header_bytes: 16 * 1024,
             max_headers: 64,
             max_uri_bytes: 4096,

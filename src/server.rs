@@ -1,13 +1,16 @@
 //! Listeners: the gateway listener (HTTP/1.1 and h2c via hyper-util's auto
 //! builder, or HTTPS/mTLS with `[listener.tls]`, see [`tls`]) with limits on
-//! connections, header size and count, header-read time; the admin listener (`/healthz`, `/readyz`, `/metrics`); graceful
+//! connections, header size and count, header-read time, stalled response
+//! writes; the admin listener (`/healthz`, `/readyz`, `/metrics`); graceful
 //! shutdown: on drain the gateway answers 503 `draining` with
 //! `Connection: close`, in-flight requests finish within the drain time.
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
+use std::pin::Pin;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::task::{Context, Poll};
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -101,6 +104,105 @@ pub async fn run_gateway(
     }
 }
 
+/// A connection whose peer stops taking response bytes is dropped after
+/// `limit` without progress (`listener.write_stall_timeout_ms`): otherwise a
+/// client that never reads a large response would hold its upstream
+/// exchange slot (`[upstream] max_connections`) for good, and a few such
+/// clients would starve every other caller. Only time spent with bytes
+/// waiting to be sent counts: an idle keep-alive connection never writes.
+struct WriteStall<T> {
+    inner: T,
+    limit: Duration,
+    /// Armed at the first `Pending` write after progress; allocated once.
+    timer: Option<Pin<Box<tokio::time::Sleep>>>,
+    armed: bool,
+}
+
+impl<T> WriteStall<T> {
+    fn new(inner: T, limit: Duration) -> Self {
+        WriteStall {
+            inner,
+            limit,
+            timer: None,
+            armed: false,
+        }
+    }
+
+    /// Passes a write result through, timing how long writes stay pending.
+    fn watch<R>(
+        &mut self,
+        cx: &mut Context<'_>,
+        res: Poll<std::io::Result<R>>,
+    ) -> Poll<std::io::Result<R>> {
+        if !res.is_pending() || self.limit.is_zero() {
+            self.armed = false;
+            return res;
+        }
+        let deadline = tokio::time::Instant::now() + self.limit;
+        let timer = self
+            .timer
+            .get_or_insert_with(|| Box::pin(tokio::time::sleep_until(deadline)));
+        if !self.armed {
+            timer.as_mut().reset(deadline);
+            self.armed = true;
+        }
+        match timer.as_mut().poll(cx) {
+            Poll::Ready(()) => {
+                metrics::counter!("cubegate_slow_readers_dropped_total").increment(1);
+                Poll::Ready(Err(std::io::Error::new(
+                    std::io::ErrorKind::TimedOut,
+                    "the client took no response bytes within the write stall timeout",
+                )))
+            }
+            Poll::Pending => Poll::Pending,
+        }
+    }
+}
+
+impl<T: tokio::io::AsyncRead + Unpin> tokio::io::AsyncRead for WriteStall<T> {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut tokio::io::ReadBuf<'_>,
+    ) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.inner).poll_read(cx, buf)
+    }
+}
+
+impl<T: tokio::io::AsyncWrite + Unpin> tokio::io::AsyncWrite for WriteStall<T> {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<std::io::Result<usize>> {
+        let res = Pin::new(&mut self.inner).poll_write(cx, buf);
+        self.watch(cx, res)
+    }
+
+    fn poll_write_vectored(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[std::io::IoSlice<'_>],
+    ) -> Poll<std::io::Result<usize>> {
+        let res = Pin::new(&mut self.inner).poll_write_vectored(cx, bufs);
+        self.watch(cx, res)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.inner.is_write_vectored()
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        let res = Pin::new(&mut self.inner).poll_flush(cx);
+        self.watch(cx, res)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        let res = Pin::new(&mut self.inner).poll_shutdown(cx);
+        self.watch(cx, res)
+    }
+}
+
 /// What hyper serves: a plain TCP stream or a TLS stream over one.
 trait Io: tokio::io::AsyncRead + tokio::io::AsyncWrite + Send + Unpin {}
 impl<T: tokio::io::AsyncRead + tokio::io::AsyncWrite + Send + Unpin> Io for T {}
@@ -154,6 +256,7 @@ async fn serve_one(
         }
         async move { Ok::<_, Infallible>(pipeline::handle(shared, req).await) }
     });
+    let io = WriteStall::new(io, Duration::from_millis(settings.write_stall_timeout_ms));
     let conn = builder.serve_connection(TokioIo::new(io), svc).into_owned();
     let mut conn = std::pin::pin!(watcher.watch(conn));
     // hyper's h1 header_read_timeout starts only after hyper-util has

@@ -34,6 +34,9 @@ pub enum FaultMode {
     /// Answer normally, then close the connection (`Connection: close` on
     /// HTTP/1.1, GOAWAY on HTTP/2).
     CloseAfterResponse,
+    /// Answer normally, with a `padding` string of `bytes` bytes added to a
+    /// JSON object body (a large response, for slow-reader tests).
+    LargeBody { bytes: usize },
 }
 
 #[derive(Debug, Default)]

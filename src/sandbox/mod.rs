@@ -558,7 +558,13 @@ async fn handle(
         _ => {}
     }
 
-    let mut resp = reply_response(api_reply(&shared, &parts, &body));
+    let mut reply = api_reply(&shared, &parts, &body);
+    if let FaultMode::LargeBody { bytes } = fault
+        && let Some(serde_json::Value::Object(m)) = &mut reply.body
+    {
+        m.insert("padding".into(), "x".repeat(bytes).into());
+    }
+    let mut resp = reply_response(reply);
     match fault {
         FaultMode::TruncatedBody => truncate(&mut resp),
         FaultMode::CloseAfterResponse => {

@@ -130,3 +130,58 @@ async fn connections_over_the_limit_wait_and_are_served_when_a_slot_frees() {
     );
     drop((a, b));
 }
+
+/// A client that asks for a large response and then stops reading is
+/// dropped at the write stall timeout, and the upstream exchange slot its
+/// response held goes to the next caller. With one slot and no stall limit,
+/// that caller would wait out the response timeout and get 503.
+#[tokio::test]
+async fn a_client_that_stops_reading_is_dropped_and_frees_its_upstream_slot() {
+    const BIG: usize = 32 << 20;
+    let env = TestEnv::with(Opts {
+        listener: "write_stall_timeout_ms = 500\n".into(),
+        upstream: "connect_timeout_ms = 2000\nresponse_timeout_ms = 3000\nmax_connections = 1\n"
+            .into(),
+        ..Opts::default()
+    })
+    .await;
+    let dropped_before = metric_sum(&env.metrics().await, "cubegate_slow_readers_dropped_total");
+    env.sandbox
+        .faults()
+        .set_times(cubegate::sandbox::FaultMode::LargeBody { bytes: BIG }, 1);
+
+    // A small receive buffer, and nothing read: the gateway's writes stall.
+    let sock = tokio::net::TcpSocket::new_v4().unwrap();
+    sock.set_recv_buffer_size(4096).unwrap();
+    let mut slow = sock.connect(env.gw.addr()).await.unwrap();
+    let head = format!("GET /v1/clients HTTP/1.1\r\nhost: x\r\nauthorization: {TOKEN_A}\r\n\r\n");
+    slow.write_all(head.as_bytes()).await.unwrap();
+    // Its exchange has the only slot by now.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+
+    let r = http_client()
+        .get(env.url("/v1/clients"))
+        .header("authorization", TOKEN_A)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200, "{}", r.text().await.unwrap_or_default());
+    let dropped = metric_sum(&env.metrics().await, "cubegate_slow_readers_dropped_total");
+    assert!(dropped > dropped_before, "{dropped_before} -> {dropped}");
+
+    // What reached the slow client before the drop, then the end: never the
+    // whole body.
+    let mut got = 0usize;
+    let mut buf = vec![0u8; 64 * 1024];
+    let ended = tokio::time::timeout(Duration::from_secs(10), async {
+        loop {
+            match slow.read(&mut buf).await {
+                Ok(0) | Err(_) => break,
+                Ok(n) => got += n,
+            }
+        }
+    })
+    .await;
+    assert!(ended.is_ok(), "the slow client's connection stays open");
+    assert!(got < BIG, "{got} bytes: the whole body went through");
+}
