@@ -110,6 +110,10 @@ pub async fn run_gateway(
 /// exchange slot (`[upstream] max_connections`) for good, and a few such
 /// clients would starve every other caller. Only time spent with bytes
 /// waiting to be sent counts: an idle keep-alive connection never writes.
+/// It sits on the TCP stream (below TLS). Not covered: an HTTP/2 client that
+/// keeps the socket drained but withholds flow-control credit
+/// (WINDOW_UPDATE) for one stream; that stream's body waits in hyper
+/// without any socket write pending (README, "Slow and abusive clients").
 struct WriteStall<T> {
     inner: T,
     limit: Duration,
@@ -223,6 +227,13 @@ async fn serve_one(
     let _permit = permit;
     let header_timeout = Duration::from_millis(settings.header_read_timeout_ms);
     let deadline = tokio::time::Instant::now() + header_timeout;
+    // Under TLS, not above it: rustls's flush pushes records out and still
+    // answers Pending until its buffer is empty, so above it a client that
+    // reads slowly but steadily would look stalled.
+    let stream = WriteStall::new(
+        stream,
+        Duration::from_millis(settings.write_stall_timeout_ms),
+    );
     let (io, peer): (Box<dyn Io>, Option<tls::PeerCert>) = match tls_config {
         None => (Box::new(stream), None),
         Some(cfg) => {
@@ -256,7 +267,6 @@ async fn serve_one(
         }
         async move { Ok::<_, Infallible>(pipeline::handle(shared, req).await) }
     });
-    let io = WriteStall::new(io, Duration::from_millis(settings.write_stall_timeout_ms));
     let conn = builder.serve_connection(TokioIo::new(io), svc).into_owned();
     let mut conn = std::pin::pin!(watcher.watch(conn));
     // hyper's h1 header_read_timeout starts only after hyper-util has

@@ -842,9 +842,11 @@ struct Writer {
     /// due; a failed checkpoint is retried after a pause, not in a tight
     /// loop that would hammer a broken disk.
     cp_due: Instant,
-    /// The pause before retrying a failed checkpoint ([`CP_RETRY`]; tests
-    /// that must not meet a retry set it longer).
+    /// The pause before retrying a failed checkpoint or rotation
+    /// ([`CP_RETRY`]; tests that must not meet a retry set it longer).
     cp_retry: Duration,
+    /// After a failed rotation: not retried before this.
+    rotate_retry_at: Option<Instant>,
 
     counters: Arc<Counters>,
     healthy: Arc<AtomicBool>,
@@ -902,6 +904,7 @@ impl Writer {
             cp_failed: false,
             cp_due: Instant::now() + Duration::from_secs(s.checkpoint_every_secs.max(1)),
             cp_retry: CP_RETRY,
+            rotate_retry_at: None,
             counters,
             healthy,
         };
@@ -1332,6 +1335,16 @@ impl Writer {
         self.file_len > 0
             && (self.file_len >= self.rotate_bytes
                 || (self.rotate_daily && self.file_day.is_some_and(|d| d != day_of(now))))
+            && self.rotate_retry_at.is_none_or(|t| Instant::now() >= t)
+    }
+
+    /// A rotation failed: keep the current file and retry after a pause,
+    /// not on every batch (a directory that cannot be synced would otherwise
+    /// cost a create, an fsync and a remove per batch, and keep inline
+    /// writes off for good).
+    fn rotation_failed(&mut self, what: &'static str, e: &std::io::Error) {
+        self.fail(what, e);
+        self.rotate_retry_at = Some(Instant::now() + self.cp_retry);
     }
 
     fn maybe_rotate(&mut self, now: SystemTime) {
@@ -1351,25 +1364,35 @@ impl Writer {
         let next = self
             .dir
             .join(chain::log_file_name(&self.instance, self.file_no + 1));
-        match OpenOptions::new()
+        let opened = OpenOptions::new()
             .read(true)
             .append(true)
             .create_new(true)
             .open(&next)
-        {
+            .or_else(|e| {
+                // An empty file left by an earlier failed attempt (its
+                // removal failed too) is ours to use; anything else is not.
+                let empty = std::fs::metadata(&next).is_ok_and(|m| m.len() == 0);
+                if e.kind() == std::io::ErrorKind::AlreadyExists && empty {
+                    OpenOptions::new().read(true).append(true).open(&next)
+                } else {
+                    Err(e)
+                }
+            });
+        match opened {
             Ok(f) => {
                 // The new directory entry must survive a crash too, also
                 // without fsync: records acknowledged in the new file (or
                 // anchored there later) must not vanish with the entry. Once
                 // per file; if it fails, the new file is not used.
                 if let Err(e) = self.sync_faults.sync_dir(&self.dir) {
-                    self.fail("fsync of the audit directory after rotation", &e);
-                    // An empty file; a leftover would make the retry's
-                    // `create_new` fail, which is logged each time.
+                    self.rotation_failed("fsync of the audit directory after rotation", &e);
+                    // Still empty; if the removal fails, the retry adopts it.
                     drop(f);
                     let _ = std::fs::remove_file(&next);
                     return;
                 }
+                self.rotate_retry_at = None;
                 self.file = Some(f);
                 self.file_no += 1;
                 self.file_len = 0;
@@ -1378,8 +1401,8 @@ impl Writer {
                 self.synced_len = 0;
                 self.unsynced_tail.clear();
             }
-            // Keep writing the current file; rotation is retried next batch.
-            Err(e) => self.fail("rotation", &e),
+            // Keep writing the current file; rotation is retried later.
+            Err(e) => self.rotation_failed("rotation", &e),
         }
     }
 
@@ -2746,6 +2769,7 @@ mod tests {
             let s = AuditSettings {
                 fsync,
                 rotate_bytes: 2_000,
+                rotate_daily: false,
                 ..no_fsync_manual_checkpoints(d.path())
             };
             let (log, faults) = open_without_retries(&s);
@@ -2758,15 +2782,28 @@ mod tests {
             append_n(&log, n, n + 1).await;
             assert_eq!(log_files(d.path()).len(), 1, "fsync {fsync}: not rotated");
             assert!(log.stats().failures >= 1);
+            // Not retried on every batch: after a pause.
             append_n(&log, n + 1, n + 2).await;
             assert_eq!(
                 log_files(d.path()).len(),
-                2,
+                1,
+                "fsync {fsync}: retried at once"
+            );
+            // The pause over, with an empty leftover of the failed attempt
+            // in the way (as when its removal failed too): it is adopted.
+            let second = d.path().join(chain::log_file_name("t1", 2));
+            std::fs::write(&second, b"").unwrap();
+            log.inner.shared.as_ref().unwrap().writer().rotate_retry_at = Some(Instant::now());
+            append_n(&log, n + 2, n + 3).await;
+            assert_eq!(log_files(d.path()).len(), 2);
+            let in_second = std::fs::read(&second).unwrap();
+            assert!(
+                in_second.ends_with(b"\n"),
                 "fsync {fsync}: rotated on retry"
             );
             log.flush().await.unwrap();
             let r = verify_ok(d.path());
-            assert_eq!(r.instances["t1"].records, n as u64 + 2);
+            assert_eq!(r.instances["t1"].records, n as u64 + 3);
             assert_eq!(r.instances["t1"].unanchored, 0);
         }
     }

@@ -140,7 +140,7 @@ async fn a_client_that_stops_reading_is_dropped_and_frees_its_upstream_slot() {
     const BIG: usize = 32 << 20;
     let env = TestEnv::with(Opts {
         listener: "write_stall_timeout_ms = 500\n".into(),
-        upstream: "connect_timeout_ms = 2000\nresponse_timeout_ms = 3000\nmax_connections = 1\n"
+        upstream: "connect_timeout_ms = 2000\nresponse_timeout_ms = 10000\nmax_connections = 1\n"
             .into(),
         ..Opts::default()
     })
