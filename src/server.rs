@@ -110,10 +110,9 @@ pub async fn run_gateway(
 /// exchange slot (`[upstream] max_connections`) for good, and a few such
 /// clients would starve every other caller. Only time spent with bytes
 /// waiting to be sent counts: an idle keep-alive connection never writes.
-/// It sits on the TCP stream (below TLS). Not covered: an HTTP/2 client that
-/// keeps the socket drained but withholds flow-control credit
-/// (WINDOW_UPDATE) for one stream; that stream's body waits in hyper
-/// without any socket write pending (README, "Slow and abusive clients").
+/// It sits on the TCP stream (below TLS). An HTTP/2 stream starved of
+/// flow-control window while the socket stays drained is caught per
+/// response instead ([`Responses`]).
 struct WriteStall<T> {
     inner: T,
     limit: Duration,
@@ -259,13 +258,23 @@ async fn serve_one(
     };
     let first_request = Arc::new(AtomicBool::new(false));
     let seen = first_request.clone();
+    let stall_limit = Duration::from_millis(settings.write_stall_timeout_ms);
+    let responses = Arc::new(Responses::default());
+    let watched = responses.clone();
     let svc = service_fn(move |mut req: Request<Incoming>| {
         let shared = shared.clone();
+        let watched = watched.clone();
         seen.store(true, Ordering::Release);
         if let Some(p) = &peer {
             req.extensions_mut().insert(p.clone());
         }
-        async move { Ok::<_, Infallible>(pipeline::handle(shared, req).await) }
+        async move {
+            let resp = pipeline::handle(shared, req).await;
+            if stall_limit.is_zero() {
+                return Ok::<_, Infallible>(resp);
+            }
+            Ok(resp.map(|body| watched.watch(body)))
+        }
     });
     let conn = builder.serve_connection(TokioIo::new(io), svc).into_owned();
     let mut conn = std::pin::pin!(watcher.watch(conn));
@@ -275,21 +284,121 @@ async fn serve_one(
     // its first HEADERS would hold the connection: the first request's head
     // must arrive within the header-read timeout, counted from accept.
     // Later requests on an h1 connection are covered by hyper's own timer.
-    tokio::select! {
-        _ = conn.as_mut() => return,
-        _ = tokio::time::sleep_until(deadline) => {
-            if !first_request.load(Ordering::Acquire) {
-                metrics::counter!("cubegate_slow_clients_dropped_total").increment(1);
-                return;
-            }
-        }
-    }
+    //
     // No ceiling on a busy connection's life: cutting it would abort a
     // request mid-flight (and a client might resend a POST). Idle HTTP/1.1
     // connections close at hyper's header-read timeout (it also runs while
     // waiting for the next request); HTTP/2 peers are pinged and dropped when
-    // they stop answering; max_connections bounds the rest.
-    let _ = conn.await;
+    // they stop answering; stalled responses are dropped (below);
+    // max_connections bounds the rest.
+    let header_deadline = tokio::time::sleep_until(deadline);
+    let mut header_deadline = std::pin::pin!(header_deadline);
+    let mut header_checked = false;
+    let mut tick = tokio::time::interval((stall_limit / 2).max(Duration::from_millis(1)));
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = conn.as_mut() => return,
+            _ = header_deadline.as_mut(), if !header_checked => {
+                header_checked = true;
+                if !first_request.load(Ordering::Acquire) {
+                    metrics::counter!("cubegate_slow_clients_dropped_total").increment(1);
+                    return;
+                }
+            }
+            _ = tick.tick(), if !stall_limit.is_zero() => {
+                if responses.stalled(stall_limit) {
+                    metrics::counter!("cubegate_slow_readers_dropped_total").increment(1);
+                    return;
+                }
+            }
+        }
+    }
+}
+
+/// The responses of one connection still being sent, for the stall check in
+/// [`serve_one`]: a response whose last chunk went to hyper and that hyper
+/// has not asked for more for `write_stall_timeout_ms` is stuck behind its
+/// client. [`WriteStall`] sees that on the socket; this also sees it when
+/// the socket is fine but HTTP/2 flow control is not (a client that stops
+/// granting window for a stream while it keeps answering pings), where
+/// hyper stops polling the body and its upstream slot would stay taken.
+#[derive(Default)]
+struct Responses(std::sync::Mutex<Vec<std::sync::Weak<ResponseClock>>>);
+
+/// Milliseconds (since [`clock_origin`], at least 1) at which the body last
+/// handed hyper a chunk without being polled since; 0 while hyper has asked
+/// (the body then waits on the upstream, not on the client).
+#[derive(Default)]
+struct ResponseClock(std::sync::atomic::AtomicU64);
+
+fn clock_origin() -> std::time::Instant {
+    static ORIGIN: std::sync::OnceLock<std::time::Instant> = std::sync::OnceLock::new();
+    *ORIGIN.get_or_init(std::time::Instant::now)
+}
+
+fn clock_ms() -> u64 {
+    u64::try_from(clock_origin().elapsed().as_millis())
+        .unwrap_or(u64::MAX)
+        .max(1)
+}
+
+impl Responses {
+    fn watch(&self, body: pipeline::respond::GatewayBody) -> pipeline::respond::GatewayBody {
+        use http_body_util::BodyExt as _;
+        let clock = Arc::new(ResponseClock::default());
+        {
+            let mut live = self.0.lock().unwrap_or_else(|p| p.into_inner());
+            // Finished responses leave dead entries behind (a keep-alive
+            // connection serves many): pruned as they pile up.
+            if live.len() >= 32 {
+                live.retain(|w| w.strong_count() > 0);
+            }
+            live.push(Arc::downgrade(&clock));
+        }
+        WatchedBody { inner: body, clock }.boxed()
+    }
+
+    fn stalled(&self, limit: Duration) -> bool {
+        let now = clock_ms();
+        let limit = u64::try_from(limit.as_millis()).unwrap_or(u64::MAX);
+        let mut live = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        live.retain(|w| w.strong_count() > 0);
+        live.iter().filter_map(std::sync::Weak::upgrade).any(|c| {
+            let since = c.0.load(Ordering::Relaxed);
+            since != 0 && now.saturating_sub(since) >= limit
+        })
+    }
+}
+
+struct WatchedBody {
+    inner: pipeline::respond::GatewayBody,
+    clock: Arc<ResponseClock>,
+}
+
+impl hyper::body::Body for WatchedBody {
+    type Data = Bytes;
+    type Error = hyper::Error;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<hyper::body::Frame<Bytes>, hyper::Error>>> {
+        self.clock.0.store(0, Ordering::Relaxed);
+        let res = Pin::new(&mut self.inner).poll_frame(cx);
+        if let Poll::Ready(Some(Ok(_))) = &res {
+            self.clock.0.store(clock_ms(), Ordering::Relaxed);
+        }
+        res
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> hyper::body::SizeHint {
+        self.inner.size_hint()
+    }
 }
 
 pub type AdminBody = http_body_util::Full<Bytes>;

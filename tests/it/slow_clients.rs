@@ -131,13 +131,9 @@ async fn connections_over_the_limit_wait_and_are_served_when_a_slot_frees() {
     drop((a, b));
 }
 
-/// A client that asks for a large response and then stops reading is
-/// dropped at the write stall timeout, and the upstream exchange slot its
-/// response held goes to the next caller. With one slot and no stall limit,
-/// that caller would wait out the response timeout and get 503.
-#[tokio::test]
-async fn a_client_that_stops_reading_is_dropped_and_frees_its_upstream_slot() {
-    const BIG: usize = 32 << 20;
+/// One upstream slot, a 500 ms write stall limit, and the next API answer
+/// padded to `bytes`; returns the env and the drop counter before.
+async fn one_slot_and_a_large_answer(bytes: usize) -> (TestEnv, f64) {
     let env = TestEnv::with(Opts {
         listener: "write_stall_timeout_ms = 500\n".into(),
         upstream: "connect_timeout_ms = 2000\nresponse_timeout_ms = 10000\nmax_connections = 1\n"
@@ -148,17 +144,15 @@ async fn a_client_that_stops_reading_is_dropped_and_frees_its_upstream_slot() {
     let dropped_before = metric_sum(&env.metrics().await, "cubegate_slow_readers_dropped_total");
     env.sandbox
         .faults()
-        .set_times(cubegate::sandbox::FaultMode::LargeBody { bytes: BIG }, 1);
+        .set_times(cubegate::sandbox::FaultMode::LargeBody { bytes }, 1);
+    (env, dropped_before)
+}
 
-    // A small receive buffer, and nothing read: the gateway's writes stall.
-    let sock = tokio::net::TcpSocket::new_v4().unwrap();
-    sock.set_recv_buffer_size(4096).unwrap();
-    let mut slow = sock.connect(env.gw.addr()).await.unwrap();
-    let head = format!("GET /v1/clients HTTP/1.1\r\nhost: x\r\nauthorization: {TOKEN_A}\r\n\r\n");
-    slow.write_all(head.as_bytes()).await.unwrap();
-    // Its exchange has the only slot by now.
+/// After the stalled reader's exchange took the only slot: the next caller
+/// is answered (not 503 after the response timeout), and the stalled
+/// connection was counted as dropped.
+async fn next_caller_gets_the_slot(env: &TestEnv, dropped_before: f64) {
     tokio::time::sleep(Duration::from_millis(300)).await;
-
     let r = http_client()
         .get(env.url("/v1/clients"))
         .header("authorization", TOKEN_A)
@@ -168,6 +162,23 @@ async fn a_client_that_stops_reading_is_dropped_and_frees_its_upstream_slot() {
     assert_eq!(r.status(), 200, "{}", r.text().await.unwrap_or_default());
     let dropped = metric_sum(&env.metrics().await, "cubegate_slow_readers_dropped_total");
     assert!(dropped > dropped_before, "{dropped_before} -> {dropped}");
+}
+
+/// A client that asks for a large response and then stops reading is
+/// dropped at the write stall timeout, and the upstream exchange slot its
+/// response held goes to the next caller. With one slot and no stall limit,
+/// that caller would wait out the response timeout and get 503.
+#[tokio::test]
+async fn a_client_that_stops_reading_is_dropped_and_frees_its_upstream_slot() {
+    const BIG: usize = 32 << 20;
+    let (env, dropped_before) = one_slot_and_a_large_answer(BIG).await;
+    // A small receive buffer, and nothing read: the gateway's writes stall.
+    let sock = tokio::net::TcpSocket::new_v4().unwrap();
+    sock.set_recv_buffer_size(4096).unwrap();
+    let mut slow = sock.connect(env.gw.addr()).await.unwrap();
+    let head = format!("GET /v1/clients HTTP/1.1\r\nhost: x\r\nauthorization: {TOKEN_A}\r\n\r\n");
+    slow.write_all(head.as_bytes()).await.unwrap();
+    next_caller_gets_the_slot(&env, dropped_before).await;
 
     // What reached the slow client before the drop, then the end: never the
     // whole body.
@@ -184,4 +195,38 @@ async fn a_client_that_stops_reading_is_dropped_and_frees_its_upstream_slot() {
     .await;
     assert!(ended.is_ok(), "the slow client's connection stays open");
     assert!(got < BIG, "{got} bytes: the whole body went through");
+}
+
+/// The same over HTTP/2, where the socket never stalls: the client keeps
+/// reading frames and answering pings but grants no flow-control window for
+/// the stream, so hyper stops asking the response for more. The connection
+/// is dropped at the stall timeout and the upstream slot goes to the next
+/// caller.
+#[tokio::test]
+async fn an_http2_client_that_withholds_window_is_dropped_and_frees_its_upstream_slot() {
+    let (env, dropped_before) = one_slot_and_a_large_answer(8 << 20).await;
+    let tcp = TcpStream::connect(env.gw.addr()).await.unwrap();
+    let (mut h2c, connection) = h2::client::handshake(tcp).await.unwrap();
+    // Drives the connection (reads frames, answers pings) until dropped.
+    let driver = tokio::spawn(async move {
+        let _ = connection.await;
+    });
+    let req = http::Request::get(format!("http://{}/v1/clients", env.gw.addr()))
+        .header("authorization", TOKEN_A)
+        .body(())
+        .unwrap();
+    let (answer, _) = h2c.send_request(req, true).unwrap();
+    let resp = answer.await.unwrap();
+    assert_eq!(resp.status(), 200);
+    // Never read: the received bytes are never released, so no
+    // WINDOW_UPDATE goes out and the server runs out of window.
+    let _body = resp.into_body();
+    next_caller_gets_the_slot(&env, dropped_before).await;
+    // The gateway closed the connection: the driver ends.
+    assert!(
+        tokio::time::timeout(Duration::from_secs(10), driver)
+            .await
+            .is_ok(),
+        "the HTTP/2 connection stays open"
+    );
 }
