@@ -1794,9 +1794,7 @@ mod tests {
         assert!(st.fsyncs < 200, "no group commit: {st:?}");
         assert_eq!(st.fsyncs, st.batches);
         log.flush().await.unwrap();
-        let r = verify_ok(d.path());
-        assert_eq!(r.instances["t1"].records, 200);
-        assert_eq!(r.instances["t1"].unanchored, 0);
+        assert_all_anchored(d.path(), 200);
     }
 
     /// The scheduling policy (field 41 of /proc/<tid>/stat) of this
@@ -2346,9 +2344,7 @@ mod tests {
         }
         assert_eq!(log.stats().records, 50);
         log.flush().await.unwrap();
-        let r = verify_ok(d.path());
-        assert_eq!(r.instances["t1"].records, 50);
-        assert_eq!(r.instances["t1"].unanchored, 0);
+        assert_all_anchored(d.path(), 50);
         // With fsync on, the same append waits for the thread's batch.
         let d = tempfile::tempdir().unwrap();
         let log = AuditLog::open(&settings(d.path()), keys()).unwrap();
@@ -2543,6 +2539,31 @@ mod tests {
         }
     }
 
+    /// A log (fsync off, manual checkpoints) with `synced` records
+    /// checkpointed, `total - synced` more written, and a flush whose sync
+    /// failed (`failures` injected failures: that one and the next ones).
+    async fn after_a_failed_flush(
+        dir: &Path,
+        synced: usize,
+        total: usize,
+        failures: u32,
+    ) -> (AuditLog, SyncFaults) {
+        let (log, faults) = open_without_retries(&no_fsync_manual_checkpoints(dir));
+        append_n(&log, 0, synced).await;
+        log.flush().await.unwrap();
+        append_n(&log, synced, total).await;
+        faults.fail_next(failures);
+        assert!(matches!(log.flush().await, Err(AuditError::Unavailable)));
+        (log, faults)
+    }
+
+    /// The chain verifies, holds `records`, and a checkpoint covers them all.
+    fn assert_all_anchored(dir: &Path, records: u64) {
+        let r = verify_ok(dir);
+        assert_eq!(r.instances["t1"].records, records);
+        assert_eq!(r.instances["t1"].unanchored, 0);
+    }
+
     /// With fsync off, a failed `fdatasync` before a checkpoint: the records
     /// since the last good sync may be lost although a later sync succeeds.
     /// The injected failure overwrites them on disk (as a power loss may);
@@ -2551,13 +2572,7 @@ mod tests {
     #[tokio::test]
     async fn without_fsync_a_failed_sync_writes_the_unsynced_records_again() {
         let d = tempfile::tempdir().unwrap();
-        let (log, faults) = open_without_retries(&no_fsync_manual_checkpoints(d.path()));
-        append_n(&log, 0, 3).await;
-        log.flush().await.unwrap();
-        append_n(&log, 3, 8).await;
-
-        faults.fail_next(1);
-        assert!(matches!(log.flush().await, Err(AuditError::Unavailable)));
+        let (log, _) = after_a_failed_flush(d.path(), 3, 8, 1).await;
         assert!(!log.is_healthy());
         assert!(
             file_has_lost_bytes(d.path()),
@@ -2572,9 +2587,7 @@ mod tests {
         assert!(log.is_healthy());
         assert!(log.stats().rewritten_bytes > 0);
         log.flush().await.unwrap();
-        let r = verify_ok(d.path());
-        assert_eq!(r.instances["t1"].records, 9);
-        assert_eq!(r.instances["t1"].unanchored, 0);
+        assert_all_anchored(d.path(), 9);
         assert_eq!(log.stats().checkpoints, 2);
     }
 
@@ -2584,13 +2597,7 @@ mod tests {
     #[tokio::test]
     async fn without_fsync_a_failing_rewrite_refuses_appends_until_it_succeeds() {
         let d = tempfile::tempdir().unwrap();
-        let (log, faults) = open_without_retries(&no_fsync_manual_checkpoints(d.path()));
-        append_n(&log, 0, 2).await;
-        log.flush().await.unwrap();
-        append_n(&log, 2, 6).await;
-
-        faults.fail_next(2);
-        assert!(log.flush().await.is_err());
+        let (log, _) = after_a_failed_flush(d.path(), 2, 6, 2).await;
         assert!(matches!(
             log.append(&event(Kind::Intent, "refused", "svc-a", "c1"))
                 .await,
@@ -2604,9 +2611,7 @@ mod tests {
             .unwrap();
         assert_eq!(seq, 7, "the refused record used no seq");
         log.flush().await.unwrap();
-        let r = verify_ok(d.path());
-        assert_eq!(r.instances["t1"].records, 7);
-        assert_eq!(r.instances["t1"].unanchored, 0);
+        assert_all_anchored(d.path(), 7);
     }
 
     /// Rotation syncs the old file first; when that sync fails, the file is
@@ -2618,8 +2623,7 @@ mod tests {
             rotate_bytes: 2_000,
             ..no_fsync_manual_checkpoints(d.path())
         };
-        let log = AuditLog::open(&s, keys()).unwrap();
-        let faults = log.sync_faults();
+        let (log, faults) = open_without_retries(&s);
         append_n(&log, 0, 1).await;
         log.flush().await.unwrap();
         // Past rotate_bytes: the next batch goes to the thread, which syncs
@@ -2630,9 +2634,7 @@ mod tests {
         log.flush().await.unwrap();
         assert!(log_files(d.path()).len() >= 2, "rotated");
         assert!(log.stats().failures >= 1, "the injected failure happened");
-        let r = verify_ok(d.path());
-        assert_eq!(r.instances["t1"].records, 12);
-        assert_eq!(r.instances["t1"].unanchored, 0);
+        assert_all_anchored(d.path(), 12);
     }
 
     /// A checkpoint asked for right after a failed one, with no append in
@@ -2640,18 +2642,11 @@ mod tests {
     #[tokio::test]
     async fn without_fsync_a_checkpoint_after_a_failed_one_rewrites_first() {
         let d = tempfile::tempdir().unwrap();
-        let (log, faults) = open_without_retries(&no_fsync_manual_checkpoints(d.path()));
-        append_n(&log, 0, 2).await;
-        log.flush().await.unwrap();
-        append_n(&log, 2, 7).await;
-        faults.fail_next(1);
-        assert!(log.flush().await.is_err());
+        let (log, _) = after_a_failed_flush(d.path(), 2, 7, 1).await;
         assert!(file_has_lost_bytes(d.path()));
         log.flush().await.unwrap();
         assert!(!file_has_lost_bytes(d.path()));
-        let r = verify_ok(d.path());
-        assert_eq!(r.instances["t1"].records, 7);
-        assert_eq!(r.instances["t1"].unanchored, 0);
+        assert_all_anchored(d.path(), 7);
     }
 
     /// Closing after a failed checkpoint: the final checkpoint rewrites
@@ -2659,14 +2654,8 @@ mod tests {
     #[tokio::test]
     async fn without_fsync_closing_after_a_failed_sync_leaves_a_verified_log() {
         let d = tempfile::tempdir().unwrap();
-        let s = no_fsync_manual_checkpoints(d.path());
-        let (log, faults) = open_without_retries(&s);
-        append_n(&log, 0, 2).await;
-        log.flush().await.unwrap();
-        append_n(&log, 2, 6).await;
         // The flush's sync, then the rewrite's sync in the final checkpoint.
-        faults.fail_next(2);
-        assert!(log.flush().await.is_err());
+        let (log, _) = after_a_failed_flush(d.path(), 2, 6, 2).await;
         drop(log);
         let cp = d.path().join(chain::checkpoint_file_name("t1"));
         for _ in 0..100 {
@@ -2682,9 +2671,7 @@ mod tests {
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
         assert!(!file_has_lost_bytes(d.path()));
-        let r = verify_ok(d.path());
-        assert_eq!(r.instances["t1"].records, 6);
-        assert_eq!(r.instances["t1"].unanchored, 0);
+        assert_all_anchored(d.path(), 6);
     }
 
     /// At start-up with fsync off, the records after the last checkpoint
@@ -2720,9 +2707,7 @@ mod tests {
         assert_eq!(std::fs::read(&file).unwrap(), bytes);
         log.flush().await.unwrap();
         assert!(!file_has_lost_bytes(d.path()));
-        let r = verify_ok(d.path());
-        assert_eq!(r.instances["t1"].records, 8);
-        assert_eq!(r.instances["t1"].unanchored, 0);
+        assert_all_anchored(d.path(), 8);
     }
 
     #[test]
@@ -2802,9 +2787,7 @@ mod tests {
                 "fsync {fsync}: rotated on retry"
             );
             log.flush().await.unwrap();
-            let r = verify_ok(d.path());
-            assert_eq!(r.instances["t1"].records, n as u64 + 3);
-            assert_eq!(r.instances["t1"].unanchored, 0);
+            assert_all_anchored(d.path(), n as u64 + 3);
         }
     }
 

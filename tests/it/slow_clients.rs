@@ -153,13 +153,8 @@ async fn one_slot_and_a_large_answer(bytes: usize) -> (TestEnv, f64) {
 /// connection was counted as dropped.
 async fn next_caller_gets_the_slot(env: &TestEnv, dropped_before: f64) {
     tokio::time::sleep(Duration::from_millis(300)).await;
-    let r = http_client()
-        .get(env.url("/v1/clients"))
-        .header("authorization", TOKEN_A)
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), 200, "{}", r.text().await.unwrap_or_default());
+    let r = env.get(TOKEN_A, "/v1/clients").await;
+    assert_eq!(r.status, 200, "{}", r.text);
     let dropped = metric_sum(&env.metrics().await, "cubegate_slow_readers_dropped_total");
     assert!(dropped > dropped_before, "{dropped_before} -> {dropped}");
 }
