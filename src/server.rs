@@ -141,17 +141,17 @@ impl<T> WriteStall<T> {
             self.armed = false;
             return res;
         }
-        let deadline = tokio::time::Instant::now() + self.limit;
+        let limit = self.limit;
         let timer = self
             .timer
-            .get_or_insert_with(|| Box::pin(tokio::time::sleep_until(deadline)));
+            .get_or_insert_with(|| Box::pin(tokio::time::sleep(limit)));
         if !self.armed {
-            timer.as_mut().reset(deadline);
+            timer.as_mut().reset(tokio::time::Instant::now() + limit);
             self.armed = true;
         }
         match timer.as_mut().poll(cx) {
             Poll::Ready(()) => {
-                metrics::counter!("cubegate_slow_readers_dropped_total").increment(1);
+                crate::telemetry::slow_reader_dropped();
                 Poll::Ready(Err(std::io::Error::new(
                     std::io::ErrorKind::TimedOut,
                     "the client took no response bytes within the write stall timeout",
@@ -229,10 +229,8 @@ async fn serve_one(
     // Under TLS, not above it: rustls's flush pushes records out and still
     // answers Pending until its buffer is empty, so above it a client that
     // reads slowly but steadily would look stalled.
-    let stream = WriteStall::new(
-        stream,
-        Duration::from_millis(settings.write_stall_timeout_ms),
-    );
+    let stall_limit = Duration::from_millis(settings.write_stall_timeout_ms);
+    let stream = WriteStall::new(stream, stall_limit);
     let (io, peer): (Box<dyn Io>, Option<tls::PeerCert>) = match tls_config {
         None => (Box::new(stream), None),
         Some(cfg) => {
@@ -258,8 +256,7 @@ async fn serve_one(
     };
     let first_request = Arc::new(AtomicBool::new(false));
     let seen = first_request.clone();
-    let stall_limit = Duration::from_millis(settings.write_stall_timeout_ms);
-    let responses = Arc::new(Responses::default());
+    let responses = Arc::new(Responses::new());
     let watched = responses.clone();
     let svc = service_fn(move |mut req: Request<Incoming>| {
         let shared = shared.clone();
@@ -268,9 +265,13 @@ async fn serve_one(
         if let Some(p) = &peer {
             req.extensions_mut().insert(p.clone());
         }
+        // Only HTTP/2 responses can stall with the socket drained (flow
+        // control); an HTTP/1.1 one stalls on the socket, where `WriteStall`
+        // sees it, and is spared the per-response bookkeeping.
+        let watch = req.version() == http::Version::HTTP_2 && !stall_limit.is_zero();
         async move {
             let resp = pipeline::handle(shared, req).await;
-            if stall_limit.is_zero() {
+            if !watch {
                 return Ok::<_, Infallible>(resp);
             }
             Ok(resp.map(|body| watched.watch(body)))
@@ -308,7 +309,7 @@ async fn serve_one(
             }
             _ = tick.tick(), if !stall_limit.is_zero() => {
                 if responses.stalled(stall_limit) {
-                    metrics::counter!("cubegate_slow_readers_dropped_total").increment(1);
+                    crate::telemetry::slow_reader_dropped();
                     return;
                 }
             }
@@ -316,53 +317,62 @@ async fn serve_one(
     }
 }
 
-/// The responses of one connection still being sent, for the stall check in
-/// [`serve_one`]: a response whose last chunk went to hyper and that hyper
-/// has not asked for more for `write_stall_timeout_ms` is stuck behind its
-/// client. [`WriteStall`] sees that on the socket; this also sees it when
-/// the socket is fine but HTTP/2 flow control is not (a client that stops
-/// granting window for a stream while it keeps answering pings), where
+/// The HTTP/2 responses of one connection still being sent, for the stall
+/// check in [`serve_one`]: a response whose last chunk went to hyper and
+/// that hyper has not asked for more for `write_stall_timeout_ms` is stuck
+/// behind its client. [`WriteStall`] sees a stalled socket; this sees a
+/// stream starved of flow-control window while the socket stays drained (a
+/// client that stops granting window but keeps answering pings), where
 /// hyper stops polling the body and its upstream slot would stay taken.
-#[derive(Default)]
-struct Responses(std::sync::Mutex<Vec<std::sync::Weak<ResponseClock>>>);
+struct Responses {
+    origin: tokio::time::Instant,
+    live: std::sync::Mutex<Vec<std::sync::Weak<ResponseClock>>>,
+}
 
-/// Milliseconds (since [`clock_origin`], at least 1) at which the body last
-/// handed hyper a chunk without being polled since; 0 while hyper has asked
-/// (the body then waits on the upstream, not on the client).
+/// Milliseconds since [`Responses::origin`] (at least 1) at which the body
+/// last handed hyper a chunk without being polled since; 0 while hyper has
+/// asked (the body then waits on the upstream, not on the client).
 #[derive(Default)]
 struct ResponseClock(std::sync::atomic::AtomicU64);
 
-fn clock_origin() -> std::time::Instant {
-    static ORIGIN: std::sync::OnceLock<std::time::Instant> = std::sync::OnceLock::new();
-    *ORIGIN.get_or_init(std::time::Instant::now)
-}
-
-fn clock_ms() -> u64 {
-    u64::try_from(clock_origin().elapsed().as_millis())
+fn ms_since(origin: tokio::time::Instant) -> u64 {
+    u64::try_from(origin.elapsed().as_millis())
         .unwrap_or(u64::MAX)
         .max(1)
 }
 
 impl Responses {
+    fn new() -> Self {
+        Responses {
+            origin: tokio::time::Instant::now(),
+            live: std::sync::Mutex::default(),
+        }
+    }
+
     fn watch(&self, body: pipeline::respond::GatewayBody) -> pipeline::respond::GatewayBody {
         use http_body_util::BodyExt as _;
         let clock = Arc::new(ResponseClock::default());
         {
-            let mut live = self.0.lock().unwrap_or_else(|p| p.into_inner());
-            // Finished responses leave dead entries behind (a keep-alive
-            // connection serves many): pruned as they pile up.
+            let mut live = self.live.lock().unwrap_or_else(|p| p.into_inner());
+            // Finished responses leave dead entries behind (a connection
+            // serves many): pruned as they pile up.
             if live.len() >= 32 {
                 live.retain(|w| w.strong_count() > 0);
             }
             live.push(Arc::downgrade(&clock));
         }
-        WatchedBody { inner: body, clock }.boxed()
+        WatchedBody {
+            inner: body,
+            clock,
+            origin: self.origin,
+        }
+        .boxed()
     }
 
     fn stalled(&self, limit: Duration) -> bool {
-        let now = clock_ms();
+        let now = ms_since(self.origin);
         let limit = u64::try_from(limit.as_millis()).unwrap_or(u64::MAX);
-        let mut live = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        let mut live = self.live.lock().unwrap_or_else(|p| p.into_inner());
         live.retain(|w| w.strong_count() > 0);
         live.iter().filter_map(std::sync::Weak::upgrade).any(|c| {
             let since = c.0.load(Ordering::Relaxed);
@@ -374,6 +384,7 @@ impl Responses {
 struct WatchedBody {
     inner: pipeline::respond::GatewayBody,
     clock: Arc<ResponseClock>,
+    origin: tokio::time::Instant,
 }
 
 impl hyper::body::Body for WatchedBody {
@@ -387,7 +398,7 @@ impl hyper::body::Body for WatchedBody {
         self.clock.0.store(0, Ordering::Relaxed);
         let res = Pin::new(&mut self.inner).poll_frame(cx);
         if let Poll::Ready(Some(Ok(_))) = &res {
-            self.clock.0.store(clock_ms(), Ordering::Relaxed);
+            self.clock.0.store(ms_since(self.origin), Ordering::Relaxed);
         }
         res
     }

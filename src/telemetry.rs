@@ -152,6 +152,10 @@ fn describe() {
         "cubegate_audit_rewritten_bytes_total",
         "Audit log bytes written again after a failed fsync, or at start-up without fsync"
     );
+    describe_counter!(
+        "cubegate_slow_readers_dropped_total",
+        "Connections dropped for taking no response bytes within listener.write_stall_timeout_ms"
+    );
     describe_counter!("cubegate_upstream_429_total", "429 answers from ComplyCube");
     describe_counter!(
         "cubegate_key_pauses_total",
@@ -1074,6 +1078,11 @@ pub fn audit_write(took: Duration, ok: bool) {
     if !ok {
         counter!("cubegate_audit_failures_total").increment(1);
     }
+}
+
+/// A connection dropped for a stalled response (`listener.write_stall_timeout_ms`).
+pub fn slow_reader_dropped() {
+    counter!("cubegate_slow_readers_dropped_total").increment(1);
 }
 
 /// Audit log bytes written a second time (see `AuditStats::rewritten_bytes`).

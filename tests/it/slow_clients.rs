@@ -132,8 +132,8 @@ async fn connections_over_the_limit_wait_and_are_served_when_a_slot_frees() {
 }
 
 /// One upstream slot, a 500 ms write stall limit, and the next API answer
-/// padded to `bytes`; returns the env and the drop counter before.
-async fn one_slot_and_a_large_answer(bytes: usize) -> (TestEnv, f64) {
+/// padded to `bytes`.
+async fn one_slot_and_a_large_answer(bytes: usize) -> TestEnv {
     let env = TestEnv::with(Opts {
         listener: "write_stall_timeout_ms = 500\n".into(),
         upstream: "connect_timeout_ms = 2000\nresponse_timeout_ms = 10000\nmax_connections = 1\n"
@@ -141,22 +141,20 @@ async fn one_slot_and_a_large_answer(bytes: usize) -> (TestEnv, f64) {
         ..Opts::default()
     })
     .await;
-    let dropped_before = metric_sum(&env.metrics().await, "cubegate_slow_readers_dropped_total");
     env.sandbox
         .faults()
         .set_times(cubegate::sandbox::FaultMode::LargeBody { bytes }, 1);
-    (env, dropped_before)
+    env
 }
 
 /// After the stalled reader's exchange took the only slot: the next caller
-/// is answered (not 503 after the response timeout), and the stalled
-/// connection was counted as dropped.
-async fn next_caller_gets_the_slot(env: &TestEnv, dropped_before: f64) {
+/// is answered (not 503 after the response timeout). That the stalled
+/// connection was closed, each test checks itself (the drop counter is
+/// process-wide and the two tests run side by side).
+async fn next_caller_gets_the_slot(env: &TestEnv) {
     tokio::time::sleep(Duration::from_millis(300)).await;
     let r = env.get(TOKEN_A, "/v1/clients").await;
     assert_eq!(r.status, 200, "{}", r.text);
-    let dropped = metric_sum(&env.metrics().await, "cubegate_slow_readers_dropped_total");
-    assert!(dropped > dropped_before, "{dropped_before} -> {dropped}");
 }
 
 /// A client that asks for a large response and then stops reading is
@@ -166,14 +164,14 @@ async fn next_caller_gets_the_slot(env: &TestEnv, dropped_before: f64) {
 #[tokio::test]
 async fn a_client_that_stops_reading_is_dropped_and_frees_its_upstream_slot() {
     const BIG: usize = 32 << 20;
-    let (env, dropped_before) = one_slot_and_a_large_answer(BIG).await;
+    let env = one_slot_and_a_large_answer(BIG).await;
     // A small receive buffer, and nothing read: the gateway's writes stall.
     let sock = tokio::net::TcpSocket::new_v4().unwrap();
     sock.set_recv_buffer_size(4096).unwrap();
     let mut slow = sock.connect(env.gw.addr()).await.unwrap();
     let head = format!("GET /v1/clients HTTP/1.1\r\nhost: x\r\nauthorization: {TOKEN_A}\r\n\r\n");
     slow.write_all(head.as_bytes()).await.unwrap();
-    next_caller_gets_the_slot(&env, dropped_before).await;
+    next_caller_gets_the_slot(&env).await;
 
     // What reached the slow client before the drop, then the end: never the
     // whole body.
@@ -199,7 +197,7 @@ async fn a_client_that_stops_reading_is_dropped_and_frees_its_upstream_slot() {
 /// caller.
 #[tokio::test]
 async fn an_http2_client_that_withholds_window_is_dropped_and_frees_its_upstream_slot() {
-    let (env, dropped_before) = one_slot_and_a_large_answer(8 << 20).await;
+    let env = one_slot_and_a_large_answer(8 << 20).await;
     let tcp = TcpStream::connect(env.gw.addr()).await.unwrap();
     let (mut h2c, connection) = h2::client::handshake(tcp).await.unwrap();
     // Drives the connection (reads frames, answers pings) until dropped.
@@ -216,7 +214,7 @@ async fn an_http2_client_that_withholds_window_is_dropped_and_frees_its_upstream
     // Never read: the received bytes are never released, so no
     // WINDOW_UPDATE goes out and the server runs out of window.
     let _body = resp.into_body();
-    next_caller_gets_the_slot(&env, dropped_before).await;
+    next_caller_gets_the_slot(&env).await;
     // The gateway closed the connection: the driver ends.
     assert!(
         tokio::time::timeout(Duration::from_secs(10), driver)
