@@ -823,9 +823,9 @@ struct Writer {
     /// "fsyncgate" behaviour): a checkpoint would anchor records that a power
     /// loss erases. So the bytes are written again from this copy first.
     unsynced_tail: Vec<u8>,
-    /// A sync of the log failed: `unsynced_tail` must be written again (cut
-    /// back to `synced_len`, rewritten, synced) before anything else counts
-    /// as durable. Appenders leave their batches to the thread meanwhile.
+    /// A sync of the log failed: `unsynced_tail` must be written again (in
+    /// place from `synced_len`, then synced) before anything else counts as
+    /// durable. Appenders leave their batches to the thread meanwhile.
     resync: bool,
     /// Where the log's syncs without `fsync` go through (tests inject
     /// failures there).
@@ -1278,7 +1278,7 @@ impl Writer {
 
     /// Syncs the log on this thread, holding the writer (see `cp_begin`, and
     /// `write_batch` past the hard cap on the unsynced copy).
-    fn sync_now(&mut self) -> Result<(), ()> {
+    fn sync_now(&mut self, what: &'static str) -> Result<(), ()> {
         let Some(f) = &self.file else {
             return Err(());
         };
@@ -1289,7 +1289,7 @@ impl Writer {
                 Ok(())
             }
             Err(e) => {
-                self.sync_failed("fsync of the log", &e);
+                self.sync_failed(what, &e);
                 Err(())
             }
         }
@@ -1351,14 +1351,10 @@ impl Writer {
         if !self.rotation_due(now) {
             return;
         }
-        // The old file must be durable before the chain moves on.
-        if let Some(f) = &self.file
-            && self.unsynced
-            && let Err(e) = self.sync_faults.sync(f)
-        {
-            // Rotation is retried next batch, after the rewrite (a plain
-            // retry of the sync could succeed without writing anything).
-            self.sync_failed("fsync before rotation", &e);
+        // The old file must be durable before the chain moves on. On
+        // failure rotation is retried next batch, after the rewrite (a plain
+        // retry of the sync could succeed without writing anything).
+        if self.unsynced && self.sync_now("fsync before rotation").is_err() {
             return;
         }
         let next = self
@@ -1427,7 +1423,9 @@ impl Writer {
         // syncs before it writes more; inline writers leave it their batches.
         if !self.fsync
             && self.unsynced_tail.len() >= 2 * UNSYNCED_TAIL_CAP
-            && self.sync_now().is_err()
+            && self
+                .sync_now("fsync of the log past the unsynced cap")
+                .is_err()
         {
             return false;
         }
@@ -1505,7 +1503,7 @@ impl Writer {
                         // No second handle (say, out of descriptors): sync
                         // here, holding the writer, rather than not at all
                         // while the unsynced copy grows.
-                        self.sync_now()?;
+                        self.sync_now("fsync of the log before a checkpoint")?;
                         None
                     }
                     None => return Err(()),
@@ -1606,8 +1604,9 @@ impl SyncFaults {
 }
 
 /// In tests: the next [`SyncFaults::fail_next`] syncs fail, and each
-/// failure overwrites the file's bytes since its last good sync with `X`s,
-/// which is what a power loss can leave of pages whose writeback failed
+/// failure overwrites the file's bytes since its last good sync with NULs
+/// (no JSON line holds one), which is what a power loss can leave of pages
+/// whose writeback failed
 /// (the kernel kept them in the cache, clean: no later sync writes them).
 /// Every other sync is a real `fdatasync`.
 #[cfg(test)]
@@ -1644,7 +1643,7 @@ impl SyncFaults {
                 .write(true)
                 .open(format!("/proc/self/fd/{}", f.as_raw_fd()))?;
             let lost = usize::try_from(meta.len() - from).unwrap_or(0);
-            w.write_at(&vec![b'X'; lost], from)?;
+            w.write_at(&vec![0u8; lost], from)?;
             return Err(std::io::Error::other("injected fdatasync failure"));
         }
         f.sync_data()?;
@@ -2528,7 +2527,7 @@ mod tests {
     fn file_has_lost_bytes(dir: &Path) -> bool {
         log_files(dir)
             .iter()
-            .any(|f| std::fs::read(f).unwrap().contains(&b'X'))
+            .any(|f| std::fs::read(f).unwrap().contains(&0u8))
     }
 
     async fn append_n(log: &AuditLog, from: usize, to: usize) {
@@ -2621,6 +2620,7 @@ mod tests {
         let d = tempfile::tempdir().unwrap();
         let s = AuditSettings {
             rotate_bytes: 2_000,
+            rotate_daily: false,
             ..no_fsync_manual_checkpoints(d.path())
         };
         let (log, faults) = open_without_retries(&s);
@@ -2634,6 +2634,10 @@ mod tests {
         log.flush().await.unwrap();
         assert!(log_files(d.path()).len() >= 2, "rotated");
         assert!(log.stats().failures >= 1, "the injected failure happened");
+        assert!(
+            log.stats().rewritten_bytes > 0,
+            "the old file was written again"
+        );
         assert_all_anchored(d.path(), 12);
     }
 
