@@ -813,8 +813,6 @@ struct Writer {
     file_day: Option<u64>,
     /// A failed write may have left bytes past `file_len`.
     dirty: bool,
-    /// Records written but not fsynced (fsync = false).
-    unsynced: bool,
     /// Length of the current file up to its last successful sync.
     synced_len: u64,
     /// With `fsync = false`: a copy of the file's bytes after `synced_len`.
@@ -892,7 +890,6 @@ impl Writer {
             file_len: 0,
             file_day: None,
             dirty: false,
-            unsynced: false,
             synced_len: 0,
             unsynced_tail: Vec::new(),
             resync: false,
@@ -1271,7 +1268,6 @@ impl Writer {
             self.synced_len = self.file_len;
             self.unsynced_tail.clear();
             self.resync = false;
-            self.unsynced = false;
         }
         Ok(())
     }
@@ -1285,7 +1281,6 @@ impl Writer {
         match self.sync_faults.sync(f) {
             Ok(()) => {
                 self.synced(self.file_len);
-                self.unsynced = false;
                 Ok(())
             }
             Err(e) => {
@@ -1293,6 +1288,12 @@ impl Writer {
                 Err(())
             }
         }
+    }
+
+    /// Records written but not yet synced (only with `fsync = false`): the
+    /// copy of them is what is unsynced.
+    fn unsynced(&self) -> bool {
+        !self.unsynced_tail.is_empty()
     }
 
     /// A sync covered the current file up to `len`: that much of the copy
@@ -1354,7 +1355,7 @@ impl Writer {
         // The old file must be durable before the chain moves on. On
         // failure rotation is retried next batch, after the rewrite (a plain
         // retry of the sync could succeed without writing anything).
-        if self.unsynced && self.sync_now("fsync before rotation").is_err() {
+        if self.unsynced() && self.sync_now("fsync before rotation").is_err() {
             return;
         }
         let next = self
@@ -1393,7 +1394,6 @@ impl Writer {
                 self.file_no += 1;
                 self.file_len = 0;
                 self.file_day = None;
-                self.unsynced = false;
                 self.synced_len = 0;
                 self.unsynced_tail.clear();
             }
@@ -1466,7 +1466,6 @@ impl Writer {
         self.seq = seq;
         self.head = head;
         self.file_day.get_or_insert(day_of(now));
-        self.unsynced = !self.fsync;
         let c = &self.counters;
         c.records.fetch_add(records as u64, Ordering::Relaxed);
         c.batches.fetch_add(1, Ordering::Relaxed);
@@ -1493,10 +1492,10 @@ impl Writer {
                 self.fail("rewriting the log after a failed sync", &e);
                 return Err(());
             }
-            if self.seq == self.last_cp_seq && !self.unsynced {
+            if self.seq == self.last_cp_seq && !self.unsynced() {
                 return Ok(None);
             }
-            let log = if self.unsynced {
+            let log = if self.unsynced() {
                 match self.file.as_ref().map(File::try_clone) {
                     Some(Ok(f)) => Some(f),
                     Some(Err(_)) => {
@@ -1532,11 +1531,9 @@ impl Writer {
     fn cp_end(&mut self, job: CpJob, res: Result<(), CpFailure>) -> Result<(), ()> {
         self.cp = job.cp;
         if job.log_synced {
+            // Only what the job's sync covered: bytes written since it
+            // began stay in the copy.
             self.synced(job.log_len);
-            // Records written since the job began are not covered.
-            if self.seq == job.seq {
-                self.unsynced = false;
-            }
         }
         let res = match res {
             Ok(()) => {
