@@ -1001,10 +1001,7 @@ impl Writer {
             at += n as u64;
         }
         self.sync_faults.sync(&out).map_err(io_err(&path))?;
-        self.counters
-            .rewritten_bytes
-            .fetch_add(self.file_len - from, Ordering::Relaxed);
-        crate::telemetry::audit_rewritten(self.file_len - from);
+        self.rewritten(self.file_len - from);
         Ok(())
     }
 
@@ -1257,10 +1254,7 @@ impl Writer {
             let f = OpenOptions::new().write(true).open(self.log_path())?;
             f.write_all_at(&self.unsynced_tail, self.synced_len)?;
             self.sync_faults.sync(&f)?;
-            self.counters
-                .rewritten_bytes
-                .fetch_add(self.unsynced_tail.len() as u64, Ordering::Relaxed);
-            crate::telemetry::audit_rewritten(self.unsynced_tail.len() as u64);
+            self.rewritten(self.unsynced_tail.len() as u64);
             tracing::warn!(
                 bytes = self.unsynced_tail.len(),
                 "audit: log bytes written again after a failed sync, now durable"
@@ -1288,6 +1282,14 @@ impl Writer {
                 Err(())
             }
         }
+    }
+
+    /// Counts log bytes written a second time (stats and metric alike).
+    fn rewritten(&self, bytes: u64) {
+        self.counters
+            .rewritten_bytes
+            .fetch_add(bytes, Ordering::Relaxed);
+        crate::telemetry::audit_rewritten(bytes);
     }
 
     /// Records written but not yet synced (only with `fsync = false`): the
