@@ -205,6 +205,18 @@ impl TestEnv {
         TestEnv::with(Opts::default()).await
     }
 
+    /// Writes the config for `opts` over this gateway's file and reloads it.
+    pub fn rewrite_config(&self, opts: &Opts) {
+        let base_url = format!("{}/v1", self.sandbox.base_url());
+        write(
+            &self.config_path,
+            &config_text(self.dir.path(), &base_url, opts, "127.0.0.1:0"),
+        );
+        self.gw
+            .reload_file(&self.config_path)
+            .unwrap_or_else(|e| panic!("{e:#}"));
+    }
+
     pub async fn with(opts: Opts) -> TestEnv {
         cubegate::install_crypto_provider();
         let sandbox = Sandbox::start(opts.sandbox.clone()).await.unwrap();

@@ -210,11 +210,7 @@ async fn a_tenant_flooding_at_20x_its_budget_does_not_delay_another() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn rate_limiting_off_forwards_everything_and_a_reload_turns_it_back_on() {
     let tight = "max_wait_ms = 0\ndefault_test = { per_second = 1.0, burst = 1 }\n";
-    let env = TestEnv::with(Opts {
-        rate_limit: format!("enabled = false\n{tight}"),
-        ..Opts::default()
-    })
-    .await;
+    let env = TestEnv::with(rate_limit_opts(&format!("enabled = false\n{tight}"))).await;
     let off = burst(&env, TOKEN_A, 10).await;
     assert_eq!(count(&off, 200), 10);
     // The quota caller (1/s, burst 1, no wait) too.
@@ -239,16 +235,7 @@ async fn rate_limiting_off_forwards_everything_and_a_reload_turns_it_back_on() {
     assert_eq!(env.sandbox.faults().api_hits(), 19);
 
     // Back on: the same config without `enabled = false`, reloaded.
-    let on_opts = Opts {
-        rate_limit: tight.into(),
-        ..Opts::default()
-    };
-    let base_url = format!("{}/v1", env.sandbox.base_url());
-    write(
-        &env.config_path,
-        &config_text(env.dir.path(), &base_url, &on_opts, "127.0.0.1:0"),
-    );
-    env.gw.reload_file(&env.config_path).unwrap();
+    env.rewrite_config(&rate_limit_opts(tight));
     assert!(env.gw.shared().runtime().snapshot.rate_limit.enabled);
     let started = Instant::now();
     let on = burst(&env, TOKEN_A, 10).await;
@@ -475,22 +462,7 @@ async fn a_reload_applies_new_tenant_budgets_to_the_running_limiter() {
         o
     };
     let env = TestEnv::with(opts_with("{ per_second = 1.0, burst = 1 }")).await;
-    let reload = |budget: &str| {
-        let text = config_text(
-            env.dir.path(),
-            &format!("{}/v1", env.sandbox.base_url()),
-            &opts_with(budget),
-            "127.0.0.1:0",
-        );
-        write(&env.config_path, &text);
-        let snap = config::load(
-            &ConfigSource::File(&env.config_path),
-            &Default::default(),
-            &secret::ProcessEnv,
-        )
-        .unwrap();
-        env.gw.reload(snap).unwrap();
-    };
+    let reload = |budget: &str| env.rewrite_config(&opts_with(budget));
 
     let started = Instant::now();
     assert_eq!(env.get(TOKEN, "/v1/clients").await.status, 200);
