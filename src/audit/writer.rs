@@ -31,7 +31,7 @@
 
 use std::collections::BTreeMap;
 use std::fs::{File, OpenOptions};
-use std::io::{Read, Seek, SeekFrom, Write};
+use std::io::Write;
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -713,12 +713,11 @@ fn day_of(t: SystemTime) -> u64 {
 /// reading backwards, the end of the last line whose `seq` is at most
 /// `seq`; 0 if every line is later (or the file is empty). Reads only the
 /// lines after it, so it stays cheap when the tail is short.
-fn line_end_of_seq(file: &mut File, seq: u64, len: u64) -> std::io::Result<u64> {
+fn line_end_of_seq(file: &File, seq: u64, len: u64) -> std::io::Result<u64> {
     #[derive(serde::Deserialize)]
     struct SeqOnly {
         seq: u64,
     }
-    const CHUNK: u64 = 64 * 1024;
     // `buf` holds the bytes from `pos` to `end`, the end of the line being
     // looked at; everything after `end` is later than `seq`.
     let (mut pos, mut end) = (len, len);
@@ -732,13 +731,7 @@ fn line_end_of_seq(file: &mut File, seq: u64, len: u64) -> std::io::Result<u64> 
             Some(i) => i + 1,
             None if pos == 0 => 0,
             None => {
-                let from = pos.saturating_sub(CHUNK);
-                let mut chunk = vec![0u8; usize::try_from(pos - from).unwrap_or(0)];
-                file.seek(SeekFrom::Start(from))?;
-                file.read_exact(&mut chunk)?;
-                chunk.extend_from_slice(&buf);
-                buf = chunk;
-                pos = from;
+                pos = read_back(file, pos, &mut buf)?;
                 continue;
             }
         };
@@ -757,8 +750,7 @@ fn line_end_of_seq(file: &mut File, seq: u64, len: u64) -> std::io::Result<u64> 
 /// The last complete line of `file` and the length up to and including its
 /// newline. Bytes after the last newline are a torn write; the caller cuts
 /// them off. Reads backwards so resuming a large file stays cheap.
-fn last_line(file: &mut File) -> std::io::Result<(u64, Option<Vec<u8>>)> {
-    const CHUNK: u64 = 64 * 1024;
+fn last_line(file: &File) -> std::io::Result<(u64, Option<Vec<u8>>)> {
     let len = file.metadata()?.len();
     let mut buf: Vec<u8> = Vec::new();
     let mut pos = len;
@@ -779,14 +771,20 @@ fn last_line(file: &mut File) -> std::io::Result<(u64, Option<Vec<u8>>)> {
         } else if pos == 0 {
             return Ok((0, None));
         }
-        let start = pos.saturating_sub(CHUNK);
-        let mut chunk = vec![0u8; usize::try_from(pos - start).unwrap_or(0)];
-        file.seek(SeekFrom::Start(start))?;
-        file.read_exact(&mut chunk)?;
-        chunk.extend_from_slice(&buf);
-        buf = chunk;
-        pos = start;
+        pos = read_back(file, pos, &mut buf)?;
     }
+}
+
+/// Reading a file backwards: prepends the (up to 64 KiB) chunk before `pos`
+/// to `buf`, which holds the bytes from `pos` on; returns the new `pos`.
+fn read_back(file: &File, pos: u64, buf: &mut Vec<u8>) -> std::io::Result<u64> {
+    const CHUNK: u64 = 64 * 1024;
+    let start = pos.saturating_sub(CHUNK);
+    let mut chunk = vec![0u8; usize::try_from(pos - start).unwrap_or(0)];
+    file.read_exact_at(&mut chunk, start)?;
+    chunk.extend_from_slice(buf);
+    *buf = chunk;
+    Ok(start)
 }
 
 struct Writer {
@@ -911,12 +909,12 @@ impl Writer {
         let mut head_found = false;
         for (idx, &n) in numbers.iter().enumerate().rev() {
             let path = dir.join(chain::log_file_name(instance, n));
-            let mut f = OpenOptions::new()
+            let f = OpenOptions::new()
                 .read(true)
                 .append(true)
                 .open(&path)
                 .map_err(io_err(&path))?;
-            let (good_len, last) = last_line(&mut f).map_err(io_err(&path))?;
+            let (good_len, last) = last_line(&f).map_err(io_err(&path))?;
             let len = f.metadata().map_err(io_err(&path))?.len();
             if good_len < len {
                 tracing::warn!(file = %path.display(), cut_bytes = len - good_len, "audit: cutting torn last line left by a crash");
@@ -980,7 +978,7 @@ impl Writer {
     fn rewrite_unanchored_tail(&mut self) -> Result<(), AuditError> {
         const CHUNK: usize = 1024 * 1024;
         let path = self.log_path();
-        let Some(f) = &mut self.file else {
+        let Some(f) = &self.file else {
             return Ok(());
         };
         let from = line_end_of_seq(f, self.last_cp_seq, self.file_len).map_err(io_err(&path))?;
@@ -1035,13 +1033,13 @@ impl Writer {
 
     fn resume_checkpoints(&mut self) -> Result<(), AuditError> {
         let path = self.cp_path();
-        let mut f = OpenOptions::new()
+        let f = OpenOptions::new()
             .read(true)
             .append(true)
             .create(true)
             .open(&path)
             .map_err(io_err(&path))?;
-        let (good_len, last) = last_line(&mut f).map_err(io_err(&path))?;
+        let (good_len, last) = last_line(&f).map_err(io_err(&path))?;
         if good_len < f.metadata().map_err(io_err(&path))?.len() {
             f.set_len(good_len).map_err(io_err(&path))?;
         }
@@ -2719,13 +2717,13 @@ mod tests {
         let p = d.path().join("f");
         let lines: Vec<String> = (1..=5).map(|i| format!("{{\"seq\":{i}}}\n")).collect();
         std::fs::write(&p, lines.concat()).unwrap();
-        let mut f = File::open(&p).unwrap();
+        let f = File::open(&p).unwrap();
         let len = f.metadata().unwrap().len();
         let end = |n: usize| lines[..n].iter().map(String::len).sum::<usize>() as u64;
         for seq in 0..=6u64 {
             let want = end(usize::try_from(seq.min(5)).unwrap());
             assert_eq!(
-                line_end_of_seq(&mut f, seq, len).unwrap(),
+                line_end_of_seq(&f, seq, len).unwrap(),
                 want,
                 "seq {seq}"
             );
@@ -2738,12 +2736,12 @@ mod tests {
         let cut = big.len();
         big.push_str("not json\n");
         std::fs::write(&p, &big).unwrap();
-        let mut f = File::open(&p).unwrap();
+        let f = File::open(&p).unwrap();
         let len = f.metadata().unwrap().len();
-        assert_eq!(line_end_of_seq(&mut f, 3000, len).unwrap(), cut as u64);
+        assert_eq!(line_end_of_seq(&f, 3000, len).unwrap(), cut as u64);
         let at_10 = big.match_indices('\n').nth(9).unwrap().0 as u64 + 1;
-        assert_eq!(line_end_of_seq(&mut f, 10, len).unwrap(), at_10);
-        assert_eq!(line_end_of_seq(&mut f, 0, 0).unwrap(), 0);
+        assert_eq!(line_end_of_seq(&f, 10, len).unwrap(), at_10);
+        assert_eq!(line_end_of_seq(&f, 0, 0).unwrap(), 0);
     }
 
     /// With or without fsync: when the directory entry of a new file
