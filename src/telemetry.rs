@@ -962,6 +962,22 @@ struct SeriesCache {
     globals: Option<GlobalSeries>,
 }
 
+/// A tenant's series in `map`, registered with `make` on first use. Looked
+/// up by `&str` first, so a known tenant costs no allocation. Registering a
+/// series never calls back into the cache, so the borrow is not re-entered.
+fn tenant_series<'a, V>(
+    map: &'a mut std::collections::HashMap<Box<str>, V>,
+    tenant: &str,
+    make: impl FnOnce(&str) -> V,
+) -> &'a V {
+    if !map.contains_key(tenant) {
+        let series = make(tenant);
+        map.insert(tenant.into(), series);
+    }
+    // Inserted just above: indexing cannot fail.
+    &map[tenant]
+}
+
 /// The unlabelled series, registered together on first use.
 struct GlobalSeries {
     in_flight: metrics::Gauge,
@@ -985,17 +1001,10 @@ impl SeriesCache {
 
     fn request(&mut self, op: &'static str, class: &'static str, tenant: &str) -> &RequestSeries {
         let by_tenant = self.current().requests.entry((op, class)).or_default();
-        if !by_tenant.contains_key(tenant) {
-            let t = tenant.to_string();
-            let series = RequestSeries {
-                requests: counter!("cubegate_requests_total", "operation" => op, "status_class" => class, "tenant" => t.clone()),
-                duration: histogram!("cubegate_request_duration_seconds", "operation" => op, "status_class" => class, "tenant" => t.clone()),
-            };
-            by_tenant.insert(t.into_boxed_str(), series);
-        }
-        // Inserted just above: indexing cannot fail. Registering a series
-        // never calls back into this cache, so the borrow is not re-entered.
-        &by_tenant[tenant]
+        tenant_series(by_tenant, tenant, |t| RequestSeries {
+            requests: counter!("cubegate_requests_total", "operation" => op, "status_class" => class, "tenant" => t.to_string()),
+            duration: histogram!("cubegate_request_duration_seconds", "operation" => op, "status_class" => class, "tenant" => t.to_string()),
+        })
     }
 
     fn upstream(&mut self, op: &'static str, class: &'static str) -> &metrics::Histogram {
@@ -1013,12 +1022,11 @@ impl SeriesCache {
 
     fn refused(&mut self, reason: &'static str, tenant: &str) -> &metrics::Counter {
         let by_tenant = self.current().refused.entry(reason).or_default();
-        if !by_tenant.contains_key(tenant) {
-            let c = counter!("cubegate_rate_limit_refusals_total", "tenant" => tenant.to_string(), "reason" => reason);
-            by_tenant.insert(tenant.into(), c);
-        }
-        // Inserted just above: indexing cannot fail.
-        &by_tenant[tenant]
+        tenant_series(
+            by_tenant,
+            tenant,
+            |t| counter!("cubegate_rate_limit_refusals_total", "tenant" => t.to_string(), "reason" => reason),
+        )
     }
 
     fn globals(&mut self) -> &GlobalSeries {

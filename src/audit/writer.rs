@@ -2722,11 +2722,7 @@ mod tests {
         let end = |n: usize| lines[..n].iter().map(String::len).sum::<usize>() as u64;
         for seq in 0..=6u64 {
             let want = end(usize::try_from(seq.min(5)).unwrap());
-            assert_eq!(
-                line_end_of_seq(&f, seq, len).unwrap(),
-                want,
-                "seq {seq}"
-            );
+            assert_eq!(line_end_of_seq(&f, seq, len).unwrap(), want, "seq {seq}");
         }
         // A long file read in several chunks, with an unreadable line.
         let mut big = String::new();
