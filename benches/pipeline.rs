@@ -101,7 +101,9 @@ async fn stages(b: &Bench, f: Features) -> Request<Full<Bytes>> {
     }
     let upstream_body = Bytes::from(serde_json::to_vec(&value).unwrap());
     let waited = if f.rate_limit {
-        b.shared.rate_limit(snap, &caller, tenant).await.unwrap()
+        cubegate::pipeline::rate_limit::admit(&b.shared, snap, &caller, tenant)
+            .await
+            .unwrap()
     } else {
         None
     };

@@ -12,6 +12,7 @@
 //! transport failures and then fails fast with 503 until a probe succeeds.
 
 pub mod breaker;
+pub mod connector;
 
 use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -33,6 +34,7 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 use crate::config::UpstreamTarget;
 use breaker::Breaker;
+use connector::{Connector, Dial};
 
 #[derive(Debug, thiserror::Error)]
 pub enum ForwardError {
@@ -62,7 +64,7 @@ impl ForwardError {
 }
 
 pub struct Upstream {
-    client: Client<HttpsConnector<HttpConnector>, Full<Bytes>>,
+    client: Client<HttpsConnector<Connector>, Full<Bytes>>,
     /// At most this many exchanges in flight, each holding its permit until
     /// its response body is finished or dropped: with HTTP/1.1 that bounds
     /// the upstream connections (and their TLS buffers) however many
@@ -123,6 +125,24 @@ pub enum UpstreamBuildError {
 
 impl Upstream {
     pub fn new(t: &UpstreamTarget) -> Result<Upstream, UpstreamBuildError> {
+        let mut http = HttpConnector::new();
+        http.enforce_http(false);
+        http.set_nodelay(true);
+        http.set_connect_timeout(Some(t.connect_timeout));
+        http.set_keepalive(Some(Duration::from_secs(30)));
+        Upstream::with_connector(t, Connector::Tcp(http))
+    }
+
+    /// The same client, TLS and limits, reaching its upstream through
+    /// in-process pipes instead of sockets (in-process tests, benchmarks).
+    pub fn in_memory(t: &UpstreamTarget, dial: Dial) -> Result<Upstream, UpstreamBuildError> {
+        Upstream::with_connector(t, Connector::Memory(dial))
+    }
+
+    fn with_connector(
+        t: &UpstreamTarget,
+        connector: Connector,
+    ) -> Result<Upstream, UpstreamBuildError> {
         let mut roots = rustls::RootCertStore::empty();
         if t.webpki_roots {
             roots.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned());
@@ -144,19 +164,14 @@ impl Upstream {
             .map_err(|e| UpstreamBuildError::Tls(e.to_string()))?
             .with_root_certificates(roots)
             .with_no_client_auth();
-        let mut http = HttpConnector::new();
-        http.enforce_http(false);
-        http.set_nodelay(true);
-        http.set_connect_timeout(Some(t.connect_timeout));
-        http.set_keepalive(Some(Duration::from_secs(30)));
         let h1 = hyper_rustls::HttpsConnectorBuilder::new()
             .with_tls_config(tls)
             .https_only()
             .enable_http1();
         let https = if t.http2 {
-            h1.enable_http2().wrap_connector(http)
+            h1.enable_http2().wrap_connector(connector)
         } else {
-            h1.wrap_connector(http)
+            h1.wrap_connector(connector)
         };
         let client = Client::builder(TokioExecutor::new())
             .pool_timer(TokioTimer::new())

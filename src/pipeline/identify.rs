@@ -19,17 +19,17 @@ use crate::server::tls::PeerCert;
 pub enum IdentifyError {
     #[error("missing Authorization header: send your cubegate caller token")]
     Missing,
-    #[error("unknown caller token")]
+    #[error("the 'Authorization' header is invalid: unknown caller token")]
     Unknown,
     #[error(
-        "a ComplyCube API key was sent; callers must send their cubegate caller token, never a ComplyCube key"
+        "a ComplyCube API key was sent: use your cubegate caller token instead, never a ComplyCube key"
     )]
     RawComplyCubeKey,
     #[error("more than one Authorization header")]
     Ambiguous,
-    #[error("the client certificate maps to no caller")]
+    #[error("the client certificate is valid but identifies no cubegate caller")]
     UnknownCertificate,
-    #[error("the client certificate and the token name different callers")]
+    #[error("the client certificate and the Authorization token identify different callers")]
     Conflict,
 }
 

@@ -19,7 +19,7 @@
 mod api;
 mod faults;
 mod store;
-mod tls;
+pub(crate) mod tls;
 
 #[cfg(test)]
 mod tests;
