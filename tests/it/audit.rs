@@ -4,9 +4,6 @@
 //! (and non-PII reads go on) while the trail cannot be written.
 //! Chain and tamper detection have unit tests in `src/audit/`.
 
-use std::path::Path;
-use std::process::Command;
-
 use crate::common::*;
 use serde_json::Value;
 
@@ -19,17 +16,8 @@ pub async fn send_rid(
     body: Option<&str>,
     rid: &str,
 ) -> Resp {
-    let mut rb = env
-        .http
-        .request(method.parse().unwrap(), env.url(path))
-        .header("authorization", token)
-        .header("x-request-id", rid);
-    if let Some(b) = body {
-        rb = rb
-            .header("content-type", "application/json")
-            .body(b.to_string());
-    }
-    Resp::from(rb.send().await.unwrap()).await
+    env.send_with(method, Some(token), path, body, &[("x-request-id", rid)])
+        .await
 }
 
 fn by_rid(env: &TestEnv, rid: &str) -> Vec<Value> {
@@ -42,52 +30,6 @@ fn by_rid(env: &TestEnv, rid: &str) -> Vec<Value> {
 /// The records of one request, from records read once for many requests.
 fn with_rid<'a>(records: &'a [Value], rid: &str) -> Vec<&'a Value> {
     records.iter().filter(|r| r["request_id"] == rid).collect()
-}
-
-/// Raw audit lines of every log file, in file then line order.
-pub fn audit_lines(dir: &Path) -> Vec<String> {
-    let mut files: Vec<_> = std::fs::read_dir(dir)
-        .unwrap()
-        .flatten()
-        .map(|e| e.path())
-        .filter(|p| p.extension().is_some_and(|x| x == "jsonl"))
-        .collect();
-    files.sort();
-    files
-        .iter()
-        .flat_map(|f| {
-            std::fs::read_to_string(f)
-                .unwrap()
-                .lines()
-                .map(str::to_string)
-                .collect::<Vec<_>>()
-        })
-        .collect()
-}
-
-pub fn cli(args: &[&str], paths: &[&Path]) -> std::process::Output {
-    Command::new(env!("CARGO_BIN_EXE_cubegate"))
-        .args(args)
-        .args(paths)
-        .output()
-        .unwrap()
-}
-
-/// `cubegate audit verify <dir> --checkpoint-key file:<dir>/../checkpoint-key`.
-pub fn verify(dir: &Path) -> std::process::Output {
-    let key = format!("file:{}", dir.join("../checkpoint-key").display());
-    cli(&["audit", "verify", "--checkpoint-key", &key], &[dir])
-}
-
-/// `cubegate audit verify` succeeds on `dir`; `when` names the moment.
-pub fn assert_verifies(dir: &Path, when: &str) {
-    let out = verify(dir);
-    assert!(
-        out.status.success(),
-        "verify failed {when}: {}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
 }
 
 fn assert_common(r: &Value, rid: &str, caller: &str) {
@@ -256,7 +198,7 @@ async fn audit_records_say_who_did_what_and_never_hold_a_value() {
     );
 
     // The whole chain: each prev is the hash of the line before.
-    let lines = audit_lines(&env.audit_dir());
+    let lines = env.audit().lines();
     assert_eq!(
         serde_json::from_str::<Value>(&lines[0]).unwrap()["prev"],
         cubegate::audit::genesis("test")
@@ -367,14 +309,7 @@ async fn hmac_fields_hold_keyed_digests_and_a_rate_limited_request_none() {
 }
 
 async fn readyz(env: &TestEnv) -> u16 {
-    let a = env.gw.admin_addr().unwrap();
-    env.http
-        .get(format!("http://{a}/readyz"))
-        .send()
-        .await
-        .unwrap()
-        .status()
-        .as_u16()
+    env.readyz().await.0
 }
 
 #[tokio::test]

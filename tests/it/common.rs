@@ -1,10 +1,17 @@
-//! Test harness: a real sandbox (TLS, generated CA) and a real gateway on
-//! ephemeral ports, configured from a TOML file in a temp dir with keys in
-//! files, exactly as an operator would. Canary values let tests prove that
-//! keys, tokens and PII never leak.
+//! The one test harness: a real sandbox (TLS, generated CA) and a real
+//! gateway on ephemeral ports, configured from a TOML file in a temp dir
+//! with keys in files, exactly as an operator would. `Opts` is the builder;
+//! `TestEnv::with` runs the gateway in this process, `Served::start` runs
+//! the real `cubegate serve` binary as a child. Both talk through `Conn`
+//! (requests, `/metrics`, `/readyz`, raw bytes) and read their trail with
+//! `AuditDir`; `metric_value` and `metric_series` read a `/metrics` scrape.
+//! Canary values let tests prove that keys, tokens and PII never leak.
 
+use std::net::SocketAddr;
+use std::ops::Deref;
 use std::path::{Path, PathBuf};
-use std::time::Duration;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
 
 use cubegate::Gateway;
 use cubegate::config::{self, ConfigSource};
@@ -42,6 +49,8 @@ pub const CANARIES: &[&str] = &[
     "1971-03-14",
 ];
 
+/// How to build a test gateway: the config it gets and the sandbox behind
+/// it. Every field has a default that serves a plain test.
 pub struct Opts {
     /// Extra TOML appended to the config (sections not otherwise written).
     pub extra: String,
@@ -55,7 +64,25 @@ pub struct Opts {
     pub sandbox: SandboxOptions,
     /// Listener settings (body of `[listener]` besides the address).
     pub listener: String,
+    /// `[listener.tls]`: serve HTTPS, optionally asking for client certificates.
+    pub tls: Option<ListenerTls>,
+    /// `[upstream]` settings besides the URL and the CA.
     pub upstream: String,
+    /// The upstream base URL (with `/v1`) instead of the sandbox's.
+    pub upstream_url: Option<String>,
+    /// The CA (PEM) the gateway trusts for the upstream instead of the
+    /// sandbox's.
+    pub upstream_ca: Option<String>,
+}
+
+/// The gateway's own certificate and, for mTLS, the CA its callers'
+/// certificates must chain to.
+pub struct ListenerTls {
+    pub cert_file: PathBuf,
+    pub key_file: PathBuf,
+    pub client_ca_file: PathBuf,
+    /// `"required"` or `"optional"`.
+    pub client_auth: String,
 }
 
 impl Default for Opts {
@@ -68,17 +95,54 @@ impl Default for Opts {
             audit_settings: String::new(),
             sandbox: SandboxOptions::default(),
             listener: String::new(),
+            tls: None,
             upstream: "connect_timeout_ms = 2000\nresponse_timeout_ms = 5000\n".into(),
+            upstream_url: None,
+            upstream_ca: None,
         }
     }
 }
 
-pub struct TestEnv {
-    pub sandbox: Sandbox,
-    pub gw: Gateway,
-    pub dir: tempfile::TempDir,
-    pub http: reqwest::Client,
-    pub config_path: PathBuf,
+impl Opts {
+    /// The body of `[listener]` besides the address, TLS table included.
+    fn listener_section(&self) -> String {
+        let Some(t) = &self.tls else {
+            return self.listener.clone();
+        };
+        format!(
+            "{}\n[listener.tls]\ncert_file = \"{}\"\nkey_file = \"{}\"\nclient_ca_file = \"{}\"\nclient_auth = \"{}\"\n",
+            self.listener,
+            t.cert_file.display(),
+            t.key_file.display(),
+            t.client_ca_file.display(),
+            t.client_auth,
+        )
+    }
+
+    /// The upstream base URL: the override, else the sandbox's.
+    fn upstream_base(&self, sandbox: &Sandbox) -> String {
+        self.upstream_url
+            .clone()
+            .unwrap_or_else(|| format!("{}/v1", sandbox.base_url()))
+    }
+
+    /// A fresh sandbox and a temp dir holding the config (listening on
+    /// `listen`), the key files and the upstream CA: where both kinds of
+    /// gateway start from.
+    async fn prepare(&self, listen: &str) -> (Sandbox, tempfile::TempDir, PathBuf) {
+        cubegate::install_crypto_provider();
+        let sandbox = Sandbox::start(self.sandbox.clone()).await.unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        let ca = self
+            .upstream_ca
+            .clone()
+            .unwrap_or_else(|| sandbox.ca_cert_pem());
+        write(&dir.path().join("sandbox-ca.pem"), &ca);
+        let text = config_text(dir.path(), &self.upstream_base(&sandbox), self, listen);
+        let config_path = dir.path().join("cubegate.toml");
+        write(&config_path, &text);
+        (sandbox, dir, config_path)
+    }
 }
 
 pub fn write(path: &Path, s: &str) {
@@ -178,7 +242,7 @@ field_hmac_key = "file:field-hmac-key"
 
 {extra}
 "#,
-        listener = opts.listener,
+        listener = opts.listener_section(),
         upstream = opts.upstream,
         ta = h(TOKEN_A),
         tal = h(TOKEN_A_LIVE),
@@ -200,62 +264,59 @@ pub fn http_client() -> reqwest::Client {
         .unwrap()
 }
 
-impl TestEnv {
-    pub async fn start() -> TestEnv {
-        TestEnv::with(Opts::default()).await
-    }
+/// The snapshot a config file loads to (no environment overrides).
+pub fn load(path: &Path) -> config::Snapshot {
+    config::load(
+        &ConfigSource::File(path),
+        &Default::default(),
+        &secret::ProcessEnv,
+    )
+    .unwrap_or_else(|e| panic!("{e}"))
+}
 
-    /// Writes the config for `opts` over this gateway's file and reloads it.
-    pub fn rewrite_config(&self, opts: &Opts) {
-        let base_url = format!("{}/v1", self.sandbox.base_url());
-        write(
-            &self.config_path,
-            &config_text(self.dir.path(), &base_url, opts, "127.0.0.1:0"),
-        );
-        self.gw
-            .reload_file(&self.config_path)
-            .unwrap_or_else(|e| panic!("{e:#}"));
-    }
+/// A port nothing listens on (bound, then released).
+pub fn closed_port() -> u16 {
+    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    l.local_addr().unwrap().port()
+}
 
-    pub async fn with(opts: Opts) -> TestEnv {
-        cubegate::install_crypto_provider();
-        let sandbox = Sandbox::start(opts.sandbox.clone()).await.unwrap();
-        let dir = tempfile::tempdir().unwrap();
-        write(&dir.path().join("sandbox-ca.pem"), &sandbox.ca_cert_pem());
-        let text = config_text(
-            dir.path(),
-            &format!("{}/v1", sandbox.base_url()),
-            &opts,
-            "127.0.0.1:0",
-        );
-        let config_path = dir.path().join("cubegate.toml");
-        write(&config_path, &text);
-        let snap = config::load(
-            &ConfigSource::File(&config_path),
-            &Default::default(),
-            &secret::ProcessEnv,
-        )
-        .unwrap_or_else(|e| panic!("{e}"));
-        let gw = Gateway::start(snap).await.unwrap();
-        TestEnv {
-            sandbox,
-            gw,
-            dir,
-            http: http_client(),
-            config_path,
-        }
-    }
+/// A free fixed address for a child's listener.
+pub fn free_addr() -> SocketAddr {
+    format!("127.0.0.1:{}", closed_port()).parse().unwrap()
+}
 
+pub const CLIENT_BODY: &str = r#"{"type":"person","email":"canary.pii.3b9f@example.com","personDetails":{"firstName":"Ann","lastName":"Zanzibarovichcanary"}}"#;
+
+// ------------------------------------------------------------ requests
+
+/// How a test talks to a running gateway, in-process or child: its
+/// addresses and one HTTP client. `TestEnv` and `Served` deref to it, so
+/// the same calls work on both.
+pub struct Conn {
+    pub http: reqwest::Client,
+    /// `http://host:port` or `https://host:port`.
+    base: String,
+    pub addr: SocketAddr,
+    pub admin: SocketAddr,
+    /// The child's log file, shown when a request fails in transport.
+    log: Option<PathBuf>,
+}
+
+impl Conn {
     pub fn url(&self, path: &str) -> String {
-        format!("{}{path}", self.gw.url())
+        format!("{}{path}", self.base)
     }
 
-    pub fn audit_dir(&self) -> PathBuf {
-        self.dir.path().join("audit")
+    pub fn admin_url(&self, path: &str) -> String {
+        format!("http://{}{path}", self.admin)
     }
 
-    pub fn recorded(&self) -> Vec<RecordedRequest> {
-        self.sandbox.recorded()
+    /// The child's log so far (empty for an in-process gateway).
+    pub fn logs(&self) -> String {
+        self.log
+            .as_ref()
+            .and_then(|p| std::fs::read_to_string(p).ok())
+            .unwrap_or_default()
     }
 
     pub async fn send(
@@ -264,6 +325,18 @@ impl TestEnv {
         token: Option<&str>,
         path: &str,
         body: Option<&str>,
+    ) -> Resp {
+        self.send_with(method, token, path, body, &[]).await
+    }
+
+    /// `send` with extra request headers (a request id, a traceparent).
+    pub async fn send_with(
+        &self,
+        method: &str,
+        token: Option<&str>,
+        path: &str,
+        body: Option<&str>,
+        headers: &[(&str, &str)],
     ) -> Resp {
         let mut rb = self.http.request(method.parse().unwrap(), self.url(path));
         if let Some(t) = token {
@@ -274,7 +347,15 @@ impl TestEnv {
                 .header("content-type", "application/json")
                 .body(b.to_string());
         }
-        Resp::from(rb.send().await.unwrap()).await
+        for (k, v) in headers {
+            rb = rb.header(*k, *v);
+        }
+        // A transport error shows the gateway's own log (a crash, a panic).
+        let r = rb
+            .send()
+            .await
+            .unwrap_or_else(|e| panic!("{method} {path}: {e:?}\n{}", self.logs()));
+        Resp::from(r).await
     }
 
     pub async fn post(&self, token: &str, path: &str, body: &str) -> Resp {
@@ -298,32 +379,345 @@ impl TestEnv {
         r.json["id"].as_str().unwrap().to_string()
     }
 
+    /// A GET on the admin listener: status and body.
+    pub async fn admin_get(&self, path: &str) -> (u16, String) {
+        let r = self.http.get(self.admin_url(path)).send().await.unwrap();
+        (r.status().as_u16(), r.text().await.unwrap())
+    }
+
+    /// The `/metrics` scrape (read it with `metric_value`, `metric_series`).
     pub async fn metrics(&self) -> String {
-        let a = self.gw.admin_addr().unwrap();
-        self.http
-            .get(format!("http://{a}/metrics"))
-            .send()
-            .await
-            .unwrap()
-            .text()
-            .await
-            .unwrap()
+        self.admin_get("/metrics").await.1
+    }
+
+    /// `/readyz`: status and the JSON report.
+    pub async fn readyz(&self) -> (u16, Value) {
+        let (status, body) = self.admin_get("/readyz").await;
+        (status, serde_json::from_str(&body).unwrap())
+    }
+
+    /// Send raw bytes (for targets reqwest would normalise) and return the
+    /// status line.
+    pub async fn raw(&self, raw: &str) -> String {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let mut s = tokio::net::TcpStream::connect(self.addr).await.unwrap();
+        s.write_all(raw.as_bytes()).await.unwrap();
+        let mut buf = Vec::new();
+        let _ = tokio::time::timeout(Duration::from_secs(5), s.read_to_end(&mut buf)).await;
+        String::from_utf8_lossy(&buf)
+            .lines()
+            .next()
+            .unwrap_or("")
+            .to_string()
+    }
+}
+
+// ------------------------------------------------------ in-process gateway
+
+/// A sandbox and a `Gateway` running in this process.
+pub struct TestEnv {
+    pub sandbox: Sandbox,
+    pub gw: Gateway,
+    pub dir: tempfile::TempDir,
+    pub config_path: PathBuf,
+    pub conn: Conn,
+}
+
+impl Deref for TestEnv {
+    type Target = Conn;
+    fn deref(&self) -> &Conn {
+        &self.conn
+    }
+}
+
+impl TestEnv {
+    pub async fn start() -> TestEnv {
+        TestEnv::with(Opts::default()).await
+    }
+
+    pub async fn with(opts: Opts) -> TestEnv {
+        let (sandbox, dir, config_path) = opts.prepare("127.0.0.1:0").await;
+        let gw = Gateway::start(load(&config_path)).await.unwrap();
+        let conn = Conn {
+            http: http_client(),
+            base: gw.url(),
+            addr: gw.addr(),
+            admin: gw
+                .admin_addr()
+                .expect("the test config has an admin listener"),
+            log: None,
+        };
+        TestEnv {
+            sandbox,
+            gw,
+            dir,
+            config_path,
+            conn,
+        }
+    }
+
+    /// Another gateway on this env's config file (a replica sharing its
+    /// sandbox and, with Redis, its budgets).
+    pub async fn replica(&self) -> Gateway {
+        Gateway::start(load(&self.config_path)).await.unwrap()
+    }
+
+    /// Writes the config for `opts` over this gateway's file and reloads it.
+    pub fn rewrite_config(&self, opts: &Opts) {
+        write(
+            &self.config_path,
+            &config_text(
+                self.dir.path(),
+                &opts.upstream_base(&self.sandbox),
+                opts,
+                "127.0.0.1:0",
+            ),
+        );
+        self.gw
+            .reload_file(&self.config_path)
+            .unwrap_or_else(|e| panic!("{e:#}"));
+    }
+
+    pub fn recorded(&self) -> Vec<RecordedRequest> {
+        self.sandbox.recorded()
+    }
+
+    pub fn audit_dir(&self) -> PathBuf {
+        self.dir.path().join("audit")
+    }
+
+    pub fn audit(&self) -> AuditDir {
+        AuditDir(self.audit_dir())
     }
 
     /// All audit file contents concatenated.
     pub fn audit_text(&self) -> String {
-        let mut s = String::new();
-        if let Ok(rd) = std::fs::read_dir(self.audit_dir()) {
-            for e in rd.flatten() {
-                s.push_str(&std::fs::read_to_string(e.path()).unwrap_or_default());
-            }
-        }
-        s
+        self.audit().text()
     }
 
     /// Audit records (parsed), in file order.
     pub fn audit_records(&self) -> Vec<Value> {
-        let mut files: Vec<PathBuf> = std::fs::read_dir(self.audit_dir())
+        self.audit().records()
+    }
+}
+
+// ------------------------------------------------------------ real binary
+
+/// The real `cubegate serve --config FILE` as a child process against an
+/// in-process sandbox, logging to a file in its temp dir. The admin address
+/// comes in through an environment override, the way an operator would set
+/// it. Killed (by its own pid) if a test fails before it exits.
+pub struct Served {
+    pub sandbox: Sandbox,
+    pub dir: tempfile::TempDir,
+    pub config_path: PathBuf,
+    pub conn: Conn,
+    child: Child,
+    /// Extra environment of every start (OTEL_*, RUST_LOG).
+    env: Vec<(String, String)>,
+    starts: usize,
+}
+
+impl Deref for Served {
+    type Target = Conn;
+    fn deref(&self) -> &Conn {
+        &self.conn
+    }
+}
+
+/// Inherited variables that would change what a child does.
+const CHILD_ENV_REMOVED: &[&str] = &[
+    "CUBEGATE_CONFIG",
+    "OTEL_EXPORTER_OTLP_ENDPOINT",
+    "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT",
+    "OTEL_EXPORTER_OTLP_LOGS_ENDPOINT",
+    "OTEL_EXPORTER_OTLP_METRICS_ENDPOINT",
+    "OTEL_LOGS_EXPORTER",
+    "OTEL_SDK_DISABLED",
+    "OTEL_METRIC_EXPORT_INTERVAL",
+];
+
+impl Served {
+    /// Starts the binary for `opts` with `env` on two ports picked free
+    /// beforehand, and waits until `/readyz` answers 200. A port can be
+    /// taken by another test between the pick and the child's bind; the
+    /// child then exits ("cannot listen on") before it is ready, and the
+    /// start is retried on fresh ports.
+    pub async fn start(opts: Opts, env: &[(&str, String)]) -> Served {
+        let env: Vec<(String, String)> = env
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.clone()))
+            .collect();
+        let mut last_log = String::new();
+        for _ in 0..4 {
+            let (addr, admin) = (free_addr(), free_addr());
+            let (sandbox, dir, config_path) = opts.prepare(&addr.to_string()).await;
+            let log = dir.path().join("serve-1.log");
+            let child = spawn(&config_path, dir.path(), admin, &env, &log);
+            let mut s = Served {
+                sandbox,
+                dir,
+                config_path,
+                conn: Conn {
+                    http: http_client(),
+                    base: format!("http://{addr}"),
+                    addr,
+                    admin,
+                    log: Some(log),
+                },
+                child,
+                env: env.clone(),
+                starts: 1,
+            };
+            match s.wait_ready().await {
+                Ok(()) => return s,
+                Err(log) => last_log = log,
+            }
+        }
+        panic!("cubegate did not start on free ports in 4 attempts; last log:\n{last_log}");
+    }
+
+    /// Starts the binary again on the same config and ports (after `kill`),
+    /// logging to a new file; waits until it is ready.
+    pub async fn restart(&mut self) {
+        assert!(
+            self.child.try_wait().unwrap().is_some(),
+            "restart of a running child"
+        );
+        self.starts += 1;
+        let log = self.dir.path().join(format!("serve-{}.log", self.starts));
+        self.child = spawn(
+            &self.config_path,
+            self.dir.path(),
+            self.admin,
+            &self.env,
+            &log,
+        );
+        self.conn.log = Some(log);
+        if let Err(log) = self.wait_ready().await {
+            panic!("cubegate could not listen again: {log}");
+        }
+    }
+
+    /// Waits for `/readyz` to answer 200; Err(the child's log) when it
+    /// could not bind one of its ports.
+    async fn wait_ready(&mut self) -> Result<(), String> {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            if let Some(st) = self.child.try_wait().unwrap() {
+                let log = self.logs();
+                if log.contains("cannot listen on") {
+                    return Err(log);
+                }
+                panic!("cubegate exited with {st}: {log}");
+            }
+            let r = self.http.get(self.admin_url("/readyz")).send().await;
+            if r.is_ok_and(|r| r.status() == 200) {
+                return Ok(());
+            }
+            assert!(
+                Instant::now() < deadline,
+                "cubegate serve did not become ready: {}",
+                self.logs()
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    pub fn signal(&self, sig: &str) {
+        let ok = Command::new("kill")
+            .arg(format!("-{sig}"))
+            .arg(self.child.id().to_string())
+            .status()
+            .unwrap()
+            .success();
+        assert!(ok, "kill -{sig} failed");
+    }
+
+    /// SIGKILL, and reap the process.
+    pub fn kill(&mut self) {
+        self.child.kill().unwrap();
+        self.child.wait().unwrap();
+    }
+
+    /// Wait for the process to exit (bounded); its exit code.
+    pub async fn wait(&mut self) -> Option<i32> {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            if let Some(s) = self.child.try_wait().unwrap() {
+                return s.code();
+            }
+            assert!(
+                Instant::now() < deadline,
+                "cubegate did not exit: {}",
+                self.logs()
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    /// SIGTERM, then wait for the drain and the flushes; the exit must be
+    /// clean.
+    pub async fn stop(&mut self) {
+        self.signal("TERM");
+        let code = self.wait().await;
+        assert_eq!(code, Some(0), "cubegate exit: {}", self.logs());
+    }
+
+    pub fn audit_dir(&self) -> PathBuf {
+        self.dir.path().join("audit")
+    }
+
+    pub fn audit(&self) -> AuditDir {
+        AuditDir(self.audit_dir())
+    }
+}
+
+/// `cubegate serve --config <config>` in `dir`, admin on `admin`, logging
+/// to `log`.
+fn spawn(
+    config: &Path,
+    dir: &Path,
+    admin: SocketAddr,
+    env: &[(String, String)],
+    log: &Path,
+) -> Child {
+    let f = std::fs::File::create(log).unwrap();
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_cubegate"));
+    cmd.args(["serve", "--config"])
+        .arg(config)
+        .current_dir(dir)
+        .env("CUBEGATE__ADMIN__ADDRESS", admin.to_string())
+        .env("RUST_LOG", "info")
+        .stdin(Stdio::null())
+        .stdout(Stdio::from(f.try_clone().unwrap()))
+        .stderr(Stdio::from(f));
+    for k in CHILD_ENV_REMOVED {
+        cmd.env_remove(k);
+    }
+    cmd.envs(env.iter().map(|(k, v)| (k, v)));
+    cmd.spawn().unwrap()
+}
+
+impl Drop for Served {
+    fn drop(&mut self) {
+        if self.child.try_wait().ok().flatten().is_none() {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
+}
+
+// ------------------------------------------------------------ audit trail
+
+/// An audit directory as tests read it: the log files in order (rotation
+/// numbers them), their lines and parsed records, and every file's text.
+pub struct AuditDir(pub PathBuf);
+
+impl AuditDir {
+    /// The log files (`*.jsonl`), oldest first; none if the dir is missing.
+    pub fn files(&self) -> Vec<PathBuf> {
+        let mut files: Vec<PathBuf> = std::fs::read_dir(&self.0)
             .map(|rd| {
                 rd.flatten()
                     .map(|e| e.path())
@@ -333,17 +727,106 @@ impl TestEnv {
             .unwrap_or_default();
         files.sort();
         files
+    }
+
+    /// Raw audit lines of every log file, in file then line order.
+    pub fn lines(&self) -> Vec<String> {
+        self.files()
             .iter()
             .flat_map(|f| {
                 std::fs::read_to_string(f)
                     .unwrap()
                     .lines()
-                    .map(|l| serde_json::from_str(l).unwrap())
-                    .collect::<Vec<Value>>()
+                    .map(str::to_string)
+                    .collect::<Vec<_>>()
             })
             .collect()
     }
+
+    /// Audit records (parsed), in file order.
+    pub fn records(&self) -> Vec<Value> {
+        self.lines()
+            .iter()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect()
+    }
+
+    /// Every file in the directory concatenated (the logs and whatever else
+    /// the writer keeps there): what a leak scan reads.
+    pub fn text(&self) -> String {
+        let mut s = String::new();
+        if let Ok(rd) = std::fs::read_dir(&self.0) {
+            for e in rd.flatten() {
+                s.push_str(&std::fs::read_to_string(e.path()).unwrap_or_default());
+            }
+        }
+        s
+    }
 }
+
+/// The real `cubegate` binary with `args` then `paths`.
+pub fn cli(args: &[&str], paths: &[&Path]) -> std::process::Output {
+    Command::new(env!("CARGO_BIN_EXE_cubegate"))
+        .args(args)
+        .args(paths)
+        .output()
+        .unwrap()
+}
+
+/// `cubegate audit verify <dir> --checkpoint-key file:<dir>/../checkpoint-key`.
+pub fn verify(dir: &Path) -> std::process::Output {
+    let key = format!("file:{}", dir.join("../checkpoint-key").display());
+    cli(&["audit", "verify", "--checkpoint-key", &key], &[dir])
+}
+
+/// `cubegate audit verify` succeeds on `dir`; `when` names the moment.
+pub fn assert_verifies(dir: &Path, when: &str) {
+    let out = verify(dir);
+    assert!(
+        out.status.success(),
+        "verify failed {when}: {}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+// ---------------------------------------------------------------- metrics
+
+/// The series name of a Prometheus sample line (`#` lines have none).
+fn series_name(line: &str) -> &str {
+    line.split(['{', ' ']).next().unwrap_or("")
+}
+
+fn has_labels(line: &str, labels: &[(&str, &str)]) -> bool {
+    labels
+        .iter()
+        .all(|(k, v)| line.contains(&format!("{k}=\"{v}\"")))
+}
+
+/// Sum of the samples of the series `name` whose labels include every pair
+/// in `labels` (a histogram's series are `name_count`, `name_sum`, ...).
+pub fn metric_value(text: &str, name: &str, labels: &[(&str, &str)]) -> f64 {
+    text.lines()
+        .filter(|l| series_name(l) == name && has_labels(l, labels))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum()
+}
+
+/// The sample lines of the metric `name` whose labels include every pair in
+/// `labels`; a histogram's `_bucket`, `_sum` and `_count` lines count as
+/// its own.
+pub fn metric_series<'a>(text: &'a str, name: &str, labels: &[(&str, &str)]) -> Vec<&'a str> {
+    text.lines()
+        .filter(|l| {
+            series_name(l)
+                .strip_prefix(name)
+                .is_some_and(|rest| ["", "_bucket", "_sum", "_count"].contains(&rest))
+        })
+        .filter(|l| has_labels(l, labels))
+        .collect()
+}
+
+// ------------------------------------------------------------ responses
 
 pub struct Resp {
     pub status: StatusCode,

@@ -122,39 +122,25 @@ async fn every_refusal_is_complycube_shaped_and_nothing_reaches_upstream() {
         "http://evil.example/v1/clients",
         "/v1//clients",
     ] {
-        let status = raw_request(&env, &format!("GET {target} HTTP/1.1\r\nHost: x\r\nAuthorization: {TOKEN_A}\r\nConnection: close\r\n\r\n")).await;
+        let status = env.raw(&format!("GET {target} HTTP/1.1\r\nHost: x\r\nAuthorization: {TOKEN_A}\r\nConnection: close\r\n\r\n")).await;
         assert!(status.starts_with("HTTP/1.1 400"), "{target}: {status}");
     }
     assert_eq!(env.sandbox.faults().api_hits(), 0, "sandbox was reached");
     assert!(env.recorded().is_empty());
 }
 
-/// Send raw bytes and return the status line.
-pub async fn raw_request(env: &TestEnv, raw: &str) -> String {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let mut s = tokio::net::TcpStream::connect(env.gw.addr()).await.unwrap();
-    s.write_all(raw.as_bytes()).await.unwrap();
-    let mut buf = Vec::new();
-    let _ = tokio::time::timeout(std::time::Duration::from_secs(5), s.read_to_end(&mut buf)).await;
-    String::from_utf8_lossy(&buf)
-        .lines()
-        .next()
-        .unwrap_or("")
-        .to_string()
-}
-
 #[tokio::test]
 async fn oversized_headers_are_refused_without_a_crash() {
     let env = TestEnv::start().await;
     let huge = "x".repeat(20 * 1024);
-    let status = raw_request(&env, &format!("GET /v1/clients HTTP/1.1\r\nHost: x\r\nAuthorization: {TOKEN_A}\r\nX-Big: {huge}\r\nConnection: close\r\n\r\n")).await;
+    let status = env.raw(&format!("GET /v1/clients HTTP/1.1\r\nHost: x\r\nAuthorization: {TOKEN_A}\r\nX-Big: {huge}\r\nConnection: close\r\n\r\n")).await;
     assert!(status.starts_with("HTTP/1.1 431"), "{status}");
     let many: String = (0..100).map(|i| format!("X-H{i}: v\r\n")).collect();
-    let status = raw_request(
-        &env,
-        &format!("GET /v1/clients HTTP/1.1\r\nHost: x\r\n{many}Connection: close\r\n\r\n"),
-    )
-    .await;
+    let status = env
+        .raw(&format!(
+            "GET /v1/clients HTTP/1.1\r\nHost: x\r\n{many}Connection: close\r\n\r\n"
+        ))
+        .await;
     assert!(status.starts_with("HTTP/1.1 431"), "{status}");
     // the gateway still serves
     assert_eq!(env.get(TOKEN_A, "/v1/clients").await.status, 200);

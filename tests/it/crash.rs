@@ -7,77 +7,26 @@
 
 use std::collections::{HashMap, HashSet};
 
-use std::path::Path;
-use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use crate::audit::{assert_verifies, audit_lines, cli};
 use crate::common::*;
-use crate::prod_support::closed_port;
 
-use cubegate::sandbox::{Sandbox, SandboxOptions};
 use serde_json::Value;
 
 const ROUNDS: usize = 6;
 const WORKERS: usize = 8;
 
-fn spawn(config: &Path, log: &Path) -> Child {
-    let log = std::fs::File::create(log).unwrap();
-    Command::new(env!("CARGO_BIN_EXE_cubegate"))
-        .args(["serve", "--config"])
-        .arg(config)
-        .stdout(Stdio::null())
-        .stderr(log)
-        .spawn()
-        .unwrap()
-}
-
-async fn wait_healthy(http: &reqwest::Client, admin: &str, child: &mut Child) {
-    let deadline = Instant::now() + Duration::from_secs(20);
-    loop {
-        if let Ok(r) = http.get(format!("http://{admin}/healthz")).send().await
-            && r.status() == 200
-        {
-            return;
-        }
-        if let Ok(Some(st)) = child.try_wait() {
-            panic!("cubegate exited during start: {st}");
-        }
-        assert!(Instant::now() < deadline, "cubegate did not become healthy");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn sigkill_under_load_loses_no_acknowledged_record() {
-    cubegate::install_crypto_provider();
-    let sandbox = Sandbox::start(SandboxOptions::default()).await.unwrap();
-    let dir = tempfile::tempdir().unwrap();
-    write(&dir.path().join("sandbox-ca.pem"), &sandbox.ca_cert_pem());
-    let (port, admin_port) = (closed_port(), closed_port());
-    let listen = format!("127.0.0.1:{port}");
-    let admin = format!("127.0.0.1:{admin_port}");
-    let text = config_text(
-        dir.path(),
-        &format!("{}/v1", sandbox.base_url()),
-        &Opts::default(),
-        &listen,
-    );
-    let fixed_admin = text.replace(
-        "[admin]\naddress = \"127.0.0.1:0\"",
-        &format!("[admin]\naddress = \"{admin}\""),
-    );
-    assert_ne!(text, fixed_admin, "admin section not found");
-    let config = dir.path().join("cubegate.toml");
-    write(&config, &fixed_admin);
-    let audit_dir = dir.path().join("audit");
+    let mut gw = Served::start(Opts::default(), &[]).await;
+    let audit_dir = gw.audit_dir();
     let http = reqwest::Client::builder()
         .timeout(Duration::from_secs(5))
         .build()
         .unwrap();
-    let base = format!("http://{listen}");
+    let base = gw.url("");
 
     let acked: Arc<Mutex<Vec<String>>> = Arc::new(Mutex::new(Vec::new()));
     let mut client_id = String::new();
@@ -90,9 +39,8 @@ async fn sigkill_under_load_loses_no_acknowledged_record() {
         seed
     };
     for round in 0..ROUNDS {
-        let mut child = spawn(&config, &dir.path().join(format!("serve-{round}.log")));
-        wait_healthy(&http, &admin, &mut child).await;
         if round > 0 {
+            gw.restart().await;
             assert_verifies(&audit_dir, &format!("after restart {round}"));
         }
         if client_id.is_empty() {
@@ -151,8 +99,7 @@ async fn sigkill_under_load_loses_no_acknowledged_record() {
         }
         let delay = 50 + next() % 351;
         tokio::time::sleep(Duration::from_millis(delay)).await;
-        child.kill().unwrap(); // SIGKILL
-        child.wait().unwrap();
+        gw.kill(); // SIGKILL
         stop.store(true, Ordering::Relaxed);
         for t in tasks {
             t.await.unwrap();
@@ -160,21 +107,15 @@ async fn sigkill_under_load_loses_no_acknowledged_record() {
     }
 
     // One last start (recovers the tail), then a clean stop.
-    let mut child = spawn(&config, &dir.path().join("serve-last.log"));
-    wait_healthy(&http, &admin, &mut child).await;
+    gw.restart().await;
     assert_verifies(&audit_dir, "after the last restart");
-    let st = Command::new("kill")
-        .args(["-TERM", &child.id().to_string()])
-        .status()
-        .unwrap();
-    assert!(st.success());
-    assert!(child.wait().unwrap().success(), "clean stop failed");
+    gw.stop().await;
     assert_verifies(&audit_dir, "after the clean stop");
 
     let acked = acked.lock().unwrap().clone();
     assert!(acked.len() >= ROUNDS, "too little load: {}", acked.len());
     let mut kinds: HashMap<String, Vec<(String, Option<u64>)>> = HashMap::new();
-    for line in audit_lines(&audit_dir) {
+    for line in gw.audit().lines() {
         let Ok(r) = serde_json::from_str::<Value>(&line) else {
             continue;
         };

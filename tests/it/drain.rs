@@ -3,27 +3,14 @@
 //! requests get 503 `draining` with `Connection: close` while the drain
 //! lasts, the audit trail is flushed (and verifies), and the exit code is 0.
 
-use cubegate::sandbox::{FaultMode, Sandbox, SandboxOptions};
+use cubegate::sandbox::FaultMode;
 
 use crate::common::*;
-use crate::prod_support::*;
 
 #[tokio::test]
 async fn sigterm_drains_in_flight_requests_refuses_new_ones_and_exits_0() {
-    cubegate::install_crypto_provider();
-    let sandbox = Sandbox::start(SandboxOptions::default()).await.unwrap();
-    let dir = tempfile::tempdir().unwrap();
-    write(&dir.path().join("sandbox-ca.pem"), &sandbox.ca_cert_pem());
-    let listen = free_addr();
-    let text = config_text(
-        dir.path(),
-        &format!("{}/v1", sandbox.base_url()),
-        &Opts::default(),
-        &listen.to_string(),
-    );
-    let config = dir.path().join("cubegate.toml");
-    write(&config, &text);
-    let mut gw = ServeChild::start(dir.path(), &config, listen).await;
+    let mut gw = Served::start(Opts::default(), &[]).await;
+    let sandbox = &gw.sandbox;
 
     // Slow upstream: every answer takes 3 s.
     sandbox.faults().set(FaultMode::Delay { ms: 3000 });
@@ -97,11 +84,7 @@ async fn sigterm_drains_in_flight_requests_refuses_new_ones_and_exits_0() {
 
     // The audit trail was flushed: every slow request has its outcome, and
     // the chain verifies.
-    let audit = std::fs::read_dir(dir.path().join("audit"))
-        .unwrap()
-        .flatten()
-        .map(|e| std::fs::read_to_string(e.path()).unwrap_or_default())
-        .collect::<String>();
+    let audit = gw.audit().text();
     for i in 0..4 {
         assert!(
             audit.lines().any(|l| l.contains(&format!("\"slow-{i}\""))
@@ -110,7 +93,7 @@ async fn sigterm_drains_in_flight_requests_refuses_new_ones_and_exits_0() {
             "no outcome record for slow-{i}"
         );
     }
-    crate::audit::assert_verifies(&dir.path().join("audit"), "after the drain");
+    assert_verifies(&gw.audit_dir(), "after the drain");
     assert_no_canary("serve logs", &gw.logs());
     assert_no_canary("audit", &audit);
 }

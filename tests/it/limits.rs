@@ -10,7 +10,6 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use cubegate::Gateway;
-use cubegate::config::{self, ConfigSource};
 use cubegate::sandbox::{FaultMode, SandboxOptions};
 use cubegate::secret;
 
@@ -107,14 +106,6 @@ fn assert_refused(r: &Resp, policy: &str) {
     );
 }
 
-/// Metric lines of `name` carrying `label`.
-fn metric_lines<'a>(metrics: &'a str, name: &str, label: &str) -> Vec<&'a str> {
-    metrics
-        .lines()
-        .filter(|l| l.starts_with(name) && l.contains(label))
-        .collect()
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_tenant_flooding_at_20x_its_budget_does_not_delay_another() {
     let keys = tempfile::tempdir().unwrap();
@@ -171,7 +162,7 @@ async fn a_tenant_flooding_at_20x_its_budget_does_not_delay_another() {
     // The calm tenant was never delayed nor refused; the flooding one was.
     let m = env.metrics().await;
     assert_eq!(
-        metric_lines(&m, "cubegate_requests_total", "tenant=\"iso-calm\"").len(),
+        metric_series(&m, "cubegate_requests_total", &[("tenant", "iso-calm")]).len(),
         1,
         "{m}"
     );
@@ -181,16 +172,23 @@ async fn a_tenant_flooding_at_20x_its_budget_does_not_delay_another() {
         "cubegate_rate_limit_refusals_total",
     ] {
         assert!(
-            metric_lines(&m, name, "tenant=\"iso-calm\"").is_empty(),
+            metric_series(&m, name, &[("tenant", "iso-calm")]).is_empty(),
             "{name}: {m}"
         );
     }
-    assert!(!metric_lines(&m, "cubegate_rate_limit_waits_total", "tenant=\"tenant-a\"").is_empty());
     assert!(
-        !metric_lines(
+        !metric_series(
+            &m,
+            "cubegate_rate_limit_waits_total",
+            &[("tenant", "tenant-a")]
+        )
+        .is_empty()
+    );
+    assert!(
+        !metric_series(
             &m,
             "cubegate_rate_limit_refusals_total",
-            "reason=\"budget\""
+            &[("reason", "budget")]
         )
         .is_empty(),
         "{m}"
@@ -438,14 +436,14 @@ async fn an_upstream_429_passes_through_and_pauses_the_key() {
     );
     let m = env.metrics().await;
     assert!(
-        !metric_lines(&m, "cubegate_key_pauses_total", "tenant=\"tenant-a\"").is_empty(),
+        !metric_series(&m, "cubegate_key_pauses_total", &[("tenant", "tenant-a")]).is_empty(),
         "{m}"
     );
     assert!(
-        !metric_lines(
+        !metric_series(
             &m,
             "cubegate_rate_limit_refusals_total",
-            "reason=\"paused\""
+            &[("reason", "paused")]
         )
         .is_empty(),
         "{m}"
@@ -513,13 +511,7 @@ impl Replicas {
         .await;
         let mut others = Vec::new();
         for _ in 0..2 {
-            let snap = config::load(
-                &ConfigSource::File(&env.config_path),
-                &Default::default(),
-                &secret::ProcessEnv,
-            )
-            .unwrap();
-            others.push(Gateway::start(snap).await.unwrap());
+            others.push(env.replica().await);
         }
         Replicas {
             env,
@@ -645,10 +637,10 @@ async fn three_gateways_share_one_budget_through_redis_and_fail_closed() {
     assert!(r.stats_sum(|s| s.redis_errors) >= 1);
     let m = r.env.metrics().await;
     assert!(
-        !metric_lines(
+        !metric_series(
             &m,
             "cubegate_rate_limit_refusals_total",
-            "reason=\"backend_unavailable\""
+            &[("reason", "backend_unavailable")]
         )
         .is_empty(),
         "{m}"

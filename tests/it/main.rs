@@ -20,7 +20,6 @@ mod faults;
 mod limits;
 mod mtls;
 mod perf_switches;
-mod prod_support;
 mod reload;
 mod sdk;
 mod slow_clients;

@@ -84,11 +84,14 @@ fn pki() -> Pki {
 }
 
 fn tls_opts(pki: &Pki, client_auth: &str) -> Opts {
-    let d = pki.dir.path().display();
+    let d = pki.dir.path();
     Opts {
-        listener: format!(
-            "\n[listener.tls]\ncert_file = \"{d}/gw-cert.pem\"\nkey_file = \"{d}/gw-key.pem\"\nclient_ca_file = \"{d}/client-ca.pem\"\nclient_auth = \"{client_auth}\"\n"
-        ),
+        tls: Some(ListenerTls {
+            cert_file: d.join("gw-cert.pem"),
+            key_file: d.join("gw-key.pem"),
+            client_ca_file: d.join("client-ca.pem"),
+            client_auth: client_auth.into(),
+        }),
         extra: format!(
             r#"
 [[callers]]

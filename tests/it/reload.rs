@@ -8,7 +8,6 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::Duration;
 
 use crate::common::*;
-use crate::prod_support::*;
 
 const KEY_A_ROTATED: &str = "test_ROTATEDKEYA44f0e1d2c3b";
 
@@ -27,9 +26,10 @@ fn replace_file(path: &std::path::Path, text: &str) {
 }
 
 async fn refused_reloads(env: &TestEnv) -> f64 {
-    metric_sum(
+    metric_value(
         &env.metrics().await,
-        "cubegate_config_reloads_total{result=\"refused\"}",
+        "cubegate_config_reloads_total",
+        &[("result", "refused")],
     )
 }
 
@@ -174,25 +174,12 @@ async fn invalid_config_is_refused_and_the_old_snapshot_keeps_serving() {
 
 #[tokio::test]
 async fn sighup_reloads_the_real_binary_when_watching_is_off() {
-    use cubegate::sandbox::{Sandbox, SandboxOptions};
-    cubegate::install_crypto_provider();
-    let sandbox = Sandbox::start(SandboxOptions::default()).await.unwrap();
-    let dir = tempfile::tempdir().unwrap();
-    write(&dir.path().join("sandbox-ca.pem"), &sandbox.ca_cert_pem());
-    let listen = free_addr();
     let opts = Opts {
         extra: "[reload]\nwatch = false\n".into(),
         ..Opts::default()
     };
-    let text = config_text(
-        dir.path(),
-        &format!("{}/v1", sandbox.base_url()),
-        &opts,
-        &listen.to_string(),
-    );
-    let config = dir.path().join("cubegate.toml");
-    write(&config, &text);
-    let mut gw = ServeChild::start(dir.path(), &config, listen).await;
+    let mut gw = Served::start(opts, &[]).await;
+    let (sandbox, dir) = (&gw.sandbox, &gw.dir);
     let http = http_client();
     let get = || async {
         http.get(gw.url("/v1/clients"))

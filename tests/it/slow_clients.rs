@@ -11,7 +11,6 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
 use crate::common::*;
-use crate::prod_support::metric_sum;
 
 fn slow_opts(extra_listener: &str) -> Opts {
     Opts {
@@ -45,7 +44,11 @@ async fn slowloris(addr: std::net::SocketAddr, gap: Duration) -> bool {
 async fn slowloris_connections_are_closed_while_normal_requests_succeed() {
     let env = Arc::new(TestEnv::with(slow_opts("")).await);
     // The recorder is process-wide: count this test's drops, not others'.
-    let dropped_before = metric_sum(&env.metrics().await, "cubegate_slow_clients_dropped_total");
+    let dropped_before = metric_value(
+        &env.metrics().await,
+        "cubegate_slow_clients_dropped_total",
+        &[],
+    );
     let addr = env.gw.addr();
     let attackers: Vec<_> = (0..50)
         .map(|_| tokio::spawn(slowloris(addr, Duration::from_millis(300))))
@@ -83,7 +86,7 @@ async fn slowloris_connections_are_closed_while_normal_requests_succeed() {
         "only the normal requests reached the upstream"
     );
     let m = env.metrics().await;
-    let dropped = metric_sum(&m, "cubegate_slow_clients_dropped_total") - dropped_before;
+    let dropped = metric_value(&m, "cubegate_slow_clients_dropped_total", &[]) - dropped_before;
     assert!(dropped >= 1.0, "slowloris drops not counted: {dropped}");
 }
 

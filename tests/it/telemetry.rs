@@ -15,13 +15,11 @@
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use crate::common::*;
-use crate::prod_support::{closed_port, free_addr};
-use cubegate::sandbox::{Sandbox, SandboxOptions};
 
 // ---------------------------------------------------------------- collector
 
@@ -311,197 +309,6 @@ impl Collector {
     }
 }
 
-// ------------------------------------------------------------ real binary
-
-/// `cubegate serve --config FILE` as a child process, against an in-process
-/// sandbox, logging to a file.
-struct Served {
-    child: Child,
-    sandbox: Sandbox,
-    dir: tempfile::TempDir,
-    addr: SocketAddr,
-    admin: SocketAddr,
-    log: PathBuf,
-    http: reqwest::Client,
-}
-
-impl Served {
-    /// Starts the binary on two ports picked free beforehand. A port can be
-    /// taken by another test between the pick and the child's bind; the
-    /// child then exits ("cannot listen on") before its admin port answers,
-    /// and the start is retried on fresh ports.
-    async fn start(env: &[(&str, String)]) -> Served {
-        let mut last_log = String::new();
-        for _ in 0..4 {
-            match Self::try_start(env).await {
-                Ok(s) => return s,
-                Err(log) => last_log = log,
-            }
-        }
-        panic!("cubegate did not start on free ports in 4 attempts; last log:\n{last_log}");
-    }
-
-    /// Err(the child's log) when it could not bind one of its ports.
-    async fn try_start(env: &[(&str, String)]) -> Result<Served, String> {
-        cubegate::install_crypto_provider();
-        let sandbox = Sandbox::start(SandboxOptions::default()).await.unwrap();
-        let dir = tempfile::tempdir().unwrap();
-        write(&dir.path().join("sandbox-ca.pem"), &sandbox.ca_cert_pem());
-        let (addr, admin) = (free_addr(), free_addr());
-        let text = config_text(
-            dir.path(),
-            &format!("{}/v1", sandbox.base_url()),
-            &Opts::default(),
-            &addr.to_string(),
-        )
-        .replace(
-            "[admin]\naddress = \"127.0.0.1:0\"",
-            &format!("[admin]\naddress = \"{admin}\""),
-        );
-        let config = dir.path().join("cubegate.toml");
-        write(&config, &text);
-        let log = dir.path().join("cubegate.log");
-        let f = std::fs::File::create(&log).unwrap();
-        let mut cmd = Command::new(env!("CARGO_BIN_EXE_cubegate"));
-        cmd.args(["serve", "--config"])
-            .arg(&config)
-            .current_dir(dir.path())
-            .env_remove("CUBEGATE_CONFIG")
-            .env_remove("OTEL_EXPORTER_OTLP_ENDPOINT")
-            .env_remove("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT")
-            .env_remove("OTEL_EXPORTER_OTLP_LOGS_ENDPOINT")
-            .env_remove("OTEL_LOGS_EXPORTER")
-            .env_remove("OTEL_SDK_DISABLED")
-            .env_remove("OTEL_EXPORTER_OTLP_METRICS_ENDPOINT")
-            .env_remove("OTEL_METRIC_EXPORT_INTERVAL")
-            .stdin(Stdio::null())
-            .stdout(Stdio::from(f.try_clone().unwrap()))
-            .stderr(Stdio::from(f));
-        for (k, v) in env {
-            cmd.env(k, v);
-        }
-        let child = cmd.spawn().unwrap();
-        let mut s = Served {
-            child,
-            sandbox,
-            dir,
-            addr,
-            admin,
-            log,
-            http: http_client(),
-        };
-        let deadline = Instant::now() + Duration::from_secs(30);
-        loop {
-            if let Some(st) = s.child.try_wait().unwrap() {
-                let log = s.log_text();
-                if log.contains("cannot listen on") {
-                    return Err(log);
-                }
-                panic!("cubegate exited with {st}: {log}");
-            }
-            let r = s
-                .http
-                .get(format!("http://{}/healthz", s.admin))
-                .send()
-                .await;
-            if r.is_ok_and(|r| r.status() == 200) {
-                break;
-            }
-            assert!(
-                Instant::now() < deadline,
-                "cubegate did not start: {}",
-                s.log_text()
-            );
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-        Ok(s)
-    }
-
-    fn log_text(&self) -> String {
-        std::fs::read_to_string(&self.log).unwrap_or_default()
-    }
-
-    async fn send(
-        &self,
-        method: &str,
-        token: Option<&str>,
-        path: &str,
-        body: Option<&str>,
-        headers: &[(&str, &str)],
-    ) -> Resp {
-        let mut rb = self.http.request(
-            method.parse().unwrap(),
-            format!("http://{}{path}", self.addr),
-        );
-        if let Some(t) = token {
-            rb = rb.header("authorization", t);
-        }
-        if let Some(b) = body {
-            rb = rb
-                .header("content-type", "application/json")
-                .body(b.to_string());
-        }
-        for (k, v) in headers {
-            rb = rb.header(*k, *v);
-        }
-        // A transport error shows the gateway's own log (a crash, a panic).
-        let r = rb
-            .send()
-            .await
-            .unwrap_or_else(|e| panic!("{method} {path}: {e:?}\n{}", self.log_text()));
-        Resp::from(r).await
-    }
-
-    async fn admin_get(&self, path: &str) -> (u16, String) {
-        let r = self
-            .http
-            .get(format!("http://{}{path}", self.admin))
-            .send()
-            .await
-            .unwrap();
-        (r.status().as_u16(), r.text().await.unwrap())
-    }
-
-    /// Raw request bytes (for targets reqwest would normalise); the status line.
-    async fn raw(&self, raw: &str) -> String {
-        use tokio::io::{AsyncReadExt, AsyncWriteExt};
-        let mut s = tokio::net::TcpStream::connect(self.addr).await.unwrap();
-        s.write_all(raw.as_bytes()).await.unwrap();
-        let mut buf = Vec::new();
-        let _ = tokio::time::timeout(Duration::from_secs(5), s.read_to_end(&mut buf)).await;
-        String::from_utf8_lossy(&buf)
-            .lines()
-            .next()
-            .unwrap_or("")
-            .to_string()
-    }
-
-    /// SIGTERM, then wait for the drain and the span flush.
-    async fn stop(&mut self) {
-        let st = Command::new("kill")
-            .args(["-TERM", &self.child.id().to_string()])
-            .status()
-            .unwrap();
-        assert!(st.success());
-        let deadline = Instant::now() + Duration::from_secs(30);
-        loop {
-            if let Some(st) = self.child.try_wait().unwrap() {
-                assert!(st.success(), "cubegate exit {st}: {}", self.log_text());
-                return;
-            }
-            assert!(Instant::now() < deadline, "cubegate did not stop");
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-    }
-}
-
-impl Drop for Served {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
 fn otel_env(c: &Collector) -> Vec<(&'static str, String)> {
     vec![
         ("OTEL_EXPORTER_OTLP_ENDPOINT", format!("http://{}", c.addr)),
@@ -538,9 +345,9 @@ fn children<'a>(spans: &'a [GotSpan], parent: &GotSpan) -> Vec<&'a GotSpan> {
 #[tokio::test]
 async fn spans_carry_route_operation_and_caller_continue_the_callers_trace_and_reach_upstream() {
     let collector = Collector::start().await;
-    let mut gw = Served::start(&otel_env(&collector)).await;
+    let mut gw = Served::start(Opts::default(), &otel_env(&collector)).await;
     let created = gw
-        .send(
+        .send_with(
             "POST",
             Some(TOKEN_A),
             "/v1/clients",
@@ -555,7 +362,7 @@ async fn spans_carry_route_operation_and_caller_continue_the_callers_trace_and_r
     // a successful update, continuing the caller's trace
     let tp1 = traceparent(TRACE_1, PARENT_1);
     let ok = gw
-        .send(
+        .send_with(
             "POST",
             Some(TOKEN_A),
             &format!("/v1/clients/{id}"),
@@ -567,7 +374,7 @@ async fn spans_carry_route_operation_and_caller_continue_the_callers_trace_and_r
     // a refused one (this caller may only read)
     let tp2 = traceparent(TRACE_2, PARENT_2);
     let refused = gw
-        .send(
+        .send_with(
             "POST",
             Some(TOKEN_A_READONLY),
             &format!("/v1/clients/{id}"),
@@ -579,7 +386,7 @@ async fn spans_carry_route_operation_and_caller_continue_the_callers_trace_and_r
     // a malformed traceparent starts a new trace
     let bad_tp = format!("00-{}-{PARENT_1}-01", TRACE_1.to_uppercase());
     let r = gw
-        .send(
+        .send_with(
             "GET",
             Some(TOKEN_A),
             "/v1/clients?page=1",
@@ -590,7 +397,7 @@ async fn spans_carry_route_operation_and_caller_continue_the_callers_trace_and_r
     assert_eq!(r.status, 200);
     // unrouted
     let r = gw
-        .send("GET", Some(TOKEN_A), "/v1/nothing-here", None, &[])
+        .send_with("GET", Some(TOKEN_A), "/v1/nothing-here", None, &[])
         .await;
     r.assert_error(404, "route_not_found");
 
@@ -701,15 +508,7 @@ async fn spans_carry_route_operation_and_caller_continue_the_callers_trace_and_r
         }
     }
     // the audit records carry the span's trace id
-    let audit = std::fs::read_to_string(
-        std::fs::read_dir(gw.dir.path().join("audit"))
-            .unwrap()
-            .flatten()
-            .map(|e| e.path())
-            .find(|p| p.extension().is_some_and(|x| x == "jsonl"))
-            .unwrap(),
-    )
-    .unwrap();
+    let audit = gw.audit().lines().join("\n");
     assert!(audit.contains(TRACE_1), "audit trace id");
 }
 
@@ -722,9 +521,9 @@ async fn audit_records_are_shipped_as_otel_log_records_equal_to_the_file_lines()
     let collector = Collector::start().await;
     let mut env = otel_env(&collector);
     env.push(("OTEL_BLRP_SCHEDULE_DELAY", "100".into()));
-    let mut gw = Served::start(&env).await;
+    let mut gw = Served::start(Opts::default(), &env).await;
     let created = gw
-        .send(
+        .send_with(
             "POST",
             Some(TOKEN_A),
             "/v1/clients",
@@ -736,7 +535,7 @@ async fn audit_records_are_shipped_as_otel_log_records_equal_to_the_file_lines()
     let id = created.json["id"].as_str().unwrap().to_string();
     let tp1 = traceparent(TRACE_1, PARENT_1);
     let ok = gw
-        .send(
+        .send_with(
             "POST",
             Some(TOKEN_A),
             &format!("/v1/clients/{id}"),
@@ -748,7 +547,7 @@ async fn audit_records_are_shipped_as_otel_log_records_equal_to_the_file_lines()
     let tp2 = traceparent(TRACE_2, PARENT_2);
     let bad_token = format!("{KEY_A_TEST}-not-a-token");
     let refused = gw
-        .send(
+        .send_with(
             "POST",
             Some(&bad_token),
             &format!("/v1/clients/{id}"),
@@ -761,15 +560,7 @@ async fn audit_records_are_shipped_as_otel_log_records_equal_to_the_file_lines()
     // flushes its queue.
     gw.stop().await;
 
-    let audit_dir = gw.dir.path().join("audit");
-    let mut lines = Vec::new();
-    for e in std::fs::read_dir(&audit_dir).unwrap().flatten() {
-        let p = e.path();
-        if p.extension().is_some_and(|x| x == "jsonl") {
-            let text = std::fs::read_to_string(&p).unwrap();
-            lines.extend(text.lines().map(str::to_string));
-        }
-    }
+    let lines = gw.audit().lines();
     let logs = collector.logs();
     let mut bodies: Vec<&str> = logs.iter().map(|l| l.body.as_str()).collect();
     bodies.sort();
@@ -885,9 +676,9 @@ async fn no_canary_in_trace_level_logs_metrics_or_spans() {
     let collector = Collector::start().await;
     let mut env = otel_env(&collector);
     env.push(("RUST_LOG", "trace".into()));
-    let mut gw = Served::start(&env).await;
+    let mut gw = Served::start(Opts::default(), &env).await;
     let created = gw
-        .send(
+        .send_with(
             "POST",
             Some(TOKEN_A),
             "/v1/clients",
@@ -898,7 +689,7 @@ async fn no_canary_in_trace_level_logs_metrics_or_spans() {
     assert_eq!(created.status, 200, "{}", created.text);
     let id = created.json["id"].as_str().unwrap().to_string();
     let upd = gw
-        .send(
+        .send_with(
             "POST",
             Some(&format!("Bearer {TOKEN_A}")),
             &format!("/v1/clients/{id}"),
@@ -910,7 +701,7 @@ async fn no_canary_in_trace_level_logs_metrics_or_spans() {
         .await;
     assert_eq!(upd.status, 200, "{}", upd.text);
     let got = gw
-        .send(
+        .send_with(
             "GET",
             Some(TOKEN_A),
             &format!("/v1/clients/{id}"),
@@ -1009,7 +800,7 @@ async fn no_canary_in_trace_level_logs_metrics_or_spans() {
         ),
     ];
     for (m, tok, path, body, status, kind) in cases {
-        let r = gw.send(m, tok, &path, body.as_deref(), &[]).await;
+        let r = gw.send_with(m, tok, &path, body.as_deref(), &[]).await;
         r.assert_error(status, kind);
     }
     // dot segments (raw: reqwest would normalise them)
@@ -1020,7 +811,7 @@ async fn no_canary_in_trace_level_logs_metrics_or_spans() {
     // 429: the quota caller's burst is one request
     let body = format!(r#"{{"email":"{PII_EMAIL}"}}"#);
     let first = gw
-        .send(
+        .send_with(
             "POST",
             Some(TOKEN_A_QUOTA),
             &format!("/v1/clients/{id}"),
@@ -1030,7 +821,7 @@ async fn no_canary_in_trace_level_logs_metrics_or_spans() {
         .await;
     assert_eq!(first.status, 200, "{}", first.text);
     let second = gw
-        .send(
+        .send_with(
             "POST",
             Some(TOKEN_A_QUOTA),
             &format!("/v1/clients/{id}"),
@@ -1046,7 +837,7 @@ async fn no_canary_in_trace_level_logs_metrics_or_spans() {
     assert_no_canary("/metrics", &metrics);
     gw.stop().await;
 
-    let logs = gw.log_text();
+    let logs = gw.logs();
     // the run really logged at trace level, from our crate and from the stack
     assert!(
         logs.lines().count() > 100,
@@ -1068,19 +859,6 @@ async fn no_canary_in_trace_level_logs_metrics_or_spans() {
 }
 
 // ------------------------------------------------------ metrics, readiness
-
-/// Sum of the samples of `name` whose labels include every pair in `labels`.
-fn metric(text: &str, name: &str, labels: &[(&str, &str)]) -> f64 {
-    text.lines()
-        .filter(|l| l.starts_with(&format!("{name}{{")) || l.starts_with(&format!("{name} ")))
-        .filter(|l| {
-            labels
-                .iter()
-                .all(|(k, v)| l.contains(&format!("{k}=\"{v}\"")))
-        })
-        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
-        .sum()
-}
 
 #[tokio::test]
 async fn metrics_move_for_success_validation_refusal_and_rate_limit_refusal() {
@@ -1116,7 +894,9 @@ async fn metrics_move_for_success_validation_refusal_and_rate_limit_refusal() {
     let after = env.metrics().await;
     // Other tests share the process-wide recorder: counters only grow, so
     // "moved by at least ours" is the exact claim.
-    let d = |name: &str, l: &[(&str, &str)]| metric(&after, name, l) - metric(&before, name, l);
+    let d = |name: &str, l: &[(&str, &str)]| {
+        metric_value(&after, name, l) - metric_value(&before, name, l)
+    };
     assert!(d("cubegate_requests_total", &ok) >= 2.0, "{after}");
     assert!(d("cubegate_request_duration_seconds_count", &ok) >= 2.0);
     assert!(
@@ -1144,38 +924,26 @@ async fn metrics_move_for_success_validation_refusal_and_rate_limit_refusal() {
     assert!(!after.contains(&id), "a client id became a label");
 }
 
-async fn readyz(env: &TestEnv) -> (u16, serde_json::Value) {
-    let a = env.gw.admin_addr().unwrap();
-    let r = env
-        .http
-        .get(format!("http://{a}/readyz"))
-        .send()
-        .await
-        .unwrap();
-    let s = r.status().as_u16();
-    (s, r.json().await.unwrap())
-}
-
 #[tokio::test]
 async fn readyz_fails_when_the_audit_dir_is_unwritable_and_when_draining() {
     let env = TestEnv::start().await;
     env.create_client(TOKEN_A).await;
-    let (s, v) = readyz(&env).await;
+    let (s, v) = env.readyz().await;
     assert_eq!(s, 200, "{v}");
     assert_eq!(v["ready"], true);
     assert_eq!(v["config_loaded"], true);
     assert_eq!(v["upstream_reachable"], true);
 
     let frozen = cubegate::audit::testing::freeze_dir(&env.audit_dir()).unwrap();
-    let (s, v) = readyz(&env).await;
+    let (s, v) = env.readyz().await;
     assert_eq!(s, 503, "{v}");
     assert_eq!(v["audit_writable"], false);
     frozen.thaw().unwrap();
-    let (s, v) = readyz(&env).await;
+    let (s, v) = env.readyz().await;
     assert_eq!(s, 200, "thawed: {v}");
 
     env.gw.shared().start_draining();
-    let (s, v) = readyz(&env).await;
+    let (s, v) = env.readyz().await;
     assert_eq!(s, 503, "{v}");
     assert_eq!(v["draining"], true);
     let a = env.gw.admin_addr().unwrap();
@@ -1195,13 +963,13 @@ async fn readyz_fails_while_the_upstream_is_unreachable() {
         ..Default::default()
     })
     .await;
-    assert_eq!(readyz(&env).await.0, 200, "no traffic yet");
+    assert_eq!(env.readyz().await.0, 200, "no traffic yet");
     env.sandbox
         .faults()
         .set(cubegate::sandbox::FaultMode::ResetBeforeResponse);
     let r = env.get(TOKEN_A, "/v1/clients").await;
     r.assert_error(502, "upstream_unavailable");
-    let (s, v) = readyz(&env).await;
+    let (s, v) = env.readyz().await;
     assert_eq!(s, 503, "{v}");
     assert_eq!(v["upstream_reachable"], false);
 }
@@ -1331,7 +1099,7 @@ const CREATE_REFUSED: [(&str, &str); 3] = [
 /// A success and a schema refusal, both carrying PII canaries.
 async fn success_and_validation_refusal(gw: &Served) {
     let created = gw
-        .send(
+        .send_with(
             "POST",
             Some(TOKEN_A),
             "/v1/clients",
@@ -1340,7 +1108,7 @@ async fn success_and_validation_refusal(gw: &Served) {
         )
         .await;
     assert_eq!(created.status, 200, "{}", created.text);
-    gw.send(
+    gw.send_with(
         "POST",
         Some(TOKEN_A),
         "/v1/clients",
@@ -1356,7 +1124,7 @@ async fn metrics_are_exported_over_otlp_periodically_with_the_prometheus_names_a
     let collector = Collector::start().await;
     let mut env = otel_env(&collector);
     env.push(("OTEL_METRIC_EXPORT_INTERVAL", "300".into()));
-    let mut gw = Served::start(&env).await;
+    let mut gw = Served::start(Opts::default(), &env).await;
     success_and_validation_refusal(&gw).await;
 
     // Periodic export, while the gateway keeps running.
@@ -1400,13 +1168,16 @@ async fn metrics_are_exported_over_otlp_periodically_with_the_prometheus_names_a
     // /metrics reads the same series: same names, labels and values.
     let (st, prom) = gw.admin_get("/metrics").await;
     assert_eq!(st, 200);
-    assert_eq!(metric(&prom, "cubegate_requests_total", &CREATED_OK), 1.0);
     assert_eq!(
-        metric(&prom, "cubegate_requests_total", &CREATE_REFUSED),
+        metric_value(&prom, "cubegate_requests_total", &CREATED_OK),
         1.0
     );
     assert_eq!(
-        metric(
+        metric_value(&prom, "cubegate_requests_total", &CREATE_REFUSED),
+        1.0
+    );
+    assert_eq!(
+        metric_value(
             &prom,
             "cubegate_request_duration_seconds_count",
             &CREATED_OK
@@ -1414,7 +1185,7 @@ async fn metrics_are_exported_over_otlp_periodically_with_the_prometheus_names_a
         1.0
     );
     assert!(
-        metric(
+        metric_value(
             &prom,
             "cubegate_otel_metric_exports_total",
             &[("result", "ok")]
@@ -1429,22 +1200,25 @@ async fn metrics_are_exported_over_otlp_periodically_with_the_prometheus_names_a
 async fn an_unreachable_metrics_collector_is_counted_and_requests_still_succeed() {
     // Nothing listens on this port.
     let dead = format!("http://127.0.0.1:{}", closed_port());
-    let gw = Served::start(&[
-        (
-            "OTEL_EXPORTER_OTLP_METRICS_ENDPOINT",
-            format!("{dead}/v1/metrics"),
-        ),
-        ("OTEL_METRIC_EXPORT_INTERVAL", "200".into()),
-    ])
+    let gw = Served::start(
+        Opts::default(),
+        &[
+            (
+                "OTEL_EXPORTER_OTLP_METRICS_ENDPOINT",
+                format!("{dead}/v1/metrics"),
+            ),
+            ("OTEL_METRIC_EXPORT_INTERVAL", "200".into()),
+        ],
+    )
     .await;
     let deadline = Instant::now() + Duration::from_secs(20);
     loop {
         let r = gw
-            .send("GET", Some(TOKEN_A), "/v1/clients?page=1", None, &[])
+            .send_with("GET", Some(TOKEN_A), "/v1/clients?page=1", None, &[])
             .await;
         assert_eq!(r.status, 200, "{}", r.text);
         let (_, prom) = gw.admin_get("/metrics").await;
-        if metric(
+        if metric_value(
             &prom,
             "cubegate_otel_metric_exports_total",
             &[("result", "error")],
@@ -1465,7 +1239,7 @@ async fn the_last_metric_values_are_flushed_on_sigterm() {
     let collector = Collector::start().await;
     // The default interval (60 s) never fires during this test: whatever
     // arrives was sent by the shutdown flush.
-    let mut gw = Served::start(&otel_env(&collector)).await;
+    let mut gw = Served::start(Opts::default(), &otel_env(&collector)).await;
     success_and_validation_refusal(&gw).await;
     assert!(collector.metric_exports().is_empty());
     gw.stop().await;
