@@ -603,27 +603,43 @@ impl<'a> Parser<'a> {
             is_float = true;
         }
 
-        if !is_float {
-            let digits = self.bytes.get(int_start..int_end).unwrap_or_default();
-            // 2^53 - 1 has 16 digits; more cannot be safe (no leading zeros).
-            if digits.len() > 16 {
-                return Err(malformed("integer beyond ±(2^53−1)", start));
-            }
-            let magnitude = digits
-                .iter()
-                .fold(0u64, |acc, &d| acc * 10 + u64::from(d - b'0'));
-            if magnitude > MAX_SAFE_INTEGER {
-                return Err(malformed("integer beyond ±(2^53−1)", start));
-            }
-            return Ok(match (negative, magnitude) {
-                (false, m) => Number::from(m),
-                // serde_json reads `-0` as the float -0.0; do the same so both
-                // parsers agree on every document this one accepts.
-                (true, 0) => Number::from_f64(-0.0).unwrap_or_else(|| Number::from(0u64)),
-                (true, m) => Number::from(-(m as i64)),
-            });
+        if is_float {
+            self.float(start, mantissa_nonzero)
+        } else {
+            self.integer(start, int_start, int_end, negative)
         }
+    }
 
+    /// An integer literal, within I-JSON's exact range.
+    fn integer(
+        &self,
+        start: usize,
+        int_start: usize,
+        int_end: usize,
+        negative: bool,
+    ) -> Result<Number, BodyError> {
+        let digits = self.bytes.get(int_start..int_end).unwrap_or_default();
+        // 2^53 - 1 has 16 digits; more cannot be safe (no leading zeros).
+        if digits.len() > 16 {
+            return Err(malformed("integer beyond ±(2^53−1)", start));
+        }
+        let magnitude = digits
+            .iter()
+            .fold(0u64, |acc, &d| acc * 10 + u64::from(d - b'0'));
+        if magnitude > MAX_SAFE_INTEGER {
+            return Err(malformed("integer beyond ±(2^53−1)", start));
+        }
+        Ok(match (negative, magnitude) {
+            (false, m) => Number::from(m),
+            // serde_json reads `-0` as the float -0.0; do the same so both
+            // parsers agree on every document this one accepts.
+            (true, 0) => Number::from_f64(-0.0).unwrap_or_else(|| Number::from(0u64)),
+            (true, m) => Number::from(-(m as i64)),
+        })
+    }
+
+    /// A literal with a fraction or exponent, from `start` to the cursor.
+    fn float(&self, start: usize, mantissa_nonzero: bool) -> Result<Number, BodyError> {
         let literal = self.slice(start, self.pos)?;
         let value: f64 = literal
             .parse()

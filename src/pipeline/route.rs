@@ -79,7 +79,33 @@ pub fn route(
 ) -> Result<Routed, RouteError> {
     let path = uri.path();
     let query = uri.query();
-    let target_len = path.len() + query.map_or(0, |q| q.len() + 1);
+    let segs = check_target(method, uri, version, max_uri_bytes)?;
+    let i = match_template(method, &segs)?;
+    let def = &OPERATIONS[i];
+    let (ids, mut upstream_path) = rebuild(&TABLE[i], &segs, path.len());
+    let query_names = check_query(def.query, query)?;
+    if let Some(q) = query.filter(|q| !q.is_empty()) {
+        upstream_path.push('?');
+        upstream_path.push_str(q);
+    }
+    Ok(Routed {
+        op: OpIndex(i as u8),
+        ids,
+        upstream_path,
+        query_names,
+    })
+}
+
+/// The refusals that need no route table: length, form, method and the
+/// path's characters. Returns the path's segments under `/v1/`.
+fn check_target<'u>(
+    method: &Method,
+    uri: &'u Uri,
+    version: Version,
+    max_uri_bytes: usize,
+) -> Result<Vec<&'u str>, RouteError> {
+    let path = uri.path();
+    let target_len = path.len() + uri.query().map_or(0, |q| q.len() + 1);
     if target_len > max_uri_bytes {
         return Err(RouteError::UriTooLong {
             limit: max_uri_bytes,
@@ -118,68 +144,72 @@ pub fn route(
             return Err(RouteError::BadTarget("empty path segments are not allowed"));
         }
     }
+    Ok(segs)
+}
 
+/// How a path's segments fit one template.
+enum Fit {
+    Yes,
+    /// The literals fit but an id is malformed.
+    BadId,
+    No,
+}
+
+fn fit(tmpl: &[Seg], segs: &[&str]) -> Fit {
+    if tmpl.len() != segs.len() {
+        return Fit::No;
+    }
+    let mut bad_id = false;
+    for (t, s) in tmpl.iter().zip(segs) {
+        match t {
+            Seg::Lit(l) if l != s => return Fit::No,
+            Seg::Side if *s != "front" && *s != "back" => return Fit::No,
+            Seg::Id(_) if !valid_id(s) => bad_id = true,
+            _ => {}
+        }
+    }
+    if bad_id { Fit::BadId } else { Fit::Yes }
+}
+
+/// The operation whose template and method fit; otherwise 405 with the
+/// methods the path allows, 400 for a malformed id, or 404.
+fn match_template(method: &Method, segs: &[&str]) -> Result<usize, RouteError> {
     let mut allow: Vec<&str> = Vec::new();
-    let mut found = None;
     let mut bad_id = false;
     for (i, tmpl) in TABLE.iter().enumerate() {
-        if tmpl.len() != segs.len() {
-            continue;
-        }
-        let mut ok = true;
-        let mut literal_ok = true;
-        for (t, s) in tmpl.iter().zip(&segs) {
-            match t {
-                Seg::Lit(l) => {
-                    if l != s {
-                        ok = false;
-                        literal_ok = false;
-                        break;
-                    }
-                }
-                Seg::Id(_) => {
-                    if !valid_id(s) {
-                        ok = false;
-                    }
-                }
-                Seg::Side => {
-                    if *s != "front" && *s != "back" {
-                        ok = false;
-                        literal_ok = false;
-                        break;
-                    }
-                }
+        match fit(tmpl, segs) {
+            Fit::No => continue,
+            Fit::BadId => {
+                bad_id = true;
+                continue;
             }
-        }
-        if !ok {
-            bad_id |= literal_ok;
-            continue;
+            Fit::Yes => {}
         }
         let def = &OPERATIONS[i];
         if def.method == *method {
-            found = Some(i);
-            break;
+            return Ok(i);
         }
         allow.push(def.method.as_str());
     }
-    let Some(i) = found else {
-        if !allow.is_empty() {
-            allow.sort_unstable();
-            allow.dedup();
-            return Err(RouteError::MethodNotAllowed {
-                allow: allow.join(", "),
-            });
-        }
-        if bad_id {
-            return Err(RouteError::BadTarget("malformed id in the path"));
-        }
-        return Err(RouteError::NotFound);
-    };
+    if !allow.is_empty() {
+        allow.sort_unstable();
+        allow.dedup();
+        return Err(RouteError::MethodNotAllowed {
+            allow: allow.join(", "),
+        });
+    }
+    if bad_id {
+        return Err(RouteError::BadTarget("malformed id in the path"));
+    }
+    Err(RouteError::NotFound)
+}
 
-    let def = &OPERATIONS[i];
+/// The upstream path rebuilt from the template and the validated ids (never
+/// copied from the input), and the ids by name.
+fn rebuild(tmpl: &[Seg], segs: &[&str], len_hint: usize) -> (Vec<(&'static str, String)>, String) {
     let mut ids = Vec::new();
-    let mut upstream_path = String::with_capacity(path.len() + 8);
-    for (t, s) in TABLE[i].iter().zip(&segs) {
+    let mut upstream_path = String::with_capacity(len_hint + 8);
+    for (t, s) in tmpl.iter().zip(segs) {
         upstream_path.push('/');
         match t {
             Seg::Lit(l) => upstream_path.push_str(l),
@@ -193,17 +223,7 @@ pub fn route(
             }
         }
     }
-    let query_names = check_query(def.query, query)?;
-    if let Some(q) = query.filter(|q| !q.is_empty()) {
-        upstream_path.push('?');
-        upstream_path.push_str(q);
-    }
-    Ok(Routed {
-        op: OpIndex(i as u8),
-        ids,
-        upstream_path,
-        query_names,
-    })
+    (ids, upstream_path)
 }
 
 fn bad_query(message: impl Into<String>, param: &str) -> RouteError {
