@@ -1,4 +1,4 @@
-//! `cubegate-loadgen`: the HTTP/1.1 load generator `bench/run.sh` drives (issue 8).
+//! `cubegate-loadgen`: the HTTP/1.1 load generator `bench/run.sh` drives.
 //!
 //! Input: one target (`--url`, `http://` or `https://` with `--ca` to trust),
 //! one request shape (`--method`, `--body-file`, repeated `--header`), a

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# cubegate vs nginx vs direct: a side-by-side load benchmark on loopback (issue 8).
+# cubegate vs nginx vs direct: a side-by-side load benchmark on loopback.
 #
 # Usage: bench/run.sh [--quick]
 #
@@ -345,9 +345,8 @@ run_one() { # system mode(sat|RATE) round conns
     local sys=$1 mode=$2 round=$3 conns=$4 rate_arg="" c0 s0 c1 s1 x0 x1 line
     [ "$mode" != sat ] && rate_arg="--rate $mode"
     # Write back what earlier runs left dirty in the page cache (a no-fsync
-    # audit variant writes ~30 MB at saturation) before measuring, or the
-    # kernel's writeback lands in the next system's run: the first fsync
-    # system after them measured p99 100 ms at 500/s (run H), the others 6-8.
+    # audit variant writes tens of MB at saturation) before measuring, or the
+    # kernel's writeback lands in the next system's run and inflates its tail.
     sync
     local perf_pid=""
     if [ "$mode" = sat ] && [ "$round" = 1 ] && [[ " ${PERF_RECORD:-} " == *" $sys "* ]]; then

@@ -1,7 +1,7 @@
 //! The audit record's cost on the request path, in-process: building the
 //! line (hand-written `RecordRef::write_json` against serde's derive, the
 //! same bytes), and a whole `AuditLog::append` with `fsync = false`, which
-//! the appending task now completes itself (serialise, chain hash, `write`
+//! the appending task completes itself (serialise, chain hash, `write`
 //! to the file in a temp dir; no writer-thread hand-off to time).
 //!
 //! Run: `cargo bench --bench audit -- --warm-up-time 1 --measurement-time 3`

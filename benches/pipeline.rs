@@ -1,4 +1,4 @@
-//! Cost per request of cubegate's own work, without any network (issue 8):
+//! Cost per request of cubegate's own work, without any network:
 //! every stage `pipeline::run` performs before `forward`, in the same order
 //! and through the same public stage functions, on a ~300-byte
 //! `clients.update` body against a compiled [`Snapshot`]:

@@ -14,9 +14,9 @@ use cubegate::config::{self, ConfigSource, LogFormat};
 use cubegate::sandbox::{Sandbox, SandboxOptions};
 use cubegate::{Gateway, audit, secret, telemetry};
 
-/// mimalloc: 1.3-1.5x the throughput of glibc's malloc at saturation, with
-/// 2-4 MiB more peak RSS under 1,000 connections (docs/performance.md,
-/// third round).
+/// mimalloc instead of glibc's malloc, whose consolidation after many small
+/// frees took a large share of the request path's CPU (docs/performance.md,
+/// "Knobs that trade one figure for another").
 #[cfg(feature = "mimalloc")]
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;

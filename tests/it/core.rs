@@ -303,7 +303,7 @@ async fn env_overrides_apply() {
     assert_eq!(s.upstream.response_timeout.as_millis(), 1234);
 }
 
-/// The shipped configs (README example, Kubernetes ConfigMap) must keep
+/// The shipped configs (the example and demo configs, the Kubernetes ConfigMap) must keep
 /// parsing: unknown keys are errors, so a renamed setting would break them.
 #[test]
 fn shipped_configs_parse() {
