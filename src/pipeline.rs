@@ -28,9 +28,9 @@ use bytes::Bytes;
 use http::{HeaderMap, Request, Response, StatusCode};
 
 use crate::audit::{AuditEvent, Decision, Digest, Fingerprint, Kind, Pointer};
-use crate::config::{Caller, Snapshot};
 use crate::error::GatewayError;
 use crate::operations::BodyKind;
+use crate::snapshot::{Caller, Snapshot};
 use crate::state::{Runtime, Shared};
 use crate::telemetry;
 use respond::GatewayBody;
@@ -212,7 +212,7 @@ where
         if audit.is_some() {
             ctx.fields = body::field_pointers(v);
         }
-        let outcome = policy::apply(v, &tenant.rules[op.0 as usize]).inspect_err(|_| {
+        let outcome = policy::apply(v, &tenant.op(op).rules).inspect_err(|_| {
             ctx.decision = Decision::RefusedPolicy;
         })?;
         ctx.stripped = outcome.stripped;
@@ -223,10 +223,10 @@ where
         let _s = info_span!("validate").entered();
         // No `has` guard: compile refuses a body operation without a schema,
         // and `validate` fails closed if one were missing.
-        if snap.raw.validation.enabled
+        if snap.validation_enabled
             && let Err(failure) = snap.schemas.validate(def.id, v)
         {
-            let shadow = snap.shadow[op.0 as usize];
+            let shadow = snap.op(op).shadow;
             telemetry::validation_refused(def.id, shadow);
             if !shadow {
                 ctx.decision = Decision::RefusedValidation;
@@ -352,7 +352,7 @@ where
     B: http_body::Body<Data = Bytes> + Send + 'static,
     B::Error: std::fmt::Display,
 {
-    let cap = snap.body_cap(op);
+    let cap = snap.op(op).body_cap;
     let idle = Some(Duration::from_millis(snap.listener.body_timeout_ms));
     match kind {
         BodyKind::None => {
@@ -421,7 +421,7 @@ fn audit_event(
     if let Some(c) = ctx.caller.as_deref() {
         ev.caller = name(&c.id);
         ev.tenant = name(&snap.tenants[c.tenant].id);
-        ev.environment = Some(c.environment.into());
+        ev.environment = Some(c.environment);
     }
     if let Some(r) = &ctx.routed {
         ev.operation = name(r.op.def().id);

@@ -11,10 +11,11 @@ use arc_swap::ArcSwap;
 use http::HeaderMap;
 
 use crate::audit::AuditLog;
-use crate::config::{Caller, Environment, Snapshot, Tenant};
 use crate::error::GatewayError;
+use crate::model::Environment;
 use crate::pipeline::forward::Upstream;
 use crate::pipeline::rate_limit::{BudgetKey, RateLimiter};
+use crate::snapshot::{Caller, Snapshot, Tenant};
 
 /// A snapshot and the upstream client built from it. Requests hold an `Arc`
 /// for their whole life, so in-flight requests finish on the snapshot they

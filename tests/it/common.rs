@@ -7,9 +7,10 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use cubegate::Gateway;
-use cubegate::config::{self, ConfigSource};
+use cubegate::config::ConfigSource;
 use cubegate::sandbox::{RecordedRequest, Sandbox, SandboxOptions};
 use cubegate::secret;
+use cubegate::snapshot;
 use reqwest::StatusCode;
 use serde_json::Value;
 
@@ -230,7 +231,7 @@ impl TestEnv {
         );
         let config_path = dir.path().join("cubegate.toml");
         write(&config_path, &text);
-        let snap = config::load(
+        let snap = snapshot::load(
             &ConfigSource::File(&config_path),
             &Default::default(),
             &secret::ProcessEnv,

@@ -10,9 +10,10 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use cubegate::Gateway;
-use cubegate::config::{self, ConfigSource};
+use cubegate::config::ConfigSource;
 use cubegate::sandbox::{FaultMode, SandboxOptions};
 use cubegate::secret;
+use cubegate::snapshot;
 
 use crate::common::*;
 
@@ -513,7 +514,7 @@ impl Replicas {
         .await;
         let mut others = Vec::new();
         for _ in 0..2 {
-            let snap = config::load(
+            let snap = snapshot::load(
                 &ConfigSource::File(&env.config_path),
                 &Default::default(),
                 &secret::ProcessEnv,

@@ -5,9 +5,10 @@
 use std::path::Path;
 
 use cubegate::Gateway;
-use cubegate::config::{self, ConfigSource};
+use cubegate::config::ConfigSource;
 use cubegate::sandbox::Sandbox;
 use cubegate::secret;
+use cubegate::snapshot::{self, Snapshot};
 
 use crate::common::*;
 
@@ -40,8 +41,8 @@ pub async fn env_with_upstream(
     }
 }
 
-pub fn load(path: &Path) -> config::Snapshot {
-    config::load(
+pub fn load(path: &Path) -> Snapshot {
+    snapshot::load(
         &ConfigSource::File(path),
         &Default::default(),
         &secret::ProcessEnv,
