@@ -2,7 +2,7 @@
 //!
 //! Input: [`AuditEvent`]s from the pipeline (names, pointers, ids, enums,
 //! numbers — never values), [`AuditSettings`] from config and [`AuditKeys`]
-//! resolved by the config layer.
+//! resolved from `[audit_keys]` ([`AuditKeys::compile`]).
 //! Output: hash-chained JSON-lines files `<dir>/audit-<instance>-<NNNNNN>.jsonl`
 //! plus signed checkpoints in `<dir>/<instance>.checkpoints`; [`verify`] and
 //! [`query`] for the `cubegate audit` CLI.
@@ -66,7 +66,7 @@ impl AuditSettings {
     }
 }
 
-/// Secrets of the audit trail, resolved by the config layer from `env:`/`file:`
+/// Secrets of the audit trail, resolved by [`AuditKeys::compile`] from `env:`/`file:`
 /// references. Debug is redacted.
 #[derive(Clone, Default)]
 pub struct AuditKeys {
