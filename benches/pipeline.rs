@@ -89,14 +89,14 @@ async fn stages(b: &Bench, f: Features) -> Request<Full<Bytes>> {
     body::check_content_type(headers).unwrap();
     let bytes = body::read_capped(
         Full::new(Bytes::from_static(CLIENTS_UPDATE)),
-        snap.body_cap(op),
+        snap.op(op).body_cap,
     )
     .await
     .unwrap();
     let mut value = body::parse_strict(&bytes, snap.max_depth).unwrap();
     let fields = body::field_pointers(&value);
-    let outcome = policy::apply(&mut value, &tenant.rules[op.0 as usize]).unwrap();
-    if f.validate && snap.raw.validation.enabled {
+    let outcome = policy::apply(&mut value, &tenant.op(op).rules).unwrap();
+    if f.validate && snap.validation_enabled {
         snap.schemas.validate(def.id, &value).unwrap();
     }
     let upstream_body = Bytes::from(serde_json::to_vec(&value).unwrap());

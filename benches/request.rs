@@ -94,7 +94,7 @@ fn benches(c: &mut Criterion) {
     let mut stripped: serde_json::Value = serde_json::from_str(CLIENTS_UPDATE).unwrap();
     stripped.as_object_mut().unwrap().remove("type");
     let direct_body = Bytes::from(serde_json::to_vec(&stripped).unwrap());
-    let key = snap.tenants[0].key(cubegate::config::Environment::Test);
+    let key = snap.tenants[0].key(cubegate::model::Environment::Test);
     let upstream_path = format!("/clients/{id}");
     let direct_req = || {
         inject::build(inject::UpstreamRequestParts {

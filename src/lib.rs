@@ -1,16 +1,18 @@
 //! cubegate: the one way internal services reach the ComplyCube API.
 //! [`Gateway::start`] builds and runs a gateway from a compiled config
-//! [`config::Snapshot`]; the binary (`main.rs`) and the tests both use it.
+//! [`snapshot::Snapshot`]; the binary (`main.rs`) and the tests both use it.
 
 pub mod audit;
 pub mod config;
 pub mod error;
+pub mod model;
 pub mod operations;
 pub mod pipeline;
 pub mod reload;
 pub mod sandbox;
 pub mod secret;
 pub mod server;
+pub mod snapshot;
 pub mod state;
 pub mod telemetry;
 
@@ -22,9 +24,9 @@ use std::time::{Duration, Instant};
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
-use crate::config::Snapshot;
 use crate::pipeline::forward::Upstream;
 use crate::pipeline::rate_limit::RateLimiter;
+use crate::snapshot::Snapshot;
 use crate::state::{Runtime, Shared};
 
 /// Install the ring crypto provider for rustls once per process. Safe to
@@ -62,9 +64,9 @@ impl Gateway {
         if let (Some(a), Some(sink)) = (&audit, telemetry::audit_sink()) {
             a.set_sink(sink);
         }
-        let (listener, addr) = server::bind(&snapshot.raw.listener.address).await?;
-        let admin = if snapshot.raw.admin.enabled {
-            Some(server::bind(&snapshot.raw.admin.address).await?)
+        let (listener, addr) = server::bind(&snapshot.listener.address).await?;
+        let admin = if snapshot.admin.enabled {
+            Some(server::bind(&snapshot.admin.address).await?)
         } else {
             None
         };

@@ -12,6 +12,7 @@ use clap::{Parser, Subcommand};
 
 use cubegate::config::{self, ConfigSource, LogFormat};
 use cubegate::sandbox::{Sandbox, SandboxOptions};
+use cubegate::snapshot;
 use cubegate::{Gateway, audit, secret, telemetry};
 
 /// mimalloc instead of glibc's malloc, whose consolidation after many small
@@ -178,13 +179,13 @@ async fn async_main(cmd: Cmd) -> ExitCode {
 }
 
 fn check_config(path: &Path) -> ExitCode {
-    match config::load(
+    match snapshot::check(
         &ConfigSource::File(path),
         &config::process_env(),
         &secret::ProcessEnv,
     ) {
-        Ok(s) => {
-            print!("{}", config::summary(&s));
+        Ok(summary) => {
+            print!("{summary}");
             ExitCode::SUCCESS
         }
         Err(e) => {
@@ -295,17 +296,14 @@ fn audit_cmd(cmd: AuditCmd) -> ExitCode {
 }
 
 async fn serve(path: &Path, text_logs: bool) -> anyhow::Result<()> {
-    let snapshot = config::load(
+    let snapshot = snapshot::load(
         &ConfigSource::File(path),
         &config::process_env(),
         &secret::ProcessEnv,
     )
     .map_err(|e| anyhow::anyhow!("{e}"))?;
-    let telemetry = telemetry::init(
-        &snapshot.raw.telemetry,
-        text_logs.then_some(LogFormat::Text),
-    );
-    let watch = snapshot.raw.reload.watch;
+    let telemetry = telemetry::init(&snapshot.telemetry, text_logs.then_some(LogFormat::Text));
+    let watch = snapshot.reload.watch;
     let mut gw = Gateway::start(snapshot).await?;
     if watch {
         gw.watch_config(path.to_path_buf());
@@ -410,14 +408,14 @@ async fn demo(listen: &str, admin: &str, dir: &Path) -> anyhow::Result<()> {
     if let Some(c) = raw.callers.first_mut() {
         c.token_sha256 = secret::sha256_hex(token.as_bytes());
     }
-    let snapshot = config::compile(
+    let snapshot = snapshot::compile(
         raw,
         "embedded demo config",
         &secret::ProcessEnv,
         Path::new("."),
     )
     .map_err(|e| anyhow::anyhow!("{e}"))?;
-    let telemetry = telemetry::init(&snapshot.raw.telemetry, None);
+    let telemetry = telemetry::init(&snapshot.telemetry, None);
     let audit_dir = snapshot.audit.dir.clone();
     let gw = Gateway::start(snapshot).await?;
     let client_id = seed_demo_client(&gw, &token)

@@ -33,8 +33,8 @@ use http_body_util::Full;
 use tracing::{Instrument, info_span};
 
 use crate::audit::{AuditEvent, Digest, Fingerprint, Pointer};
-use crate::config::{Caller, Snapshot};
 use crate::error::{GatewayError, Rescue};
+use crate::snapshot::{Caller, Snapshot};
 use crate::state::{Runtime, Shared};
 use crate::telemetry;
 use forward::UpstreamBody;
@@ -156,7 +156,7 @@ where
     let tenant = &snap.tenants[caller.tenant];
     let limits = body::BodyLimits {
         kind: def.body,
-        cap: snap.body_cap(op),
+        cap: snap.op(op).body_cap,
         max_depth: snap.max_depth,
         idle: Duration::from_millis(snap.listener.body_timeout_ms),
     };
@@ -169,13 +169,13 @@ where
         if audit_log.is_some() {
             ctx.fields = body::field_pointers(v);
         }
-        ctx.stripped = policy::apply(v, &tenant.rules[op.0 as usize])?.stripped;
+        ctx.stripped = policy::apply(v, &tenant.op(op).rules)?.stripped;
     }
     if let Some(v) = &value
-        && snap.raw.validation.enabled
+        && snap.validation_enabled
     {
         let _s = info_span!("validate").entered();
-        let shadow = snap.shadow[op.0 as usize];
+        let shadow = snap.op(op).shadow;
         ctx.shadow_violation = validate::check(&snap.schemas, def.id, shadow, v, &ctx.request_id)?;
     }
     let upstream_body = value.as_ref().map(body::to_bytes).transpose()?;

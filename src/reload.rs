@@ -21,9 +21,10 @@ use std::time::Duration;
 
 use tokio::sync::watch;
 
-use crate::config::{self, ConfigSource, Snapshot};
+use crate::config::{self, ConfigSource};
 use crate::pipeline::forward::Upstream;
 use crate::secret;
+use crate::snapshot::{self, Snapshot};
 use crate::state::{Runtime, Shared};
 use crate::telemetry;
 
@@ -74,7 +75,7 @@ pub fn swap(shared: &Shared, snapshot: Snapshot) -> anyhow::Result<()> {
 /// Load `path` (with the process environment) and swap it in. Logs the
 /// outcome; on error the old snapshot keeps serving.
 pub fn reload_file(shared: &Shared, path: &Path) -> anyhow::Result<()> {
-    let loaded = config::load(
+    let loaded = snapshot::load(
         &ConfigSource::File(path),
         &config::process_env(),
         &secret::ProcessEnv,
@@ -99,23 +100,8 @@ pub fn reload_file(shared: &Shared, path: &Path) -> anyhow::Result<()> {
 /// references.
 pub fn watched_files(config: &Path, snap: &Snapshot) -> Vec<PathBuf> {
     let base = config.parent().unwrap_or(Path::new("."));
-    let raw = &snap.raw;
-    let mut refs: Vec<&str> = Vec::new();
-    for t in &raw.tenants {
-        refs.extend(t.live_key.as_deref());
-        refs.extend(t.test_key.as_deref());
-    }
-    let k = &raw.audit_keys;
-    refs.extend(k.checkpoint_key.as_deref());
-    refs.extend(k.fingerprint_key.as_deref());
-    refs.extend(k.field_hmac_key.as_deref());
     let mut files = vec![config.to_path_buf()];
-    files.extend(
-        refs.iter()
-            .filter_map(|r| r.strip_prefix("file:"))
-            .map(|p| base.join(p)),
-    );
-    files.extend(raw.upstream.ca_file.as_ref().map(|p| base.join(p)));
+    files.extend(snap.referenced_files().iter().map(|p| base.join(p)));
     files.extend(snap.listener_tls_files().into_iter().map(|p| base.join(p)));
     files.sort();
     files.dedup();
@@ -144,15 +130,8 @@ pub async fn watch(shared: Arc<Shared>, path: PathBuf, mut stop: watch::Receiver
     let mut files = watched_files(&path, &shared.runtime().snapshot);
     let mut seen = stamps(&files);
     loop {
-        let interval = Duration::from_millis(
-            shared
-                .runtime()
-                .snapshot
-                .raw
-                .reload
-                .poll_interval_ms
-                .max(10),
-        );
+        let interval =
+            Duration::from_millis(shared.runtime().snapshot.reload.poll_interval_ms.max(10));
         tokio::select! {
             _ = tokio::time::sleep(interval) => {}
             _ = stop.changed() => return,

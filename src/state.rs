@@ -8,9 +8,9 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::Instant;
 
 use crate::audit::AuditLog;
-use crate::config::Snapshot;
 use crate::pipeline::forward::Upstream;
 use crate::pipeline::rate_limit::RateLimiter;
+use crate::snapshot::Snapshot;
 use arc_swap::ArcSwap;
 
 /// A snapshot and the upstream client built from it. Requests hold an `Arc`

@@ -11,9 +11,10 @@ use std::path::Path;
 use std::sync::Arc;
 
 use cubegate::audit::{AuditKeys, AuditLog, AuditSettings};
-use cubegate::config::{self, ConfigSource, Snapshot};
+use cubegate::config::{self, ConfigSource};
 use cubegate::pipeline::forward::Upstream;
 use cubegate::pipeline::rate_limit::RateLimiter;
+use cubegate::snapshot::{self, Snapshot};
 use cubegate::state::{Runtime, Shared};
 use cubegate::{secret, telemetry};
 use http::{HeaderMap, HeaderValue};
@@ -62,7 +63,7 @@ enabled = false
     )
     .unwrap();
     let env: HashMap<String, String> = [("BENCH_TEST_KEY".to_string(), KEY.to_string())].into();
-    config::compile(raw, "bench", &env, Path::new(".")).unwrap()
+    snapshot::compile(raw, "bench", &env, Path::new(".")).unwrap()
 }
 
 /// What the official Python SDK sends with a JSON body.

@@ -2,7 +2,7 @@
 //!
 //! Input: [`AuditEvent`]s from the pipeline (names, pointers, ids, enums,
 //! numbers — never values), [`AuditSettings`] from config and [`AuditKeys`]
-//! resolved by the config layer.
+//! resolved from `[audit_keys]` ([`AuditKeys::compile`]).
 //! Output: hash-chained JSON-lines files `<dir>/audit-<instance>-<NNNNNN>.jsonl`
 //! plus signed checkpoints in `<dir>/<instance>.checkpoints`; [`verify`] and
 //! [`query`] for the `cubegate audit` CLI.
@@ -32,98 +32,8 @@ pub use record::{
 pub use verify::{FailureKind, InstanceReport, VerifyFailure, VerifyReport, verify};
 pub use writer::{AuditLog, AuditStats, FieldValues, RecordSink};
 
-/// The `[audit]` section of the config.
-#[derive(Debug, Clone, serde::Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct AuditSettings {
-    /// Write the trail at all. Off means `append` succeeds without writing.
-    #[serde(default = "yes")]
-    pub enabled: bool,
-    /// Directory of the audit files (created if missing).
-    #[serde(default = "default_dir")]
-    pub dir: PathBuf,
-    /// Instance id in file names and records; default: host name, else
-    /// `cubegate`.
-    #[serde(default)]
-    pub instance: Option<String>,
-    /// fsync every batch before `append` returns.
-    #[serde(default = "yes")]
-    pub fsync: bool,
-    /// Group commit under load: when the previous batch held more than one
-    /// record (requests are arriving concurrently), the writer waits this
-    /// long after the first record before its write + fsync, so more
-    /// records share it. A lone request never waits. 0 turns it off; only
-    /// used with `fsync = true`.
-    #[serde(default = "default_group_commit_wait")]
-    pub group_commit_wait_us: u64,
-    /// Run the writer thread under Linux's `SCHED_BATCH` policy: it still
-    /// gets its fair share of CPU, but waking it (a new record, a finished
-    /// fsync) does not preempt the request workers. On a saturated core that
-    /// cuts context switches per request by two thirds and CPU per request
-    /// by a tenth or more, but at moderate load its p99 with fsync was much
-    /// worse in two runs of three (docs/performance.md, fourth round), so
-    /// it is opt-in.
-    /// Ignored where the policy does not exist.
-    #[serde(default)]
-    pub writer_sched_batch: bool,
-    /// Record every operation, not only PII ones and refusals (used by the
-    /// pipeline; the writer does not look at it).
-    #[serde(default)]
-    pub record_all: bool,
-    /// Write a checkpoint after this many records…
-    #[serde(default = "default_cp_records")]
-    pub checkpoint_every_records: u64,
-    /// …or after this many seconds with new records.
-    #[serde(default = "default_cp_secs")]
-    pub checkpoint_every_secs: u64,
-    /// Start a new file when the current one reaches this size.
-    #[serde(default = "default_rotate_bytes")]
-    pub rotate_bytes: u64,
-    /// Start a new file when the UTC day changes.
-    #[serde(default = "yes")]
-    pub rotate_daily: bool,
-    /// JSON pointers whose values get a keyed HMAC in `field_hmacs`.
-    #[serde(default)]
-    pub hmac_fields: Vec<String>,
-}
-
-fn yes() -> bool {
-    true
-}
-fn default_group_commit_wait() -> u64 {
-    200
-}
-fn default_dir() -> PathBuf {
-    PathBuf::from("audit")
-}
-fn default_cp_records() -> u64 {
-    1000
-}
-fn default_cp_secs() -> u64 {
-    60
-}
-fn default_rotate_bytes() -> u64 {
-    64 * 1024 * 1024
-}
-
-impl Default for AuditSettings {
-    fn default() -> Self {
-        Self {
-            enabled: true,
-            dir: default_dir(),
-            instance: None,
-            fsync: true,
-            group_commit_wait_us: default_group_commit_wait(),
-            writer_sched_batch: false,
-            record_all: false,
-            checkpoint_every_records: default_cp_records(),
-            checkpoint_every_secs: default_cp_secs(),
-            rotate_bytes: default_rotate_bytes(),
-            rotate_daily: true,
-            hmac_fields: Vec::new(),
-        }
-    }
-}
+pub use crate::config::AuditSettings;
+use crate::config::{AuditKeyRefs, ConfigError, Origin};
 
 impl AuditSettings {
     /// The effective instance id: the configured one, else the host name
@@ -156,7 +66,7 @@ impl AuditSettings {
     }
 }
 
-/// Secrets of the audit trail, resolved by the config layer from `env:`/`file:`
+/// Secrets of the audit trail, resolved by [`AuditKeys::compile`] from `env:`/`file:`
 /// references. Debug is redacted.
 #[derive(Clone, Default)]
 pub struct AuditKeys {
@@ -166,6 +76,45 @@ pub struct AuditKeys {
     pub fingerprint_key: Vec<u8>,
     /// Keys `field_hmacs`.
     pub field_hmac_key: Vec<u8>,
+}
+
+impl AuditKeys {
+    /// Checks `[audit]` (instance id, `hmac_fields`) and resolves the keys
+    /// `[audit_keys]` references. None while the trail is off.
+    pub fn compile(
+        audit: &AuditSettings,
+        refs: &AuditKeyRefs,
+        o: &Origin<'_>,
+    ) -> Result<Option<AuditKeys>, ConfigError> {
+        if !audit.enabled {
+            return Ok(None);
+        }
+        audit
+            .instance_id()
+            .map_err(|e| o.err("audit.instance", e.to_string()))?;
+        audit
+            .hmac_pointers()
+            .map_err(|e| o.err("audit.hmac_fields", e.to_string()))?;
+        let get = |name: &str, r: &Option<String>, required: bool| match r {
+            Some(r) => o
+                .resolve(format!("audit_keys.{name}"), r)
+                .map(|s| s.expose().as_bytes().to_vec()),
+            None if required => Err(o.err(
+                format!("audit_keys.{name}"),
+                "required while audit.enabled (a reference env:NAME or file:PATH)",
+            )),
+            None => Ok(Vec::new()),
+        };
+        Ok(Some(AuditKeys {
+            checkpoint_key: get("checkpoint_key", &refs.checkpoint_key, true)?,
+            fingerprint_key: get("fingerprint_key", &refs.fingerprint_key, true)?,
+            field_hmac_key: get(
+                "field_hmac_key",
+                &refs.field_hmac_key,
+                !audit.hmac_fields.is_empty(),
+            )?,
+        }))
+    }
 }
 
 impl std::fmt::Debug for AuditKeys {

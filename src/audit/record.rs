@@ -364,36 +364,7 @@ impl Kind {
     }
 }
 
-/// The ComplyCube environment the caller acts in.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum Environment {
-    /// `live_` keys.
-    Live,
-    /// `test_` keys.
-    Test,
-}
-
-impl Environment {
-    /// The snake_case wire name.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Environment::Live => "live",
-            Environment::Test => "test",
-        }
-    }
-}
-
-/// The config's environment of a caller, as the record names it (the audit
-/// types stay separate from the config's: the file format is versioned).
-impl From<crate::config::Environment> for Environment {
-    fn from(e: crate::config::Environment) -> Environment {
-        match e {
-            crate::config::Environment::Live => Environment::Live,
-            crate::config::Environment::Test => Environment::Test,
-        }
-    }
-}
+pub use crate::model::Environment;
 
 /// What the gateway decided about the request.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -964,9 +935,11 @@ mod tests {
 
     #[test]
     fn a_config_environment_keeps_its_name_in_the_record() {
-        use crate::config::Environment as Config;
-        for e in [Config::Live, Config::Test] {
-            assert_eq!(Environment::from(e).as_str(), e.as_str());
+        for (e, name) in [(Environment::Live, "live"), (Environment::Test, "test")] {
+            let quoted = format!("\"{name}\"");
+            assert_eq!(serde_json::from_str::<Environment>(&quoted).unwrap(), e);
+            assert_eq!(serde_json::to_string(&e).unwrap(), quoted);
+            assert_eq!(e.as_str(), name);
         }
     }
 

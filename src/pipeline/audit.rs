@@ -13,10 +13,10 @@ use tracing::{Instrument, info_span};
 use super::Ctx;
 use super::policy;
 use crate::audit::{AuditEvent, AuditLog, Decision, FieldValues, Kind, Name, Pointer};
-use crate::config::Snapshot;
 use crate::error::Rescue;
 use crate::operations::OperationDef;
 use crate::secret::Secret;
+use crate::snapshot::Snapshot;
 use crate::telemetry;
 
 /// The intent record could not be written; the request is not forwarded.
@@ -162,7 +162,7 @@ fn event(
     if let Some(c) = ctx.caller.as_deref() {
         ev.caller = name(&c.id);
         ev.tenant = name(&snap.tenants[c.tenant].id);
-        ev.environment = Some(c.environment.into());
+        ev.environment = Some(c.environment);
     }
     if let Some(r) = &ctx.routed {
         ev.operation = name(r.op.def().id);

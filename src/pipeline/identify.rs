@@ -11,9 +11,9 @@ use std::sync::Arc;
 
 use http::HeaderMap;
 
-use crate::config::{Caller, Snapshot};
 use crate::operations::OpIndex;
 use crate::server::tls::PeerCert;
+use crate::snapshot::{Caller, Snapshot};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
 pub enum IdentifyError {

@@ -21,19 +21,16 @@
 //! parent. Then `Strip` rules run in order, each seeing the previous ones'
 //! result (array indices in later pointers refer to the shortened arrays).
 
+use std::sync::Arc;
+
 use serde_json::Value;
 
 use super::body::push_pointer_token;
+use crate::config::{ConfigError, Origin, PolicySettings, RawFieldRule};
+use crate::operations::{self, OPERATIONS};
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Deserialize, serde::Serialize)]
-#[serde(rename_all = "lowercase")]
-pub enum PolicyAction {
-    /// Remove the field and forward the rest.
-    #[default]
-    Strip,
-    /// Refuse the request if the field is present.
-    Reject,
-}
+/// What a rule does with a match: the config's `action` as written.
+pub use crate::config::FieldAction as PolicyAction;
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 enum Segment {
@@ -115,6 +112,58 @@ pub fn builtin_rules(op_id: &str) -> Vec<FieldRule> {
         }],
         _ => Vec::new(),
     }
+}
+
+/// The rules of each operation (by index) for one tenant: the built-in
+/// ones (with `policy.builtin_action`), then `policy.rules`, then the
+/// tenant's own (`tenant_key` is e.g. `tenants[0]`, for error keys). A later
+/// rule for the same pointer replaces the earlier one, so a tenant can turn
+/// a built-in strip into a reject.
+pub fn compile_rules(
+    global: &PolicySettings,
+    tenant: &[RawFieldRule],
+    tenant_key: &str,
+    o: &Origin<'_>,
+) -> Result<Vec<Arc<[FieldRule]>>, ConfigError> {
+    let all: Vec<(String, &RawFieldRule)> = global
+        .rules
+        .iter()
+        .enumerate()
+        .map(|(j, r)| (format!("policy.rules[{j}]"), r))
+        .chain(
+            tenant
+                .iter()
+                .enumerate()
+                .map(|(j, r)| (format!("{tenant_key}.policy[{j}]"), r)),
+        )
+        .collect();
+    for (key, r) in &all {
+        if !operations::pattern_is_known(&r.operation) {
+            return Err(o.err(
+                format!("{key}.operation"),
+                format!("matches no operation: {}", r.operation),
+            ));
+        }
+        FieldRule::parse(&r.pointer, r.action)
+            .map_err(|e| o.err(format!("{key}.pointer"), e.to_string()))?;
+    }
+    let mut out = Vec::with_capacity(OPERATIONS.len());
+    for op in OPERATIONS {
+        let mut rules: Vec<FieldRule> = builtin_rules(op.id)
+            .into_iter()
+            .filter_map(|r| FieldRule::parse(r.pointer(), global.builtin_action).ok())
+            .collect();
+        for (_, r) in &all {
+            if operations::pattern_matches(&r.operation, op.id) {
+                rules.retain(|x| x.pointer() != r.pointer);
+                if let Ok(rule) = FieldRule::parse(&r.pointer, r.action) {
+                    rules.push(rule);
+                }
+            }
+        }
+        out.push(Arc::from(rules));
+    }
+    Ok(out)
 }
 
 /// What the policy stage did to a body that passed it.

@@ -34,6 +34,7 @@ mod admit;
 mod clock;
 mod gcra;
 mod redis;
+mod settings;
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -41,7 +42,9 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
 use http::{HeaderName, HeaderValue};
-use serde::Deserialize;
+
+/// The `[rate_limit]` section and its budgets are plain config types.
+pub use crate::config::{Backend, Budget, FailMode, LimiterSettings};
 
 pub use admit::{RateLimited, admit, upstream_429};
 pub use clock::{Clock, ManualClock, MonotonicClock};
@@ -80,15 +83,6 @@ impl BudgetKey {
     }
 }
 
-/// A GCRA budget: a sustained rate and how many requests may pass at once
-/// from idle.
-#[derive(Debug, Clone, Copy, PartialEq, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct Budget {
-    pub per_second: f64,
-    pub burst: u32,
-}
-
 impl Budget {
     /// This replica's share when `replicas` share the budget without
     /// coordination (the `fail = "local"` fallback). Never below one request.
@@ -123,107 +117,8 @@ impl Budget {
     }
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Backend {
-    #[default]
-    Local,
-    Redis,
-}
-
-/// What to do when the Redis backend cannot decide in time.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum FailMode {
-    /// Refuse (429 with Retry-After 1): never risk the upstream limit.
-    #[default]
-    Closed,
-    /// Decide in-process at budget ÷ replicas.
-    Local,
-}
-
 /// What start-up, a reload and `check-config` say when `enabled = false`.
 pub const OFF_NOTICE: &str = "rate limiting is OFF ([rate_limit] enabled = false): no budget, quota or upstream-429 pause is enforced";
-
-/// The `[rate_limit]` section of the configuration.
-#[derive(Clone, Deserialize)]
-#[serde(deny_unknown_fields, default)]
-pub struct LimiterSettings {
-    /// Off: no budget or quota is checked and an upstream 429 pauses
-    /// nothing; every request goes straight on (ComplyCube's own 429s still
-    /// reach the caller). Read per request, so a reload applies it. Exists to measure
-    /// what the limiter costs (`bench/run.sh` variant `cg-norl`), like
-    /// `[validation] enabled`; cubegate warns at start when it is off.
-    pub enabled: bool,
-    pub backend: Backend,
-    /// `redis://host:port/db`; may carry a password, so it is never printed.
-    pub redis_url: Option<String>,
-    pub redis_timeout_ms: u64,
-    pub fail: FailMode,
-    /// Number of gateway replicas sharing the budgets (for `fail = "local"`).
-    pub replicas: u32,
-    /// Default longest wait for a slot before refusing.
-    pub max_wait_ms: u64,
-    /// Most requests waiting at once per budget key (per replica). A request
-    /// holds a place while its decision is made, so with Redis a very large
-    /// number of concurrent decisions can also fill it.
-    pub max_waiters: usize,
-    /// Default budget of a live key: 80 % of ComplyCube's 10/s.
-    pub default_live: Budget,
-    /// Default budget of a test key: 80 % of ComplyCube's 5/s.
-    pub default_test: Budget,
-    /// Pause after an upstream 429 without Retry-After (ComplyCube advises 30 s).
-    pub upstream_429_pause_secs: u64,
-    /// How often idle state is dropped.
-    pub idle_cleanup_secs: u64,
-}
-
-impl Default for LimiterSettings {
-    fn default() -> Self {
-        Self {
-            enabled: true,
-            backend: Backend::Local,
-            redis_url: None,
-            redis_timeout_ms: 50,
-            fail: FailMode::Closed,
-            replicas: 1,
-            max_wait_ms: 300,
-            max_waiters: 1000,
-            // GCRA lets `burst - 1 + rate` requests into any one-second
-            // window. Burst 2 at 8/s gives at most 9 (< 10) and burst 1 at 4/s
-            // at most 4 (< 5), so ComplyCube never sees more than its limit.
-            default_live: Budget {
-                per_second: 8.0,
-                burst: 2,
-            },
-            default_test: Budget {
-                per_second: 4.0,
-                burst: 1,
-            },
-            upstream_429_pause_secs: 30,
-            idle_cleanup_secs: 60,
-        }
-    }
-}
-
-impl std::fmt::Debug for LimiterSettings {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("LimiterSettings")
-            .field("enabled", &self.enabled)
-            .field("backend", &self.backend)
-            .field("redis_url", &self.redis_url.as_ref().map(|_| "<redacted>"))
-            .field("redis_timeout_ms", &self.redis_timeout_ms)
-            .field("fail", &self.fail)
-            .field("replicas", &self.replicas)
-            .field("max_wait_ms", &self.max_wait_ms)
-            .field("max_waiters", &self.max_waiters)
-            .field("default_live", &self.default_live)
-            .field("default_test", &self.default_test)
-            .field("upstream_429_pause_secs", &self.upstream_429_pause_secs)
-            .field("idle_cleanup_secs", &self.idle_cleanup_secs)
-            .finish()
-    }
-}
 
 impl LimiterSettings {
     /// Checks the values a config file can get wrong.

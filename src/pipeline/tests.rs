@@ -16,7 +16,7 @@ use hyper_util::rt::{TokioExecutor, TokioIo};
 use serde_json::Value;
 
 use super::handle;
-use crate::config::{self, ConfigSource};
+use crate::config::ConfigSource;
 use crate::pipeline::forward::Upstream;
 use crate::pipeline::rate_limit::RateLimiter;
 use crate::state::{Runtime, Shared};
@@ -161,7 +161,8 @@ impl Harness {
             name: "in-process",
             toml: &text,
         };
-        let snap = config::load(&src, &Default::default(), &env).unwrap_or_else(|e| panic!("{e}"));
+        let snap = crate::snapshot::load(&src, &Default::default(), &env)
+            .unwrap_or_else(|e| panic!("{e}"));
         let seen = Seen::default();
         let dial = fake_upstream(pki.server_config.clone(), seen.clone());
         let upstream = Upstream::in_memory(&snap.upstream, dial).unwrap();

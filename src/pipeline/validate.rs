@@ -26,6 +26,9 @@ use jsonschema::error::{TypeKind, ValidationErrorKind};
 use jsonschema::{Draft, Registry, ValidationError, Validator};
 use serde_json::Value;
 
+mod settings;
+pub use settings::shadowed;
+
 /// Base URI every embedded schema's `$id` lives under.
 pub const SCHEMA_BASE: &str = "https://schemas.cubegate.dev/";
 /// At most this many field errors are reported for one body.

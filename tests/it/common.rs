@@ -14,9 +14,10 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use cubegate::Gateway;
-use cubegate::config::{self, ConfigSource};
+use cubegate::config::ConfigSource;
 use cubegate::sandbox::{RecordedRequest, Sandbox, SandboxOptions};
 use cubegate::secret;
+use cubegate::snapshot;
 use reqwest::StatusCode;
 use serde_json::Value;
 
@@ -265,8 +266,8 @@ pub fn http_client() -> reqwest::Client {
 }
 
 /// The snapshot a config file loads to (no environment overrides).
-pub fn load(path: &Path) -> config::Snapshot {
-    config::load(
+pub fn load(path: &Path) -> snapshot::Snapshot {
+    snapshot::load(
         &ConfigSource::File(path),
         &Default::default(),
         &secret::ProcessEnv,

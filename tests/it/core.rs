@@ -294,7 +294,7 @@ async fn env_overrides_apply() {
         "CUBEGATE__UPSTREAM__RESPONSE_TIMEOUT_MS".to_string(),
         "1234".to_string(),
     );
-    let s = cubegate::config::load(
+    let s = cubegate::snapshot::load(
         &cubegate::config::ConfigSource::File(&p),
         &env,
         &cubegate::secret::ProcessEnv,

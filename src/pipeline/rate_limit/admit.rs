@@ -8,7 +8,8 @@ use std::time::Duration;
 use http::{HeaderMap, HeaderName, HeaderValue};
 
 use super::{BudgetKey, RateLimiter};
-use crate::config::{Caller, Environment, Snapshot, Tenant};
+use crate::model::Environment;
+use crate::snapshot::{Caller, Snapshot, Tenant};
 use crate::state::Shared;
 
 /// Refused after the allowed wait; the headers (`Retry-After`,

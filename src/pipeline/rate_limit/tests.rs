@@ -1,3 +1,5 @@
+//! Unit tests of the limiter, on an injected clock.
+
 use super::*;
 
 const MS: Duration = Duration::from_millis(1);
