@@ -247,7 +247,7 @@ pub(super) struct Shared {
     /// in chain order whoever writes them. Lock order: `writer`, then `open`.
     pub(super) writer: Mutex<Writer>,
     /// `fsync = false`: an appender that finds the writer free writes the
-    /// batch itself (see [`AuditLog::append`]). The same setting as
+    /// batch itself (see [`write_inline`]). The same setting as
     /// `Writer::fsync`, kept here so appenders read it without the writer
     /// lock.
     pub(super) inline: bool,

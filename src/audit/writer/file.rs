@@ -80,7 +80,7 @@ pub(super) struct Writer {
     pub(super) seq: u64,
     pub(super) head: String,
 
-    /// The checkpoint file; lent to a [`CpJob`] while it runs.
+    /// The checkpoint file; lent to a `CpJob` while it runs.
     pub(super) cp: CpFile,
     pub(super) last_cp_seq: u64,
     /// The last checkpoint attempt failed (retried at `cp_due`).
@@ -90,7 +90,7 @@ pub(super) struct Writer {
     /// loop that would hammer a broken disk.
     pub(super) cp_due: Instant,
     /// The pause before retrying a failed checkpoint or rotation
-    /// ([`CP_RETRY`]; tests that must not meet a retry set it longer).
+    /// (`CP_RETRY`; tests that must not meet a retry set it longer).
     pub(super) cp_retry: Duration,
     /// After a failed rotation: not retried before this.
     pub(super) rotate_retry_at: Option<Instant>,

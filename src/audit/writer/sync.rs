@@ -5,6 +5,8 @@
 //! the tests pass a fault injector through the very same code path, so the
 //! recovery they exercise (rewrite after a failed sync, a rotation kept
 //! back by a failed directory sync) is the code that runs in production.
+//! The one sync outside it is start-up's `sync_all` after cutting a torn
+//! line, before the writer exists.
 
 use std::fs::File;
 use std::path::Path;
