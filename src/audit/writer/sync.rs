@@ -13,7 +13,7 @@ use std::path::Path;
 
 /// The syncs the writer makes; `Send + Sync` because the writer thread and
 /// appenders writing inline share it.
-pub(crate) trait Syncer: Send + Sync {
+pub(super) trait Syncer: Send + Sync {
     /// Makes `f`'s data durable (`fdatasync`).
     fn sync_data(&self, f: &File) -> std::io::Result<()>;
 
@@ -22,7 +22,7 @@ pub(crate) trait Syncer: Send + Sync {
 }
 
 /// The operating system's syncs.
-pub(crate) struct OsSync;
+pub(super) struct OsSync;
 
 impl Syncer for OsSync {
     fn sync_data(&self, f: &File) -> std::io::Result<()> {

@@ -6,14 +6,13 @@
 //! Contract: whatever way the thread ends (close or panic), the log is
 //! marked closed and every waiting append and flush is answered.
 
-use std::sync::Arc;
+use std::sync::{Arc, MutexGuard};
 use std::time::{Duration, Instant};
 
 use super::super::record::Name;
 use super::super::{AuditError, AuditSettings, io_err};
 use super::batch::{OpenBatch, Shared};
 use super::checkpoint::checkpoint_unlocked;
-use std::sync::MutexGuard;
 
 /// Starts the writer thread of `shared` (named after the instance, under
 /// `SCHED_BATCH` if the settings ask for it).
@@ -98,7 +97,7 @@ fn run(shared: &Shared) {
         if gather {
             std::thread::sleep(sched.group_commit_wait);
         }
-        write_open_batch(shared);
+        write_and_answer(shared);
     }
 }
 
@@ -142,7 +141,7 @@ fn checkpoint_when_idle(shared: &Shared, closed: bool) {
 
 /// Writes the open batch, then answers the flushes taken with it (after a
 /// checkpoint covering them), or checkpoints if one is due.
-fn write_open_batch(shared: &Shared) {
+fn write_and_answer(shared: &Shared) {
     let mut w = shared.writer();
     let flushes = w.write_open_batch(shared, true);
     if !flushes.is_empty() {
