@@ -247,72 +247,25 @@ pub fn render_json_lines(rows: &[QueryRow]) -> String {
     out
 }
 
+/// The table's columns, in order.
+const TABLE_HEAD: [&str; 11] = [
+    "TIME",
+    "INSTANCE",
+    "SEQ",
+    "REQUEST",
+    "CALLER",
+    "TENANT",
+    "ENV",
+    "OPERATION",
+    "RESOURCE",
+    "OUTCOME",
+    "FIELDS",
+];
+
 /// A fixed-width table with a header; long lists are shortened with `…`.
 pub fn render_table(rows: &[QueryRow]) -> String {
-    const HEAD: [&str; 11] = [
-        "TIME",
-        "INSTANCE",
-        "SEQ",
-        "REQUEST",
-        "CALLER",
-        "TENANT",
-        "ENV",
-        "OPERATION",
-        "RESOURCE",
-        "OUTCOME",
-        "FIELDS",
-    ];
-    let dash = |o: &Option<String>| o.clone().unwrap_or_else(|| "-".into());
-    let cut = |s: String, max: usize| {
-        if s.chars().count() > max {
-            let mut t: String = s.chars().take(max - 1).collect();
-            t.push('…');
-            t
-        } else {
-            s
-        }
-    };
-    let cells: Vec<[String; 11]> = rows
-        .iter()
-        .map(|r| {
-            let resource = if r.resource_ids.is_empty() {
-                "-".to_string()
-            } else {
-                r.resource_ids
-                    .values()
-                    .cloned()
-                    .collect::<Vec<_>>()
-                    .join(",")
-            };
-            let mut outcome = r.outcome.clone();
-            if r.decision != "allowed" {
-                outcome = format!("{outcome} {}", r.decision);
-            } else if let Some(rs) = &r.reason {
-                outcome = format!("{outcome} {rs}");
-            }
-            let mut fields = r.fields.join(",");
-            if !r.stripped.is_empty() {
-                fields = format!("{fields} stripped:{}", r.stripped.join(","));
-            }
-            if fields.is_empty() {
-                fields = "-".into();
-            }
-            [
-                r.time.clone(),
-                r.instance.clone(),
-                r.seq.to_string(),
-                cut(r.request_id.clone(), 36),
-                dash(&r.caller),
-                dash(&r.tenant),
-                dash(&r.environment),
-                dash(&r.operation),
-                cut(resource, 40),
-                outcome,
-                cut(fields, 60),
-            ]
-        })
-        .collect();
-    let mut widths = HEAD.map(|h| h.chars().count());
+    let cells: Vec<[String; 11]> = rows.iter().map(table_cells).collect();
+    let mut widths = TABLE_HEAD.map(|h| h.chars().count());
     for row in &cells {
         for (w, c) in widths.iter_mut().zip(row.iter()) {
             *w = (*w).max(c.chars().count());
@@ -330,11 +283,61 @@ pub fn render_table(rows: &[QueryRow]) -> String {
         out.push_str(line.trim_end());
         out.push('\n');
     };
-    push_row(&HEAD.map(String::from));
+    push_row(&TABLE_HEAD.map(String::from));
     for row in &cells {
         push_row(row);
     }
     out
+}
+
+/// One row's cells under [`TABLE_HEAD`]: `-` for what it lacks, the
+/// decision (or reason) after the outcome, long texts cut.
+fn table_cells(r: &QueryRow) -> [String; 11] {
+    let dash = |o: &Option<String>| o.clone().unwrap_or_else(|| "-".into());
+    let cut = |s: String, max: usize| {
+        if s.chars().count() > max {
+            let mut t: String = s.chars().take(max - 1).collect();
+            t.push('…');
+            t
+        } else {
+            s
+        }
+    };
+    let resource = if r.resource_ids.is_empty() {
+        "-".to_string()
+    } else {
+        r.resource_ids
+            .values()
+            .cloned()
+            .collect::<Vec<_>>()
+            .join(",")
+    };
+    let mut outcome = r.outcome.clone();
+    if r.decision != "allowed" {
+        outcome = format!("{outcome} {}", r.decision);
+    } else if let Some(rs) = &r.reason {
+        outcome = format!("{outcome} {rs}");
+    }
+    let mut fields = r.fields.join(",");
+    if !r.stripped.is_empty() {
+        fields = format!("{fields} stripped:{}", r.stripped.join(","));
+    }
+    if fields.is_empty() {
+        fields = "-".into();
+    }
+    [
+        r.time.clone(),
+        r.instance.clone(),
+        r.seq.to_string(),
+        cut(r.request_id.clone(), 36),
+        dash(&r.caller),
+        dash(&r.tenant),
+        dash(&r.environment),
+        dash(&r.operation),
+        cut(resource, 40),
+        outcome,
+        cut(fields, 60),
+    ]
 }
 
 #[cfg(test)]

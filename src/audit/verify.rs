@@ -295,18 +295,36 @@ struct Loc {
     seq: u64,
 }
 
+/// Verifies one instance's chain: its file sequence, every record in file
+/// order against the chain and the checkpoints, then the end of the log.
 fn verify_instance(
     inst: &str,
     files: &BTreeMap<u64, PathBuf>,
     cp_path: Option<&PathBuf>,
     key: Option<&[u8]>,
 ) -> Result<InstanceReport, VerifyFailure> {
-    let mut report = InstanceReport {
+    check_file_sequence(inst, files)?;
+    let checkpoints = match cp_path {
+        Some(p) => load_checkpoints(inst, p, key)?,
+        None => Vec::new(),
+    };
+    let report = InstanceReport {
         files: files.len(),
         macs_verified: key.is_some(),
+        checkpoints: checkpoints.len(),
         ..Default::default()
     };
-    // File sequence: must start at 1 and have no holes.
+    let mut walk = Walk::new(inst, &checkpoints, report);
+    for p in files.values() {
+        walk.file(p)?;
+    }
+    walk.seq_order()?;
+    let last_cp = checkpoints.iter().map(|(_, c)| c.seq).max().unwrap_or(0);
+    walk.end(last_cp, key.is_some() && cp_path.is_none())
+}
+
+/// File sequence: must start at 1 and have no holes.
+fn check_file_sequence(inst: &str, files: &BTreeMap<u64, PathBuf>) -> Result<(), VerifyFailure> {
     let mut expected_no = 1u64;
     for (&n, p) in files {
         if n != expected_no {
@@ -329,126 +347,172 @@ fn verify_instance(
         }
         expected_no = n + 1;
     }
+    Ok(())
+}
 
-    let checkpoints = match cp_path {
-        Some(p) => load_checkpoints(inst, p, key)?,
-        None => Vec::new(),
-    };
-    report.checkpoints = checkpoints.len();
-    let mut cp_at: BTreeMap<u64, Vec<&Checkpoint>> = BTreeMap::new();
-    for (_, cp) in &checkpoints {
-        cp_at.entry(cp.seq).or_default().push(cp);
-    }
+/// The walk over one instance's records in file order: where the chain
+/// stands, and the first seq-order break, classified once every later seq
+/// has been seen.
+struct Walk<'a> {
+    inst: &'a str,
+    cp_at: BTreeMap<u64, Vec<&'a Checkpoint>>,
+    report: InstanceReport,
+    expected_seq: u64,
+    expected_prev: String,
+    prev_loc: Option<Loc>,
+    last_file: PathBuf,
+    last_line: usize,
+    seq_break: Option<(VerifyFailure, u64)>,
+    seen: Vec<u64>,
+}
 
-    let mut expected_seq = 1u64;
-    let mut expected_prev = chain::genesis(inst);
-    let mut prev_loc: Option<Loc> = None;
-    let mut last_file = PathBuf::new();
-    let mut last_line = 0usize;
-    // First seq-order break, classified after the walk (needs later seqs).
-    let mut seq_break: Option<(VerifyFailure, u64)> = None;
-    let mut seen: Vec<u64> = Vec::new();
-
-    for p in files.values() {
-        let data = std::fs::read(p)
-            .map_err(|e| fail(p, None, None, inst, FailureKind::Io, e.to_string()))?;
-        last_file = p.clone();
-        last_line = 0;
-        for (i, line) in split_lines(&data).enumerate() {
-            let ln = i + 1;
-            last_line = ln;
-            let bad = |kind, detail: &str| fail(p, Some(ln), None, inst, kind, detail);
-            let Ok(line) = line else {
-                if seq_break.is_some() {
-                    break;
-                }
-                return Err(bad(
-                    FailureKind::Malformed,
-                    "torn line: incomplete write at end of file",
-                ));
-            };
-            let rec: Record = match serde_json::from_slice(line) {
-                Ok(r) => r,
-                Err(e) => {
-                    if seq_break.is_some() {
-                        continue;
-                    }
-                    return Err(bad(
-                        FailureKind::Malformed,
-                        &format!(
-                            "not a valid v1 record ({:?} error at column {})",
-                            e.classify(),
-                            e.column()
-                        ),
-                    ));
-                }
-            };
-            seen.push(rec.seq);
-            if seq_break.is_some() {
-                continue;
-            }
-            let at = |kind, detail: String| fail(p, Some(ln), Some(rec.seq), inst, kind, detail);
-            if rec.v != SCHEMA_VERSION {
-                return Err(at(
-                    FailureKind::Malformed,
-                    format!("unsupported schema version {}", rec.v),
-                ));
-            }
-            if rec.instance.as_str() != inst {
-                return Err(at(
-                    FailureKind::WrongInstance,
-                    "record of another instance in this chain".into(),
-                ));
-            }
-            if rec.seq != expected_seq {
-                seq_break = Some((
-                    at(
-                        FailureKind::Deleted,
-                        format!("expected seq {expected_seq}, found {}", rec.seq),
-                    ),
-                    expected_seq,
-                ));
-                continue;
-            }
-            if rec.prev != expected_prev {
-                return Err(match &prev_loc {
-                    Some(l) => fail(
-                        &l.file,
-                        Some(l.line),
-                        Some(l.seq),
-                        inst,
-                        FailureKind::Changed,
-                        format!("record does not hash to the `prev` stored in seq {} (record changed)", rec.seq),
-                    ),
-                    None => at(
-                        FailureKind::Changed,
-                        "first record does not link to this instance's genesis (changed, or the chain does not start here)".into(),
-                    ),
-                });
-            }
-            let hash = chain::line_hash(line);
-            if let Some(cps) = cp_at.get(&rec.seq)
-                && cps.iter().any(|c| c.head_hash != hash)
-            {
-                return Err(at(
-                    FailureKind::Changed,
-                    "record does not match the head hash of the checkpoint at this seq (record changed)".into(),
-                ));
-            }
-            report.records += 1;
-            report.last_seq = rec.seq;
-            expected_seq += 1;
-            expected_prev = hash;
-            prev_loc = Some(Loc {
-                file: p.clone(),
-                line: ln,
-                seq: rec.seq,
-            });
+impl<'a> Walk<'a> {
+    fn new(inst: &'a str, checkpoints: &'a [(usize, Checkpoint)], report: InstanceReport) -> Self {
+        let mut cp_at: BTreeMap<u64, Vec<&Checkpoint>> = BTreeMap::new();
+        for (_, cp) in checkpoints {
+            cp_at.entry(cp.seq).or_default().push(cp);
+        }
+        Walk {
+            inst,
+            cp_at,
+            report,
+            expected_seq: 1,
+            expected_prev: chain::genesis(inst),
+            prev_loc: None,
+            last_file: PathBuf::new(),
+            last_line: 0,
+            seq_break: None,
+            seen: Vec::new(),
         }
     }
 
-    if let Some((mut f, missing)) = seq_break {
-        if seen.contains(&missing) {
+    /// Every line of log file `p`.
+    fn file(&mut self, p: &Path) -> Result<(), VerifyFailure> {
+        let data = std::fs::read(p)
+            .map_err(|e| fail(p, None, None, self.inst, FailureKind::Io, e.to_string()))?;
+        self.last_file = p.to_path_buf();
+        self.last_line = 0;
+        for (i, line) in split_lines(&data).enumerate() {
+            self.last_line = i + 1;
+            self.line(p, i + 1, line)?;
+        }
+        Ok(())
+    }
+
+    /// One line: parsed, its seq noted; after a seq-order break only the
+    /// seqs are collected (a torn or malformed line is then passed over).
+    fn line(&mut self, p: &Path, ln: usize, line: Result<&[u8], ()>) -> Result<(), VerifyFailure> {
+        let inst = self.inst;
+        let bad = |kind, detail: &str| fail(p, Some(ln), None, inst, kind, detail);
+        let Ok(line) = line else {
+            if self.seq_break.is_some() {
+                return Ok(());
+            }
+            return Err(bad(
+                FailureKind::Malformed,
+                "torn line: incomplete write at end of file",
+            ));
+        };
+        let rec: Record = match serde_json::from_slice(line) {
+            Ok(r) => r,
+            Err(e) => {
+                if self.seq_break.is_some() {
+                    return Ok(());
+                }
+                return Err(bad(
+                    FailureKind::Malformed,
+                    &format!(
+                        "not a valid v1 record ({:?} error at column {})",
+                        e.classify(),
+                        e.column()
+                    ),
+                ));
+            }
+        };
+        self.seen.push(rec.seq);
+        if self.seq_break.is_some() {
+            return Ok(());
+        }
+        self.link(p, ln, line, &rec)
+    }
+
+    /// Checks a record against the chain so far and the checkpoints at its
+    /// seq, and moves the chain on by it.
+    fn link(
+        &mut self,
+        p: &Path,
+        ln: usize,
+        line: &[u8],
+        rec: &Record,
+    ) -> Result<(), VerifyFailure> {
+        let inst = self.inst;
+        let at = |kind, detail: String| fail(p, Some(ln), Some(rec.seq), inst, kind, detail);
+        if rec.v != SCHEMA_VERSION {
+            return Err(at(
+                FailureKind::Malformed,
+                format!("unsupported schema version {}", rec.v),
+            ));
+        }
+        if rec.instance.as_str() != inst {
+            return Err(at(
+                FailureKind::WrongInstance,
+                "record of another instance in this chain".into(),
+            ));
+        }
+        if rec.seq != self.expected_seq {
+            self.seq_break = Some((
+                at(
+                    FailureKind::Deleted,
+                    format!("expected seq {}, found {}", self.expected_seq, rec.seq),
+                ),
+                self.expected_seq,
+            ));
+            return Ok(());
+        }
+        if rec.prev != self.expected_prev {
+            return Err(match &self.prev_loc {
+                Some(l) => fail(
+                    &l.file,
+                    Some(l.line),
+                    Some(l.seq),
+                    inst,
+                    FailureKind::Changed,
+                    format!("record does not hash to the `prev` stored in seq {} (record changed)", rec.seq),
+                ),
+                None => at(
+                    FailureKind::Changed,
+                    "first record does not link to this instance's genesis (changed, or the chain does not start here)".into(),
+                ),
+            });
+        }
+        let hash = chain::line_hash(line);
+        if let Some(cps) = self.cp_at.get(&rec.seq)
+            && cps.iter().any(|c| c.head_hash != hash)
+        {
+            return Err(at(
+                FailureKind::Changed,
+                "record does not match the head hash of the checkpoint at this seq (record changed)".into(),
+            ));
+        }
+        self.report.records += 1;
+        self.report.last_seq = rec.seq;
+        self.expected_seq += 1;
+        self.expected_prev = hash;
+        self.prev_loc = Some(Loc {
+            file: p.to_path_buf(),
+            line: ln,
+            seq: rec.seq,
+        });
+        Ok(())
+    }
+
+    /// The first seq-order break, if any: a deletion, or a reorder when the
+    /// missing seq turned up later.
+    fn seq_order(&mut self) -> Result<(), VerifyFailure> {
+        let Some((mut f, missing)) = self.seq_break.take() else {
+            return Ok(());
+        };
+        if self.seen.contains(&missing) {
             f.kind = FailureKind::Reordered;
             f.detail = format!(
                 "{}: seq {missing} appears later (records swapped or moved)",
@@ -457,36 +521,42 @@ fn verify_instance(
         } else {
             f.detail = format!("{}: seq {missing} is missing (record deleted)", f.detail);
         }
-        return Err(f);
+        Err(f)
     }
 
-    let last_cp = checkpoints.iter().map(|(_, c)| c.seq).max().unwrap_or(0);
-    if last_cp > report.last_seq {
-        return Err(fail(
-            &last_file,
-            Some(last_line + 1),
-            Some(report.last_seq + 1),
-            inst,
-            FailureKind::Truncated,
-            format!(
-                "log ends at seq {} but a checkpoint covers seq {last_cp}: records {}..{last_cp} were cut",
-                report.last_seq,
-                report.last_seq + 1
-            ),
-        ));
+    /// The end of the log against the last checkpoint (`last_cp`), and a
+    /// checkpoint file that a key requires (`cp_file_missing`).
+    fn end(self, last_cp: u64, cp_file_missing: bool) -> Result<InstanceReport, VerifyFailure> {
+        let mut report = self.report;
+        if last_cp > report.last_seq {
+            return Err(fail(
+                &self.last_file,
+                Some(self.last_line + 1),
+                Some(report.last_seq + 1),
+                self.inst,
+                FailureKind::Truncated,
+                format!(
+                    "log ends at seq {} but a checkpoint covers seq {last_cp}: records {}..{last_cp} were cut",
+                    report.last_seq,
+                    report.last_seq + 1
+                ),
+            ));
+        }
+        if cp_file_missing && report.records > 0 {
+            return Err(fail(
+                &self
+                    .last_file
+                    .with_file_name(chain::checkpoint_file_name(self.inst)),
+                None,
+                None,
+                self.inst,
+                FailureKind::BadCheckpoint,
+                "checkpoint file missing (it must sit beside the log files)",
+            ));
+        }
+        report.unanchored = report.last_seq - last_cp;
+        Ok(report)
     }
-    if key.is_some() && cp_path.is_none() && report.records > 0 {
-        return Err(fail(
-            &last_file.with_file_name(chain::checkpoint_file_name(inst)),
-            None,
-            None,
-            inst,
-            FailureKind::BadCheckpoint,
-            "checkpoint file missing (it must sit beside the log files)",
-        ));
-    }
-    report.unanchored = report.last_seq - last_cp;
-    Ok(report)
 }
 
 #[cfg(test)]
