@@ -44,7 +44,11 @@ use route::Routed;
 /// What one request has accumulated on its way through the stages. Nothing
 /// about a failure is kept here: [`finish`] receives the error itself.
 pub struct Ctx {
+    /// The gateway's own id: joins the request's audit records.
     pub request_id: String,
+    /// The caller's valid `X-Request-Id`, if it sent one: echoed back and
+    /// passed upstream as today, recorded beside `request_id`.
+    pub caller_request_id: Option<String>,
     /// The server span; stage spans are its children.
     pub span: tracing::Span,
     pub method: http::Method,
@@ -52,8 +56,12 @@ pub struct Ctx {
     pub started: Instant,
     pub caller: Option<Arc<Caller>>,
     pub routed: Option<Routed>,
-    /// Pointers of the body's fields, for the audit record.
-    pub fields: Vec<String>,
+    /// The body's fields as the audit record shows them.
+    pub fields: audit::FieldList,
+    /// Link ids from the body (`clientId`, …), for the audit record.
+    pub links: Vec<(&'static str, String)>,
+    /// Ids from a create's answer (`id`, `clientId`), for the outcome.
+    pub answer: audit::AnswerIds,
     pub stripped: Vec<String>,
     /// Shadow-mode validation failed and the request went on.
     pub shadow_violation: bool,
@@ -70,13 +78,16 @@ impl Ctx {
     fn new(request_id: String, method: http::Method, span: tracing::Span) -> Ctx {
         Ctx {
             request_id,
+            caller_request_id: None,
             span,
             method,
             trace_id: None,
             started: Instant::now(),
             caller: None,
             routed: None,
-            fields: Vec::new(),
+            fields: Default::default(),
+            links: Vec::new(),
+            answer: Default::default(),
             stripped: Vec::new(),
             shadow_violation: false,
             upstream_latency: None,
@@ -85,6 +96,12 @@ impl Ctx {
             field_hmacs: BTreeMap::new(),
             intent: None,
         }
+    }
+
+    /// The id the caller sees (`X-Request-Id`, error bodies) and ComplyCube
+    /// gets: the caller's own when it sent one, else the gateway's.
+    pub fn reply_id(&self) -> &str {
+        self.caller_request_id.as_deref().unwrap_or(&self.request_id)
     }
 }
 
@@ -103,10 +120,11 @@ where
         snap.listen_port,
     );
     let mut ctx = Ctx::new(
-        telemetry::request_id(req.headers()),
+        telemetry::new_request_id(),
         req.method().clone(),
         span.clone(),
     );
+    ctx.caller_request_id = telemetry::caller_request_id(req.headers());
     ctx.trace_id = telemetry::trace_id(&span, req.headers());
     let in_flight = telemetry::InFlight::start();
     let entered = shared.enter();
@@ -167,7 +185,9 @@ where
         let _s = info_span!("policy").entered();
         // Only the audit record reads the field list.
         if audit_log.is_some() {
-            ctx.fields = body::field_pointers(v);
+            let cap = snap.audit.field_list_cap();
+            ctx.fields = audit::summarise(v, snap.schemas.named_keys(def.id), cap);
+            ctx.links = audit::links(v);
         }
         ctx.stripped = policy::apply(v, &tenant.op(op).rules)?.stripped;
     }
@@ -191,7 +211,12 @@ where
     let (upstream_req, upstream_span) = upstream_request(snap, ctx, &parts, key, upstream_body)?;
     drop(parts);
     let resp = exchange(shared, rt, ctx, upstream_req, upstream_span).await?;
-    Ok(respond::from_upstream(resp, &ctx.request_id, &ctx.stripped))
+    let resp = if audit_log.is_some() && audit::records_created_id(def, snap) {
+        audit::peek_created(resp, snap, &mut ctx.answer).await?
+    } else {
+        resp.map(|b| http_body_util::BodyExt::boxed(b))
+    };
+    Ok(respond::from_upstream(resp, ctx.reply_id(), &ctx.stripped))
 }
 
 /// The `inject` stage with its upstream span (whose trace context goes on
@@ -216,7 +241,7 @@ fn upstream_request(
         path_and_query: &routed.upstream_path,
         caller_headers: &parts.headers,
         key,
-        request_id: &ctx.request_id,
+        request_id: ctx.reply_id(),
         traceparent,
         tracestate,
         body,
@@ -263,8 +288,8 @@ fn req_op(ctx: &Ctx) -> Option<&'static str> {
 /// A gateway-made answer in ComplyCube's shape, with the request id.
 fn error_response(ctx: &Ctx, e: &GatewayError) -> Response<GatewayBody> {
     tracing::debug!(request_id = %ctx.request_id, error = %e, "request refused or failed");
-    let (mut parts, body) = e.to_response(&ctx.request_id).into_parts();
-    respond::decorate(&mut parts.headers, &ctx.request_id, &ctx.stripped);
+    let (mut parts, body) = e.to_response(ctx.reply_id()).into_parts();
+    respond::decorate(&mut parts.headers, ctx.reply_id(), &ctx.stripped);
     Response::from_parts(parts, respond::full(body))
 }
 

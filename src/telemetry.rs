@@ -592,14 +592,23 @@ static REQUEST_PREFIX: OnceLock<String> = OnceLock::new();
 /// The caller's `X-Request-Id` when it is a sane token, else a fresh one
 /// (a random per-process prefix and a counter: unique, cheap, no syscall).
 pub fn request_id(h: &HeaderMap) -> String {
-    if let Some(v) = h.get("x-request-id").and_then(|v| v.to_str().ok())
-        && !v.is_empty()
+    caller_request_id(h).unwrap_or_else(new_request_id)
+}
+
+/// The caller's `X-Request-Id` when it is a sane id (1-64 chars of
+/// `[A-Za-z0-9_-]`); anything else is ignored.
+pub fn caller_request_id(h: &HeaderMap) -> Option<String> {
+    let v = h.get("x-request-id").and_then(|v| v.to_str().ok())?;
+    (!v.is_empty()
         && v.len() <= 64
         && v.bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
-    {
-        return v.to_string();
-    }
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_'))
+    .then(|| v.to_string())
+}
+
+/// A new gateway request id: a per-process random prefix and a counter,
+/// so no two requests of one instance share it.
+pub fn new_request_id() -> String {
     let prefix = REQUEST_PREFIX.get_or_init(|| {
         use ring::rand::SecureRandom;
         let mut b = [0u8; 6];

@@ -95,6 +95,16 @@ impl AuditKeys {
         audit
             .hmac_pointers()
             .map_err(|e| o.err("audit.hmac_fields", e.to_string()))?;
+        let range = crate::config::RECORD_BYTES_RANGE;
+        if !range.contains(&audit.max_record_bytes) {
+            return Err(o.err(
+                "audit.max_record_bytes",
+                format!("must be between {} and {}", range.start(), range.end()),
+            ));
+        }
+        if audit.max_fields == Some(0) {
+            return Err(o.err("audit.max_fields", "must be at least 1"));
+        }
         let get = |name: &str, r: &Option<String>, required: bool| match r {
             Some(r) => o
                 .resolve(format!("audit_keys.{name}"), r)

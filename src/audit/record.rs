@@ -415,8 +415,13 @@ impl Decision {
 pub struct AuditEvent {
     /// intent / outcome / event.
     pub kind: Kind,
-    /// The gateway request id (`X-Request-Id`); joins intent and outcome.
+    /// The gateway's own request id; joins intent and outcome. Never taken
+    /// from the caller, so two requests can never share it.
     pub request_id: RequestId,
+    /// The caller's `X-Request-Id`, when it sent a valid one: kept beside
+    /// the gateway's id to find the caller's request, never used to join.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub caller_request_id: Option<RequestId>,
     /// W3C trace id when tracing is on.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub trace_id: Option<RequestId>,
@@ -435,9 +440,17 @@ pub struct AuditEvent {
     /// Path parameter name -> id (`{"id": "5f…"}`).
     #[serde(default)]
     pub resource_ids: BTreeMap<Name, ResourceId>,
-    /// JSON pointers of the fields present in the body as received.
+    /// JSON pointers of the fields present in the body as received: the
+    /// first few, caller-chosen keys shown as `*` (see [`FieldSummary`]).
     #[serde(default)]
     pub fields: Vec<Pointer>,
+    /// How many members and elements the body held in all, when `fields`
+    /// does not list them all.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub fields_total: Option<u64>,
+    /// The body's nesting depth, when `fields` does not list every field.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub fields_depth: Option<u32>,
     /// JSON pointers removed by policy.
     #[serde(default)]
     pub stripped: Vec<Pointer>,
@@ -461,6 +474,14 @@ pub struct AuditEvent {
     /// Pointer -> keyed HMAC of that field's value, configured pointers only.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub field_hmacs: BTreeMap<Pointer, Digest>,
+    /// Lists were cut: to the configured number of pointers, or to keep the
+    /// record under the size bound ([`AuditEvent::fit`]).
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub truncated: bool,
+}
+
+fn is_false(b: &bool) -> bool {
+    !*b
 }
 
 impl AuditEvent {
@@ -469,6 +490,7 @@ impl AuditEvent {
         Self {
             kind,
             request_id,
+            caller_request_id: None,
             trace_id: None,
             caller: None,
             tenant: None,
@@ -476,6 +498,8 @@ impl AuditEvent {
             operation: None,
             resource_ids: BTreeMap::new(),
             fields: Vec::new(),
+            fields_total: None,
+            fields_depth: None,
             stripped: Vec::new(),
             query_params: Vec::new(),
             decision,
@@ -484,6 +508,7 @@ impl AuditEvent {
             latency_ms: None,
             key_fingerprint: None,
             field_hmacs: BTreeMap::new(),
+            truncated: false,
         }
     }
 
@@ -571,6 +596,7 @@ fn write_event(out: &mut Vec<u8>, event: &AuditEvent) {
     let AuditEvent {
         kind,
         request_id,
+        caller_request_id,
         trace_id,
         caller,
         tenant,
@@ -578,6 +604,8 @@ fn write_event(out: &mut Vec<u8>, event: &AuditEvent) {
         operation,
         resource_ids,
         fields,
+        fields_total,
+        fields_depth,
         stripped,
         query_params,
         decision,
@@ -586,11 +614,16 @@ fn write_event(out: &mut Vec<u8>, event: &AuditEvent) {
         latency_ms,
         key_fingerprint,
         field_hmacs,
+        truncated,
     } = event;
     out.extend_from_slice(b",\"kind\":");
     text(out, kind.as_str());
     out.extend_from_slice(b",\"request_id\":");
     text(out, request_id.as_str());
+    if let Some(c) = caller_request_id {
+        out.extend_from_slice(b",\"caller_request_id\":");
+        text(out, c.as_str());
+    }
     if let Some(t) = trace_id {
         out.extend_from_slice(b",\"trace_id\":");
         text(out, t.as_str());
@@ -610,6 +643,14 @@ fn write_event(out: &mut Vec<u8>, event: &AuditEvent) {
     );
     out.extend_from_slice(b",\"fields\":");
     list(out, fields.iter().map(Pointer::as_str));
+    if let Some(n) = fields_total {
+        out.extend_from_slice(b",\"fields_total\":");
+        num(out, *n);
+    }
+    if let Some(d) = fields_depth {
+        out.extend_from_slice(b",\"fields_depth\":");
+        num(out, u64::from(*d));
+    }
     out.extend_from_slice(b",\"stripped\":");
     list(out, stripped.iter().map(Pointer::as_str));
     out.extend_from_slice(b",\"query_params\":");
@@ -638,6 +679,9 @@ fn write_event(out: &mut Vec<u8>, event: &AuditEvent) {
             out,
             field_hmacs.iter().map(|(k, v)| (k.as_str(), v.as_str())),
         );
+    }
+    if *truncated {
+        out.extend_from_slice(b",\"truncated\":true");
     }
 }
 
@@ -690,6 +734,9 @@ fn map<'a>(out: &mut Vec<u8>, entries: impl Iterator<Item = (&'a str, &'a str)>)
     }
     out.push(b'}');
 }
+
+mod fit;
+pub use fit::{ENVELOPE_BYTES, event_len_bound};
 
 #[cfg(test)]
 mod tests;

@@ -547,6 +547,28 @@ pub struct AuditSettings {
     /// JSON pointers whose values get a keyed HMAC in `field_hmacs`.
     #[serde(default)]
     pub hmac_fields: Vec<String>,
+    /// Hard bound on one record's line, in bytes (1 KiB to 64 KiB): longer
+    /// records are cut (`truncated: true`), whatever the request held.
+    #[serde(default = "default_max_record_bytes")]
+    pub max_record_bytes: usize,
+    /// How many field pointers a record lists before it summarises (count
+    /// and depth); default: `max_record_bytes / 64`.
+    #[serde(default)]
+    pub max_fields: Option<usize>,
+}
+
+/// The smallest and largest `max_record_bytes` accepted.
+pub const RECORD_BYTES_RANGE: std::ops::RangeInclusive<usize> = 1024..=65536;
+
+fn default_max_record_bytes() -> usize {
+    4096
+}
+
+impl AuditSettings {
+    /// The number of field pointers a record lists.
+    pub fn field_list_cap(&self) -> usize {
+        self.max_fields.unwrap_or(self.max_record_bytes / 64)
+    }
 }
 
 fn default_group_commit_wait() -> u64 {
@@ -580,6 +602,8 @@ impl Default for AuditSettings {
             rotate_bytes: default_rotate_bytes(),
             rotate_daily: true,
             hmac_fields: Vec::new(),
+            max_record_bytes: default_max_record_bytes(),
+            max_fields: None,
         }
     }
 }

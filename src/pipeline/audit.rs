@@ -4,7 +4,8 @@
 //! after every request, the record of what happened, derived from the intent
 //! when there was one. Records hold only names, ids, pointers, numbers and
 //! keyed digests: [`AuditEvent`]'s field types cannot hold a body or query
-//! value.
+//! value. What of a body is shown is in `fields` (caller-chosen keys as `*`,
+//! lists capped); the ids a create's answer links are in `answer`.
 
 use std::time::Instant;
 
@@ -18,6 +19,22 @@ use crate::operations::OperationDef;
 use crate::secret::Secret;
 use crate::snapshot::Snapshot;
 use crate::telemetry;
+
+mod answer;
+mod fields;
+pub use answer::{AnswerIds, MAX_PEEK_BYTES, records_created_id};
+pub use fields::{FieldList, LINK_KEYS, collapse, links, summarise};
+
+/// [`answer::peek_created`] with the snapshot's idle bound.
+pub async fn peek_created(
+    resp: http::Response<crate::pipeline::forward::UpstreamBody>,
+    snap: &Snapshot,
+    out: &mut AnswerIds,
+) -> Result<http::Response<crate::pipeline::respond::GatewayBody>, crate::pipeline::forward::ForwardError>
+{
+    let idle = std::time::Duration::from_millis(snap.listener.body_timeout_ms);
+    answer::peek_created(resp, idle, out).await
+}
 
 /// The intent record could not be written; the request is not forwarded.
 #[derive(Debug, thiserror::Error)]
@@ -110,6 +127,7 @@ pub async fn outcome(
             ev.kind = kind;
             ev.decision = decision;
             ev.reason = reason;
+            add_answer(&mut ev, &ctx.answer);
             Some(ev)
         }
         None => {
@@ -154,6 +172,10 @@ fn event(
 ) -> Option<AuditEvent> {
     use crate::audit::{RequestId, ResourceId};
     let mut ev = AuditEvent::new(kind, RequestId::new(ctx.request_id.clone()).ok()?, decision);
+    ev.caller_request_id = ctx
+        .caller_request_id
+        .as_ref()
+        .and_then(|c| RequestId::new(c.clone()).ok());
     let name = |s: &str| Name::new(s.to_string()).ok();
     ev.trace_id = ctx
         .trace_id
@@ -164,18 +186,33 @@ fn event(
         ev.tenant = name(&snap.tenants[c.tenant].id);
         ev.environment = Some(c.environment);
     }
+    let keys = ctx
+        .routed
+        .as_ref()
+        .map(|r| snap.schemas.named_keys(r.op.def().id));
     if let Some(r) = &ctx.routed {
         ev.operation = name(r.op.def().id);
         ev.resource_ids = r
             .ids
             .iter()
+            .chain(ctx.links.iter())
             .filter_map(|(k, v)| Some((name(k)?, ResourceId::new(v.clone()).ok()?)))
             .collect();
         ev.query_params = query_params(&r.query_names);
     }
-    ev.fields = pointers(std::mem::take(&mut ctx.fields));
+    let fields = std::mem::take(&mut ctx.fields);
+    if fields.truncated {
+        ev.truncated = true;
+        ev.fields_total = Some(fields.total);
+        ev.fields_depth = Some(fields.depth);
+    }
+    ev.fields = pointers(fields.pointers);
     // `stripped` is still needed for the response header.
-    ev.stripped = pointers(ctx.stripped.iter().cloned());
+    ev.stripped = match keys {
+        Some(k) => pointers(ctx.stripped.iter().map(|p| collapse(p, k))),
+        None => pointers(ctx.stripped.iter().cloned()),
+    };
+    add_answer(&mut ev, &ctx.answer);
     ev.reason = reason;
     ev.status = status;
     if kind != Kind::Intent {
@@ -201,30 +238,33 @@ fn query_params(names: &[String]) -> Vec<Name> {
     params
 }
 
-/// Every pointer a record holds passes through here: the trail records that
-/// metadata was sent (or stripped) as `/metadata`, once, never its keys
-/// (`policy::shown_pointer`).
+/// Pointers for the record, each once (several caller keys all show as
+/// the same `/options/*`).
 fn pointers(v: impl IntoIterator<Item = String>) -> Vec<Pointer> {
     let mut out: Vec<Pointer> = Vec::new();
-    let mut metadata = false;
     for p in v {
-        let shown = policy::shown_pointer(&p);
-        if shown == "/metadata" {
-            if metadata {
-                continue;
-            }
-            metadata = true;
+        if out.iter().any(|q| q.as_str() == p) {
+            continue;
         }
-        let p = if shown.len() == p.len() {
-            p
-        } else {
-            shown.to_string()
-        };
         if let Ok(p) = Pointer::new(p) {
             out.push(p);
         }
     }
     out
+}
+
+/// The ids of a create's answer: `created` (the new resource) and the
+/// client it belongs to, unless the body named one already.
+fn add_answer(ev: &mut AuditEvent, a: &AnswerIds) {
+    use crate::audit::ResourceId;
+    let entries = [("created", &a.id), ("clientId", &a.client_id)];
+    for (k, v) in entries {
+        if let (Some(v), Ok(k)) = (v, Name::new(k)) {
+            if let Ok(v) = ResourceId::new(v.clone()) {
+                ev.resource_ids.entry(k).or_insert(v);
+            }
+        }
+    }
 }
 
 /// The record's `reason`: a shadow-mode validation failure (the request was

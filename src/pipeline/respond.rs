@@ -4,7 +4,6 @@
 //! `X-Cubegate-Stripped` (field pointers, never values). A body that breaks
 //! off upstream breaks off here too: it is never presented as complete.
 
-use crate::pipeline::forward::UpstreamBody;
 use crate::pipeline::inject::connection_tokens;
 use bytes::Bytes;
 use http::Response;
@@ -35,8 +34,10 @@ pub fn full(b: Bytes) -> GatewayBody {
         .boxed()
 }
 
+/// The upstream answer (its body boxed, or already read to find a created
+/// id) with hop-by-hop headers removed and cubegate's added.
 pub fn from_upstream(
-    resp: Response<UpstreamBody>,
+    resp: Response<GatewayBody>,
     request_id: &str,
     stripped: &[String],
 ) -> Response<GatewayBody> {
@@ -49,7 +50,7 @@ pub fn from_upstream(
         parts.headers.remove(*h);
     }
     decorate(&mut parts.headers, request_id, stripped);
-    Response::from_parts(parts, body.boxed())
+    Response::from_parts(parts, body)
 }
 
 pub fn decorate(h: &mut http::HeaderMap, request_id: &str, stripped: &[String]) {

@@ -26,7 +26,9 @@ use jsonschema::error::{TypeKind, ValidationErrorKind};
 use jsonschema::{Draft, Registry, ValidationError, Validator};
 use serde_json::Value;
 
+pub mod keys;
 mod settings;
+pub use keys::KeyTree;
 pub use settings::shadowed;
 
 /// Base URI every embedded schema's `$id` lives under.
@@ -263,6 +265,8 @@ impl std::error::Error for ValidationFailure {}
 pub struct Schemas {
     validators: BTreeMap<String, Validator>,
     documents: HashMap<String, Value>,
+    /// Operation id -> the keys its schema names (for the audit trail).
+    keys: BTreeMap<String, KeyTree>,
 }
 
 impl std::fmt::Debug for Schemas {
@@ -304,6 +308,15 @@ impl Schemas {
             });
         }
         Self::compile(files)
+    }
+
+    /// The keys the operation's schema names; empty for an operation
+    /// without a schema (every key is then the caller's).
+    pub fn named_keys(&self, op_id: &str) -> &KeyTree {
+        static EMPTY: std::sync::OnceLock<KeyTree> = std::sync::OnceLock::new();
+        self.keys
+            .get(op_id)
+            .unwrap_or_else(|| EMPTY.get_or_init(KeyTree::default))
     }
 
     /// Whether a schema exists for this operation.
@@ -413,13 +426,15 @@ impl Schemas {
         })?;
 
         let mut validators = BTreeMap::new();
-        for (rel, _, schema) in &entries {
+        let mut keys = BTreeMap::new();
+        for (rel, id, schema) in &entries {
             if rel.starts_with("defs/") {
                 continue;
             }
             let Some(op_id) = rel.strip_suffix(".json") else {
                 continue;
             };
+            keys.insert(op_id.to_owned(), keys::tree(schema, id, &documents));
             let validator = jsonschema::options()
                 .with_draft(Draft::Draft202012)
                 .with_registry(&registry)
@@ -435,6 +450,7 @@ impl Schemas {
         Ok(Schemas {
             validators,
             documents,
+            keys: keys::by_resource(keys),
         })
     }
 

@@ -52,7 +52,7 @@ fn write_json_is_byte_for_byte_serdes_line() {
     let kinds = [Kind::Intent, Kind::Outcome, Kind::Event];
     let instance = Name::new("gw-1:a.b_c").unwrap();
     let mut checked = 0;
-    for shape in 0u32..64 {
+    for shape in 0u32..128 {
         for (i, &decision) in decisions.iter().enumerate() {
             let on = |bit: u32| shape & (1 << bit) != 0;
             let mut ev = AuditEvent::new(
@@ -96,6 +96,12 @@ fn write_json_is_byte_for_byte_serdes_line() {
                         .insert(Pointer::new(f).unwrap(), field_digest(b"k", f.as_bytes()));
                 }
             }
+            if on(6) {
+                ev.caller_request_id = Some(RequestId::new("caller-rid-1").unwrap());
+                ev.fields_total = Some(70_000);
+                ev.fields_depth = Some(5);
+                ev.truncated = true;
+            }
             let (time, prev) = if i == 0 {
                 // Not produced by the writer, but must still come out as serde writes it.
                 ("t\"\\\n\u{1}é".to_string(), "p\t".to_string())
@@ -124,7 +130,7 @@ fn write_json_is_byte_for_byte_serdes_line() {
             checked += 1;
         }
     }
-    assert_eq!(checked, 64 * 9);
+    assert_eq!(checked, 128 * 9);
 }
 
 /// The one-pass pointer check accepts exactly what the rule (written the
@@ -282,4 +288,46 @@ fn record_round_trips_and_rejects_smuggled_values() {
     assert_eq!(back, rec);
     let smuggled = line.replace("\"/email\"", "\"john@example.com\"");
     assert!(serde_json::from_str::<Record>(&smuggled).is_err());
+}
+
+/// A record of any size is cut to the bound: fields first, the identity
+/// kept, `truncated` set, and the line still reads back as a record.
+#[test]
+fn fit_cuts_to_the_bound_deterministically() {
+    let mut ev = super::super::test_util::event(Kind::Event, "r1", "svc-a", "5f0a");
+    ev.fields = (0..5000)
+        .map(|i| Pointer::new(format!("/zz/k{i}")).unwrap())
+        .collect();
+    ev.stripped = (0..50)
+        .map(|i| Pointer::new(format!("/s{i}")).unwrap())
+        .collect();
+    let mut again = ev.clone();
+    assert!(ev.fit(4096));
+    again.fit(4096);
+    assert_eq!(ev, again, "the same event is cut the same way");
+    assert!(ev.truncated);
+    assert_eq!(ev.fields_total, Some(5000));
+    assert_eq!(ev.stripped.len(), 50, "fields go first");
+    assert_eq!(ev.fields[0].as_str(), "/zz/k0", "the first pointers stay");
+    let instance = Name::new("i".repeat(64)).unwrap();
+    let prev = "0".repeat(64);
+    let rec = RecordRef {
+        v: SCHEMA_VERSION,
+        seq: u64::MAX,
+        time: "2026-11-29T20:00:00.123Z",
+        instance: &instance,
+        event: &ev,
+        prev: &prev,
+    };
+    let mut line = Vec::new();
+    rec.write_json(&mut line);
+    assert!(line.len() <= 4096, "{}", line.len());
+    assert!(line.len() > 3500, "the budget is used, not wasted: {}", line.len());
+    let back: Record = serde_json::from_slice(&line).unwrap();
+    assert_eq!(back.event, ev);
+    // A record already under the bound is left alone.
+    let mut small = super::super::test_util::event(Kind::Event, "r2", "svc-a", "5f0a");
+    let before = small.clone();
+    assert!(!small.fit(1024));
+    assert_eq!(small, before);
 }

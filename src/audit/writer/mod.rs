@@ -113,6 +113,8 @@ struct Inner {
     field_hmac_key: ring::hmac::Key,
     hmac_pointers: Vec<Pointer>,
     sink: Sink,
+    /// The bound on one line (`[audit] max_record_bytes`).
+    max_record_bytes: usize,
 }
 
 impl Drop for Inner {
@@ -172,6 +174,10 @@ impl AuditLog {
             field_hmac_key: ring::hmac::Key::new(ring::hmac::HMAC_SHA256, &keys.field_hmac_key),
             hmac_pointers,
             sink: Sink::default(),
+            max_record_bytes: settings.max_record_bytes.clamp(
+                *crate::config::RECORD_BYTES_RANGE.start(),
+                *crate::config::RECORD_BYTES_RANGE.end(),
+            ),
         };
         if !settings.enabled {
             return Ok(AuditLog {
@@ -203,10 +209,21 @@ impl AuditLog {
     }
 
     /// Appends one record; resolves with its `seq` once it is durable.
-    /// `Err(Unavailable)` means it is not in the log: do not forward.
+    /// `Err(Unavailable)` means it is not in the log: do not forward. A
+    /// record longer than `max_record_bytes` is cut first
+    /// ([`AuditEvent::fit`]), so no request can make a line longer.
     pub async fn append(&self, ev: &AuditEvent) -> Result<u64, AuditError> {
         let Some(shared) = &self.inner.shared else {
             return Ok(0);
+        };
+        let cut;
+        let ev = if record::event_len_bound(ev) + record::ENVELOPE_BYTES > self.inner.max_record_bytes {
+            let mut e = ev.clone();
+            e.fit(self.inner.max_record_bytes);
+            cut = e;
+            &cut
+        } else {
+            ev
         };
         let sink = self.inner.sink.get();
         let (seq, batch, pending) = shared.link(&self.inner.instance, ev, sink.is_some())?;
