@@ -101,8 +101,14 @@ enum AuditCmd {
     Query {
         #[arg(required = true)]
         paths: Vec<PathBuf>,
+        /// A client id: requests on it and on what the trail links to it
+        /// (addresses, documents and their uploads, checks, live photos and
+        /// videos).
         #[arg(long)]
         client: Option<String>,
+        /// A resource id: requests on it and on what the trail links below it.
+        #[arg(long)]
+        resource: Option<String>,
         #[arg(long)]
         caller: Option<String>,
         #[arg(long)]
@@ -253,6 +259,7 @@ fn audit_cmd(cmd: AuditCmd) -> ExitCode {
         AuditCmd::Query {
             paths,
             client,
+            resource,
             caller,
             tenant,
             operation,
@@ -270,6 +277,7 @@ fn audit_cmd(cmd: AuditCmd) -> ExitCode {
             };
             let filter = audit::QueryFilter {
                 client,
+                resource,
                 caller,
                 tenant,
                 operation,

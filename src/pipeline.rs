@@ -101,7 +101,9 @@ impl Ctx {
     /// The id the caller sees (`X-Request-Id`, error bodies) and ComplyCube
     /// gets: the caller's own when it sent one, else the gateway's.
     pub fn reply_id(&self) -> &str {
-        self.caller_request_id.as_deref().unwrap_or(&self.request_id)
+        self.caller_request_id
+            .as_deref()
+            .unwrap_or(&self.request_id)
     }
 }
 
@@ -214,7 +216,7 @@ where
     let resp = if audit_log.is_some() && audit::records_created_id(def, snap) {
         audit::peek_created(resp, snap, &mut ctx.answer).await?
     } else {
-        resp.map(|b| http_body_util::BodyExt::boxed(b))
+        resp.map(http_body_util::BodyExt::boxed)
     };
     Ok(respond::from_upstream(resp, ctx.reply_id(), &ctx.stripped))
 }

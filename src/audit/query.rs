@@ -6,7 +6,9 @@
 //! by `request_id` (an intent without outcome is `outcome_unknown`, e.g.
 //! after a crash); refusals and single-record requests are rows of their
 //! own — ordered by time, then instance and seq. Rendered as a fixed-width
-//! table or JSON lines.
+//! table or JSON lines. `--client X` and `--resource ID` follow the links
+//! the trail records ([`linked`]): a request on X, or on anything created
+//! under X (its documents, their uploads, checks, …), matches.
 //! Failures: unreadable files, or complete lines that are not records
 //! ([`AuditError::Corrupt`], naming file and line). A torn last line (a
 //! crash mid-write) is skipped. Query does not check the chain; run
@@ -24,8 +26,10 @@ use super::{AuditError, expand, io_err};
 /// Which rows to keep; every set field must match.
 #[derive(Debug, Clone, Default)]
 pub struct QueryFilter {
-    /// A resource id (any path parameter, usually the client id).
+    /// A client id: requests on it or on a resource linked to it.
     pub client: Option<String>,
+    /// A resource id: requests on it or on a resource linked below it.
+    pub resource: Option<String>,
     /// Caller name.
     pub caller: Option<String>,
     /// Tenant name.
@@ -54,6 +58,8 @@ pub struct QueryRow {
     pub outcome_seq: Option<u64>,
     /// Gateway request id.
     pub request_id: String,
+    /// The caller's own `X-Request-Id`, if it sent one.
+    pub caller_request_id: Option<String>,
     /// Trace id, if any.
     pub trace_id: Option<String>,
     /// Caller.
@@ -87,6 +93,8 @@ pub struct QueryRow {
     pub key_fingerprint: Option<String>,
     /// Pointer -> keyed HMAC.
     pub field_hmacs: BTreeMap<String, String>,
+    /// A list in a record was cut (too many fields, or the size bound).
+    pub truncated: bool,
 }
 
 fn row_from(rec: &Record) -> QueryRow {
@@ -97,6 +105,7 @@ fn row_from(rec: &Record) -> QueryRow {
         seq: rec.seq,
         outcome_seq: None,
         request_id: e.request_id.to_string(),
+        caller_request_id: e.caller_request_id.as_ref().map(|c| c.to_string()),
         trace_id: e.trace_id.as_ref().map(|t| t.to_string()),
         caller: e.caller.as_ref().map(|v| v.to_string()),
         tenant: e.tenant.as_ref().map(|v| v.to_string()),
@@ -121,6 +130,7 @@ fn row_from(rec: &Record) -> QueryRow {
             .iter()
             .map(|(k, v)| (k.to_string(), v.as_str().to_string()))
             .collect(),
+        truncated: e.truncated,
     }
 }
 
@@ -177,6 +187,11 @@ pub fn query(paths: &[PathBuf], filter: &QueryFilter) -> Result<Vec<QueryRow>, A
                         if row.key_fingerprint.is_none() {
                             row.key_fingerprint = o.key_fingerprint;
                         }
+                        // The outcome of a create adds the id it created.
+                        for (k, v) in o.resource_ids {
+                            row.resource_ids.entry(k).or_insert(v);
+                        }
+                        row.truncated |= o.truncated;
                     } else {
                         rows.push(row_from(&rec));
                     }
@@ -185,10 +200,68 @@ pub fn query(paths: &[PathBuf], filter: &QueryFilter) -> Result<Vec<QueryRow>, A
             }
         }
     }
-    let mut rows: Vec<QueryRow> = rows.into_iter().filter(|r| matches(r, filter)).collect();
+    let client = filter.client.as_deref().map(|c| linked(&rows, c));
+    let resource = filter.resource.as_deref().map(|r| linked(&rows, r));
+    let mut rows: Vec<QueryRow> = rows
+        .into_iter()
+        .filter(|r| {
+            [&client, &resource]
+                .into_iter()
+                .flatten()
+                .all(|set| ids_of(r).any(|v| set.contains(v)))
+                && matches(r, filter)
+        })
+        .collect();
     // RFC 3339 UTC with fixed millis sorts lexicographically by time.
     rows.sort_by(|a, b| (&a.time, &a.instance, a.seq).cmp(&(&b.time, &b.instance, b.seq)));
     Ok(rows)
+}
+
+/// Keys of `resource_ids` naming the request's own resource: the path id
+/// and the id a create made.
+const SELF_KEYS: &[&str] = &["id", "created"];
+/// Keys naming a resource's parents (the pipeline's link keys).
+const PARENT_KEYS: &[&str] = &[
+    "clientId",
+    "documentId",
+    "addressId",
+    "livePhotoId",
+    "liveVideoId",
+];
+
+/// The ids a row is about (not `side` or other path words).
+fn ids_of(r: &QueryRow) -> impl Iterator<Item = &str> {
+    r.resource_ids
+        .iter()
+        .filter(|(k, _)| SELF_KEYS.contains(&k.as_str()) || PARENT_KEYS.contains(&k.as_str()))
+        .map(|(_, v)| v.as_str())
+}
+
+/// `root` and every resource the trail links below it: a row whose parent
+/// key holds a linked id links its own resource (`id`/`created`) in turn,
+/// until nothing new is found. Rows of every directory queried take part,
+/// so a document created on one instance and uploaded on another is found.
+pub fn linked(rows: &[QueryRow], root: &str) -> std::collections::HashSet<String> {
+    let mut set = std::collections::HashSet::from([root.to_string()]);
+    loop {
+        let before = set.len();
+        for r in rows {
+            let parent_linked = r
+                .resource_ids
+                .iter()
+                .any(|(k, v)| PARENT_KEYS.contains(&k.as_str()) && set.contains(v));
+            if parent_linked {
+                for k in SELF_KEYS {
+                    if let Some(v) = r.resource_ids.get(*k) {
+                        set.insert(v.clone());
+                    }
+                }
+            }
+        }
+        if set.len() == before {
+            return set;
+        }
+    }
 }
 
 fn matches(r: &QueryRow, f: &QueryFilter) -> bool {
@@ -196,11 +269,6 @@ fn matches(r: &QueryRow, f: &QueryFilter) -> bool {
         want.as_ref()
             .is_none_or(|w| have.as_deref() == Some(w.as_str()))
     };
-    if let Some(c) = &f.client
-        && !r.resource_ids.values().any(|v| v == c)
-    {
-        return false;
-    }
     if !eq(&f.caller, &r.caller) || !eq(&f.tenant, &r.tenant) || !eq(&f.operation, &r.operation) {
         return false;
     }
@@ -467,6 +535,85 @@ mod tests {
             }),
             "req-2 req-5"
         );
+    }
+
+    /// Client X created on instance a, its document D created on b (the
+    /// client only in the answer's links), D uploaded on a; an unrelated
+    /// client Y. `--client X` follows the links across both directories,
+    /// `--resource D` finds only D's requests.
+    #[tokio::test]
+    async fn client_and_resource_follow_links_across_instances() {
+        let (da, db) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+        let mut sa = settings(da.path());
+        sa.instance = Some("a".into());
+        let mut sb = settings(db.path());
+        sb.instance = Some("b".into());
+        let (la, lb) = (
+            AuditLog::open(&sa, keys()).unwrap(),
+            AuditLog::open(&sb, keys()).unwrap(),
+        );
+        let rec = |req: &str, op: &str, ids: &[(&str, &str)]| {
+            let mut e = event(Kind::Outcome, req, "svc-a", "x");
+            e.resource_ids.clear();
+            e.operation = Some(Name::new(op).unwrap());
+            for (k, v) in ids {
+                e.resource_ids.insert(
+                    Name::new(*k).unwrap(),
+                    super::super::record::ResourceId::new(*v).unwrap(),
+                );
+            }
+            e
+        };
+        la.append(&rec("r1", "clients.create", &[("created", "X")]))
+            .await
+            .unwrap();
+        // Distinct milliseconds: rows are ordered by time first.
+        tokio::time::sleep(Duration::from_millis(3)).await;
+        la.append(&rec("r2", "clients.update", &[("id", "X")]))
+            .await
+            .unwrap();
+        // Distinct milliseconds: rows are ordered by time first.
+        tokio::time::sleep(Duration::from_millis(3)).await;
+        lb.append(&rec(
+            "r3",
+            "documents.create",
+            &[("clientId", "X"), ("created", "D")],
+        ))
+        .await
+        .unwrap();
+        // Distinct milliseconds: rows are ordered by time first.
+        tokio::time::sleep(Duration::from_millis(3)).await;
+        la.append(&rec(
+            "r4",
+            "documents.upload",
+            &[("id", "D"), ("side", "front")],
+        ))
+        .await
+        .unwrap();
+        // Distinct milliseconds: rows are ordered by time first.
+        tokio::time::sleep(Duration::from_millis(3)).await;
+        lb.append(&rec("r5", "clients.update", &[("id", "Y")]))
+            .await
+            .unwrap();
+        la.flush().await.unwrap();
+        lb.flush().await.unwrap();
+        let dirs = [da.path().to_path_buf(), db.path().to_path_buf()];
+        let q = |f: QueryFilter| ids(&query(&dirs, &f).unwrap()).join(" ");
+        let x = q(QueryFilter {
+            client: Some("X".into()),
+            ..Default::default()
+        });
+        assert_eq!(x, "r1 r2 r3 r4");
+        let d = q(QueryFilter {
+            resource: Some("D".into()),
+            ..Default::default()
+        });
+        assert_eq!(d, "r3 r4");
+        let front = q(QueryFilter {
+            resource: Some("front".into()),
+            ..Default::default()
+        });
+        assert_eq!(front, "", "a path word is not an id");
     }
 
     #[tokio::test]

@@ -154,7 +154,8 @@ text_newtype!(
 
 /// A JSON pointer (RFC 6901) naming a body field, e.g. `/address/line`.
 /// Segments are limited to `[A-Za-z0-9_-]` plus the `~0`/`~1` escapes, so a
-/// free-text value cannot pass as a pointer by accident.
+/// free-text value cannot pass as a pointer by accident; a segment `*`
+/// stands for keys the caller chose (which are never written).
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Deserialize)]
 #[serde(try_from = "String")]
 pub struct Pointer(String);
@@ -175,6 +176,8 @@ fn pointer_ok(s: &[u8]) -> bool {
             // A lone `~` not followed by 0/1 is not a valid pointer escape.
             b'~' if !matches!(s.get(i + 1), Some(b'0' | b'1')) => return false,
             b'~' | b'_' | b'-' => seg_len += 1,
+            // `*` stands for caller-chosen keys: only as a whole segment.
+            b'*' if seg_len == 0 && matches!(s.get(i + 1), None | Some(b'/')) => seg_len += 1,
             c if c.is_ascii_alphanumeric() => seg_len += 1,
             _ => return false,
         }
@@ -186,7 +189,7 @@ fn pointer_ok(s: &[u8]) -> bool {
 }
 
 const POINTER_RULE: &str =
-    "a JSON pointer of at most 256 chars whose segments are 1-64 chars of [A-Za-z0-9_~-]";
+    "a JSON pointer of at most 256 chars whose segments are 1-64 chars of [A-Za-z0-9_~-] or `*`";
 
 impl Pointer {
     /// Validates and wraps a pointer; the error never contains `s`.
@@ -657,17 +660,38 @@ fn write_event(out: &mut Vec<u8>, event: &AuditEvent) {
     list(out, query_params.iter().map(Name::as_str));
     out.extend_from_slice(b",\"decision\":");
     text(out, decision.as_str());
+    write_tail(
+        out,
+        reason.as_ref(),
+        *status,
+        *latency_ms,
+        key_fingerprint.as_ref(),
+        field_hmacs,
+        *truncated,
+    );
+}
+
+/// The optional parts after `decision`, in [`AuditEvent`]'s order.
+fn write_tail(
+    out: &mut Vec<u8>,
+    reason: Option<&Name>,
+    status: Option<u16>,
+    latency_ms: Option<u64>,
+    key_fingerprint: Option<&Fingerprint>,
+    field_hmacs: &BTreeMap<Pointer, Digest>,
+    truncated: bool,
+) {
     if let Some(r) = reason {
         out.extend_from_slice(b",\"reason\":");
         text(out, r.as_str());
     }
     if let Some(st) = status {
         out.extend_from_slice(b",\"status\":");
-        num(out, u64::from(*st));
+        num(out, u64::from(st));
     }
     if let Some(ms) = latency_ms {
         out.extend_from_slice(b",\"latency_ms\":");
-        num(out, *ms);
+        num(out, ms);
     }
     if let Some(f) = key_fingerprint {
         out.extend_from_slice(b",\"key_fingerprint\":");
@@ -680,7 +704,7 @@ fn write_event(out: &mut Vec<u8>, event: &AuditEvent) {
             field_hmacs.iter().map(|(k, v)| (k.as_str(), v.as_str())),
         );
     }
-    if *truncated {
+    if truncated {
         out.extend_from_slice(b",\"truncated\":true");
     }
 }

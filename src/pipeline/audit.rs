@@ -30,8 +30,10 @@ pub async fn peek_created(
     resp: http::Response<crate::pipeline::forward::UpstreamBody>,
     snap: &Snapshot,
     out: &mut AnswerIds,
-) -> Result<http::Response<crate::pipeline::respond::GatewayBody>, crate::pipeline::forward::ForwardError>
-{
+) -> Result<
+    http::Response<crate::pipeline::respond::GatewayBody>,
+    crate::pipeline::forward::ForwardError,
+> {
     let idle = std::time::Duration::from_millis(snap.listener.body_timeout_ms);
     answer::peek_created(resp, idle, out).await
 }
@@ -259,10 +261,10 @@ fn add_answer(ev: &mut AuditEvent, a: &AnswerIds) {
     use crate::audit::ResourceId;
     let entries = [("created", &a.id), ("clientId", &a.client_id)];
     for (k, v) in entries {
-        if let (Some(v), Ok(k)) = (v, Name::new(k)) {
-            if let Ok(v) = ResourceId::new(v.clone()) {
-                ev.resource_ids.entry(k).or_insert(v);
-            }
+        if let (Some(v), Ok(k)) = (v, Name::new(k))
+            && let Ok(v) = ResourceId::new(v.clone())
+        {
+            ev.resource_ids.entry(k).or_insert(v);
         }
     }
 }

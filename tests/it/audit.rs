@@ -29,7 +29,10 @@ fn by_rid(env: &TestEnv, rid: &str) -> Vec<Value> {
 
 /// The records of one request, from records read once for many requests.
 fn with_rid<'a>(records: &'a [Value], rid: &str) -> Vec<&'a Value> {
-    records.iter().filter(|r| r["request_id"] == rid).collect()
+    records
+        .iter()
+        .filter(|r| r["caller_request_id"] == rid)
+        .collect()
 }
 
 fn assert_common(r: &Value, rid: &str, caller: &str) {
@@ -38,7 +41,8 @@ fn assert_common(r: &Value, rid: &str, caller: &str) {
     let t = r["time"].as_str().unwrap();
     assert!(humantime::parse_rfc3339(t).is_ok(), "time {t}");
     assert_eq!(r["instance"], "test");
-    assert_eq!(r["request_id"], rid);
+    assert_eq!(r["caller_request_id"], rid);
+    assert_ne!(r["request_id"], rid, "the gateway's own id joins records");
     assert_eq!(r["caller"], caller);
     assert_eq!(r["tenant"], "tenant-a");
     assert_eq!(r["environment"], "test");
@@ -224,7 +228,7 @@ async fn audit_records_say_who_did_what_and_never_hold_a_value() {
         .collect();
     let row = rows
         .iter()
-        .find(|r| r["request_id"] == "rid-update")
+        .find(|r| r["caller_request_id"] == "rid-update")
         .unwrap();
     assert_eq!(row["status"], 200);
     assert_eq!(row["operation"], "clients.update");
@@ -232,9 +236,14 @@ async fn audit_records_say_who_did_what_and_never_hold_a_value() {
     assert!(row["outcome_seq"].as_u64().is_some());
     assert!(
         rows.iter()
-            .any(|r| r["request_id"] == "rid-5xx" && r["status"] == 500)
+            .any(|r| r["caller_request_id"] == "rid-5xx" && r["status"] == 500)
     );
-    assert!(rows.iter().all(|r| r["resource_ids"]["id"] == id.as_str()));
+    // Every row is on the client: by its path id, or (the create) by the
+    // id the answer gave.
+    assert!(
+        rows.iter().all(|r| r["resource_ids"]["id"] == id.as_str()
+            || r["resource_ids"]["created"] == id.as_str())
+    );
 }
 
 /// `hmac_fields`: intent and outcome hold the keyed digest of each

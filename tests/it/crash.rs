@@ -119,7 +119,7 @@ async fn sigkill_under_load_loses_no_acknowledged_record() {
         let Ok(r) = serde_json::from_str::<Value>(&line) else {
             continue;
         };
-        if let Some(rid) = r["request_id"].as_str() {
+        if let Some(rid) = r["caller_request_id"].as_str() {
             kinds.entry(rid.to_string()).or_default().push((
                 r["kind"].as_str().unwrap().to_string(),
                 r["status"].as_u64(),
@@ -154,7 +154,7 @@ async fn sigkill_under_load_loses_no_acknowledged_record() {
     let listed: HashSet<String> = String::from_utf8_lossy(&out.stdout)
         .lines()
         .map(|l| {
-            serde_json::from_str::<Value>(l).unwrap()["request_id"]
+            serde_json::from_str::<Value>(l).unwrap()["caller_request_id"]
                 .as_str()
                 .unwrap()
                 .to_string()

@@ -11,6 +11,7 @@
 )]
 
 mod audit;
+mod audit_evidence;
 mod bodies;
 mod common;
 mod core;

@@ -142,18 +142,19 @@ fn pointer_check_matches_the_rule() {
         s.len() <= 256
             && s.starts_with('/')
             && s[1..].split('/').all(|seg| {
-                !seg.is_empty()
-                    && seg.len() <= 64
-                    && seg
-                        .chars()
-                        .all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '~'))
-                    && seg
-                        .match_indices('~')
-                        .all(|(i, _)| matches!(seg.as_bytes().get(i + 1), Some(b'0' | b'1')))
+                seg == "*"
+                    || !seg.is_empty()
+                        && seg.len() <= 64
+                        && seg
+                            .chars()
+                            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '~'))
+                        && seg
+                            .match_indices('~')
+                            .all(|(i, _)| matches!(seg.as_bytes().get(i + 1), Some(b'0' | b'1')))
             })
     }
     let alphabet = [
-        '/', 'a', 'Z', '0', '1', '2', '~', '_', '-', '.', ' ', '@', 'é',
+        '/', 'a', 'Z', '0', '1', '2', '~', '_', '-', '.', ' ', '@', 'é', '*',
     ];
     let mut cases: Vec<String> = vec![String::new()];
     let mut frontier = cases.clone();
@@ -322,7 +323,11 @@ fn fit_cuts_to_the_bound_deterministically() {
     let mut line = Vec::new();
     rec.write_json(&mut line);
     assert!(line.len() <= 4096, "{}", line.len());
-    assert!(line.len() > 3500, "the budget is used, not wasted: {}", line.len());
+    assert!(
+        line.len() > 3500,
+        "the budget is used, not wasted: {}",
+        line.len()
+    );
     let back: Record = serde_json::from_slice(&line).unwrap();
     assert_eq!(back.event, ev);
     // A record already under the bound is left alone.

@@ -217,14 +217,15 @@ impl AuditLog {
             return Ok(0);
         };
         let cut;
-        let ev = if record::event_len_bound(ev) + record::ENVELOPE_BYTES > self.inner.max_record_bytes {
-            let mut e = ev.clone();
-            e.fit(self.inner.max_record_bytes);
-            cut = e;
-            &cut
-        } else {
-            ev
-        };
+        let ev =
+            if record::event_len_bound(ev) + record::ENVELOPE_BYTES > self.inner.max_record_bytes {
+                let mut e = ev.clone();
+                e.fit(self.inner.max_record_bytes);
+                cut = e;
+                &cut
+            } else {
+                ev
+            };
         let sink = self.inner.sink.get();
         let (seq, batch, pending) = shared.link(&self.inner.instance, ev, sink.is_some())?;
         if shared.inline {

@@ -1,0 +1,252 @@
+//! Issue 18 through the running gateway: the audit trail as evidence. A
+//! hostile body cannot make a record longer than the bound, caller-chosen
+//! keys and request ids never become part of the trail's structure, and
+//! `audit query --client/--resource` follows the links a create records.
+//! Each runs with fsync on and off.
+
+use std::path::Path;
+
+use crate::common::*;
+use serde_json::Value;
+
+/// The default bound on one audit line.
+const MAX_RECORD: usize = 4096;
+
+fn opts(fsync: bool) -> Opts {
+    Opts {
+        audit_settings: format!("fsync = {fsync}\n"),
+        ..Opts::default()
+    }
+}
+
+/// The amplification body of issue 18: three 60-char caller keys deep, then
+/// as many zeros as make it 65,529 bytes (the size the issue measured).
+pub fn amplification_body() -> String {
+    let key = |c: char| format!("Zyxamp{}", c.to_string().repeat(54));
+    let with = |n: usize| {
+        let zeros = vec!["0"; n].join(",");
+        format!(
+            r#"{{"email":"a@b.c","zz":{{"{}":{{"{}":{{"{}":[{zeros}]}}}}}}}}"#,
+            key('a'),
+            key('b'),
+            key('c')
+        )
+    };
+    let overhead = with(1).len() - 1;
+    with((65_529 - overhead).div_ceil(2))
+}
+
+fn longest_line(env: &TestEnv) -> usize {
+    env.audit()
+        .lines()
+        .iter()
+        .map(String::len)
+        .max()
+        .unwrap_or(0)
+}
+
+#[tokio::test]
+async fn an_amplification_body_gives_a_record_under_the_bound() {
+    for fsync in [true, false] {
+        let env = TestEnv::with(opts(fsync)).await;
+        let id = env.create_client(TOKEN_A).await;
+        let body = amplification_body();
+        assert!((65_000..=65_536).contains(&body.len()), "{}", body.len());
+        let r = env.post(TOKEN_A, &format!("/v1/clients/{id}"), &body).await;
+        assert_eq!(r.status, 400, "fsync {fsync}: {}", r.text);
+        let rec = env
+            .audit_records()
+            .into_iter()
+            .rfind(|r| r["operation"] == "clients.update")
+            .unwrap();
+        assert_eq!(rec["truncated"], true, "{rec}");
+        assert!(rec["fields_total"].as_u64().unwrap() > 32_000, "{rec}");
+        assert_eq!(rec["fields_depth"], 5, "{rec}");
+        assert!(longest_line(&env) <= MAX_RECORD, "fsync {fsync}");
+        assert!(
+            !env.audit_text().contains("Zyxamp"),
+            "a caller key in the trail"
+        );
+        assert_verifies(&env.audit_dir(), "after the amplification body");
+    }
+}
+
+#[tokio::test]
+async fn caller_chosen_keys_never_reach_the_trail() {
+    for fsync in [true, false] {
+        let env = TestEnv::with(opts(fsync)).await;
+        let id = env.create_client(TOKEN_A).await;
+        let check = format!(
+            r#"{{"clientId":"{id}","type":"standard_screening_check","options":{{"Zyxkeyname":1}}}}"#
+        );
+        let r = env.post(TOKEN_A, "/v1/checks", &check).await;
+        assert!(r.status.is_success() || r.status == 400, "{}", r.text);
+        let upd = r#"{"metadata":{"Zyxmetakey":"v"},"Zyxtopkey":{"Zyxinner":[1]}}"#;
+        let r = env.post(TOKEN_A, &format!("/v1/clients/{id}"), upd).await;
+        assert_eq!(r.status, 400, "{}", r.text);
+        let text = env.audit_text();
+        assert!(
+            !text.contains("Zyx"),
+            "fsync {fsync}: a caller key in the trail"
+        );
+        let records = env.audit_records();
+        let check = records
+            .iter()
+            .find(|r| r["operation"] == "checks.create")
+            .unwrap();
+        let fields: Vec<&str> = check["fields"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter_map(Value::as_str)
+            .collect();
+        assert!(fields.contains(&"/options/*"), "{fields:?}");
+        assert!(fields.contains(&"/clientId"), "{fields:?}");
+        assert_eq!(check["resource_ids"]["clientId"], id.as_str(), "{check}");
+    }
+}
+
+/// The records with this caller request id.
+fn by_caller_rid(env: &TestEnv, rid: &str) -> Vec<Value> {
+    env.audit_records()
+        .into_iter()
+        .filter(|r| r["caller_request_id"] == rid)
+        .collect()
+}
+
+#[tokio::test]
+async fn the_callers_request_id_is_kept_but_never_joins() {
+    for fsync in [true, false] {
+        let env = TestEnv::with(opts(fsync)).await;
+        let id = env.create_client(TOKEN_A).await;
+        let path = format!("/v1/clients/{id}");
+        let canary = "canary-rid-5e1d";
+        let r = env
+            .conn
+            .send_with(
+                "POST",
+                Some(TOKEN_A),
+                &path,
+                Some(r#"{"mobile":"+44"}"#),
+                &[("x-request-id", canary)],
+            )
+            .await;
+        assert_eq!(r.status, 200, "{}", r.text);
+        assert_eq!(r.headers["x-request-id"], canary, "echoed as before");
+        let recs = by_caller_rid(&env, canary);
+        assert_eq!(recs.len(), 2, "{recs:?}");
+        assert_eq!(recs[0]["request_id"], recs[1]["request_id"]);
+        assert!(
+            env.audit_records()
+                .iter()
+                .all(|r| r["request_id"] != canary),
+            "the caller's id became a join key"
+        );
+
+        // Two concurrent requests with the same caller id.
+        let body = Some(r#"{"mobile":"+45"}"#);
+        let hdr = [("x-request-id", "same-rid")];
+        let (a, b) = tokio::join!(
+            env.conn.send_with("POST", Some(TOKEN_A), &path, body, &hdr),
+            env.conn.send_with("POST", Some(TOKEN_A), &path, body, &hdr),
+        );
+        assert_eq!((a.status.as_u16(), b.status.as_u16()), (200, 200));
+        let recs = by_caller_rid(&env, "same-rid");
+        assert_eq!(recs.len(), 4, "{recs:?}");
+        let mut ids: Vec<&str> = recs
+            .iter()
+            .map(|r| r["request_id"].as_str().unwrap())
+            .collect();
+        ids.sort();
+        ids.dedup();
+        assert_eq!(ids.len(), 2, "each request its own gateway id");
+        for gid in ids {
+            let kinds: Vec<&str> = recs
+                .iter()
+                .filter(|r| r["request_id"] == gid)
+                .map(|r| r["kind"].as_str().unwrap())
+                .collect();
+            assert_eq!(kinds, ["intent", "outcome"], "fsync {fsync}");
+        }
+        let rows = query_json(&env.audit_dir(), &["--client", &id]);
+        let same: Vec<&Value> = rows
+            .iter()
+            .filter(|r| r["caller_request_id"] == "same-rid")
+            .collect();
+        assert_eq!(same.len(), 2);
+        assert!(same.iter().all(|r| r["outcome"] == "200"), "{same:?}");
+    }
+}
+
+/// `cubegate audit query <dir> <args> --json`, one value per row.
+fn query_json(dir: &Path, args: &[&str]) -> Vec<Value> {
+    let mut all = vec!["audit", "query", "--json"];
+    all.extend_from_slice(args);
+    let out = cli(&all, &[dir]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect()
+}
+
+#[tokio::test]
+async fn query_follows_a_client_to_its_documents_and_uploads() {
+    for fsync in [true, false] {
+        let env = TestEnv::with(opts(fsync)).await;
+        let id = env.create_client(TOKEN_A).await;
+        let other = env.create_client(TOKEN_A).await;
+        let r = env
+            .post(TOKEN_A, &format!("/v1/clients/{id}"), r#"{"mobile":"+44"}"#)
+            .await;
+        assert_eq!(r.status, 200, "{}", r.text);
+        let r = env
+            .post(
+                TOKEN_A,
+                "/v1/documents",
+                &format!(r#"{{"clientId":"{id}","type":"passport"}}"#),
+            )
+            .await;
+        assert_eq!(r.status, 200, "{}", r.text);
+        let doc = r.json["id"].as_str().unwrap().to_string();
+        let r = env
+            .post(
+                TOKEN_A,
+                &format!("/v1/documents/{doc}/upload/front"),
+                r#"{"fileName":"front.jpg","data":"QUJD"}"#,
+            )
+            .await;
+        assert_eq!(r.status, 200, "{}", r.text);
+
+        let rows = query_json(&env.audit_dir(), &["--client", &id]);
+        let ops: Vec<&str> = rows
+            .iter()
+            .map(|r| r["operation"].as_str().unwrap())
+            .collect();
+        assert_eq!(
+            ops,
+            [
+                "clients.create",
+                "clients.update",
+                "documents.create",
+                "documents.upload"
+            ],
+            "fsync {fsync}"
+        );
+        assert_eq!(rows[0]["resource_ids"]["created"], id.as_str());
+        assert_eq!(rows[2]["resource_ids"]["created"], doc.as_str());
+        let rows = query_json(&env.audit_dir(), &["--resource", &doc]);
+        let ops: Vec<&str> = rows
+            .iter()
+            .map(|r| r["operation"].as_str().unwrap())
+            .collect();
+        assert_eq!(ops, ["documents.create", "documents.upload"]);
+        let rows = query_json(&env.audit_dir(), &["--client", &other]);
+        assert_eq!(rows.len(), 1, "{rows:?}");
+        assert_no_canary("audit trail", &env.audit_text());
+    }
+}
