@@ -41,7 +41,7 @@ pub(crate) use export::{otlp_signal_endpoint, otlp_signal_on};
 use json_line::JsonLine;
 pub use otlp_metrics::metrics_endpoint;
 pub(crate) use prometheus::buckets_for;
-pub use prometheus::metrics_handle;
+pub use prometheus::{metrics_handle, run_upkeep, set_upkeep_interval, upkeep_task, upkeeps};
 pub(crate) use spans::listen_parts;
 pub use spans::{
     request_id, request_span, trace_id, upstream_done, upstream_span, upstream_trace_headers,

@@ -9,8 +9,11 @@
 //! with every request.
 
 use std::sync::OnceLock;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
 
 use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
+use tokio::sync::watch;
 
 use super::metrics::AUDIT_BATCH_RECORDS;
 use super::otlp_metrics;
@@ -57,4 +60,52 @@ pub fn metrics_handle() -> Option<PrometheusHandle> {
             Some(handle)
         })
         .clone()
+}
+
+/// Default time between two scheduled upkeeps.
+const UPKEEP_EVERY: Duration = Duration::from_secs(5);
+
+/// Interval of upkeep tasks started from now on, in ms (0 = the default).
+static UPKEEP_MS: AtomicU64 = AtomicU64::new(0);
+/// Scheduled upkeeps completed since start.
+static UPKEEPS: AtomicU64 = AtomicU64::new(0);
+
+/// Set the interval of the upkeep tasks started after this call (tests use
+/// a short one; the gateway's default is 5 s).
+pub fn set_upkeep_interval(every: Duration) {
+    let ms = u64::try_from(every.as_millis()).unwrap_or(u64::MAX).max(1);
+    UPKEEP_MS.store(ms, Ordering::Relaxed);
+}
+
+/// How many scheduled upkeeps have completed (tests wait for the next one).
+pub fn upkeeps() -> u64 {
+    UPKEEPS.load(Ordering::Acquire)
+}
+
+/// Fold the histogram samples recorded so far into their distributions, as
+/// a scrape does.
+pub fn run_upkeep() {
+    if let Some(Some(h)) = PROMETHEUS.get() {
+        h.run_upkeep();
+    }
+}
+
+/// Run [`run_upkeep`] on an interval until `stop` turns true (or its
+/// sender is dropped); one more upkeep on the way out.
+pub async fn upkeep_task(mut stop: watch::Receiver<bool>) {
+    let every = match UPKEEP_MS.load(Ordering::Relaxed) {
+        0 => UPKEEP_EVERY,
+        ms => Duration::from_millis(ms),
+    };
+    let mut tick = tokio::time::interval(every);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = tick.tick() => {}
+            r = stop.changed() => if r.is_err() || *stop.borrow() { break },
+        }
+        run_upkeep();
+        UPKEEPS.fetch_add(1, Ordering::AcqRel);
+    }
+    run_upkeep();
 }
