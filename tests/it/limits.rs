@@ -107,11 +107,14 @@ fn assert_refused(r: &Resp, policy: &str) {
     );
 }
 
-/// Metric lines of `name` carrying `label`.
+/// Metric lines of `name` carrying `label` that counted something.
 fn metric_lines<'a>(metrics: &'a str, name: &str, label: &str) -> Vec<&'a str> {
+    // Non-zero lines only: series the dashboard queries exist at zero from
+    // start, so "counted something" is the claim, not "exists".
     metrics
         .lines()
         .filter(|l| l.starts_with(name) && l.contains(label))
+        .filter(|l| l.rsplit(' ').next().and_then(|v| v.parse::<f64>().ok()) != Some(0.0))
         .collect()
 }
 
