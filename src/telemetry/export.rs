@@ -266,8 +266,8 @@ pub(super) fn set_audit_sink(provider: &SdkLoggerProvider) {
     let _ = AUDIT_SINK.set(std::sync::Arc::new(sink));
 }
 
-/// The audit-record sink [`init`](super::init) built when log export is on; the gateway
-/// attaches it to its audit log.
+/// The audit-record sink [`init`](super::init) built when log export is
+/// on; the gateway attaches it to its audit log.
 pub fn audit_sink() -> Option<std::sync::Arc<dyn RecordSink>> {
     AUDIT_SINK.get().cloned()
 }
