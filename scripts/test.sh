@@ -22,6 +22,8 @@ python3 -c "import complycube" 2>/dev/null || PIP_BREAK_SYSTEM_PACKAGES=1 python
 redis-server --version >/dev/null
 
 cargo fmt --check
+# The README's layout and every doc link match the tree.
+python3 scripts/check-docs.py .
 # pipefail: a failing test run fails the script although tee succeeds.
 cargo test --all-targets --no-fail-fast 2>&1 | tee /tmp/cubegate-test.log
 cargo clippy --all-targets --quiet -- -D warnings

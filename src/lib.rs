@@ -44,6 +44,7 @@ pub struct Gateway {
     gateway_task: JoinHandle<()>,
     admin_task: Option<JoinHandle<()>>,
     watch_task: Option<JoinHandle<()>>,
+    upkeep_task: JoinHandle<()>,
 }
 
 impl Gateway {
@@ -52,6 +53,8 @@ impl Gateway {
     pub async fn start(snapshot: Snapshot) -> anyhow::Result<Gateway> {
         install_crypto_provider();
         let _ = telemetry::metrics_handle();
+        // Every series the shipped dashboard and alerts query, at zero.
+        telemetry::register_at_start(snapshot.tenants.iter().map(|t| t.id.as_str()));
         let upstream = Upstream::new(&snapshot.upstream)?;
         let limiter = RateLimiter::new(&snapshot.rate_limit)
             .await
@@ -80,6 +83,9 @@ impl Gateway {
         ));
         let (stop, rx) = watch::channel(false);
         let gateway_task = tokio::spawn(server::run_gateway(listener, shared.clone(), rx.clone()));
+        // Histogram samples are only released by an upkeep: without a
+        // scraper, this task is what keeps memory flat.
+        let upkeep_task = tokio::spawn(telemetry::upkeep_task(rx.clone()));
         let (admin_task, admin_addr) = match admin {
             Some((l, a)) => (
                 Some(tokio::spawn(server::run_admin(l, shared.clone(), rx))),
@@ -95,6 +101,7 @@ impl Gateway {
             gateway_task,
             admin_task,
             watch_task: None,
+            upkeep_task,
         })
     }
 
@@ -162,6 +169,7 @@ impl Gateway {
         if let Some(t) = self.watch_task {
             let _ = t.await;
         }
+        let _ = self.upkeep_task.await;
         if let Some(a) = self.shared.audit()
             && let Err(e) = a.flush().await
         {

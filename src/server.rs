@@ -244,11 +244,11 @@ async fn serve_one(
                     // No cert when required, unknown CA, expired: the
                     // handshake fails and nothing reaches the pipeline.
                     tracing::info!(error = %e, "TLS handshake refused");
-                    metrics::counter!("cubegate_tls_handshake_failures_total").increment(1);
+                    crate::telemetry::tls_handshake_failed();
                     return;
                 }
                 Err(_) => {
-                    metrics::counter!("cubegate_slow_clients_dropped_total").increment(1);
+                    crate::telemetry::slow_client_dropped();
                     return;
                 }
             }
@@ -303,7 +303,7 @@ async fn serve_one(
             _ = header_deadline.as_mut(), if !header_checked => {
                 header_checked = true;
                 if !first_request.load(Ordering::Acquire) {
-                    metrics::counter!("cubegate_slow_clients_dropped_total").increment(1);
+                    crate::telemetry::slow_client_dropped();
                     return;
                 }
             }

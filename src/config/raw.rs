@@ -184,10 +184,9 @@ pub struct UpstreamSettings {
     #[serde(default = "default_max_connections")]
     pub max_connections: usize,
     /// Offer HTTP/2 to the upstream (ALPN; the default): one multiplexed
-    /// connection. Off: a pool of HTTP/1.1 keep-alive connections. The two
-    /// cost the same CPU per request within this machine's noise once span
-    /// formatting was fixed (docs/performance.md); HTTP/2 opens fewer
-    /// connections to ComplyCube.
+    /// connection. Off: a pool of HTTP/1.1 keep-alive connections. HTTP/2 is
+    /// the default because it opens fewer connections to ComplyCube at no
+    /// measurable CPU cost.
     #[serde(default = "yes")]
     pub http2: bool,
     /// Consecutive transport failures (connect/TLS/reset/timeout) that open
@@ -520,10 +519,9 @@ pub struct AuditSettings {
     pub group_commit_wait_us: u64,
     /// Run the writer thread under Linux's `SCHED_BATCH` policy: it still
     /// gets its fair share of CPU, but waking it (a new record, a finished
-    /// fsync) does not preempt the request workers. On a saturated core that
-    /// cuts context switches per request by two thirds and CPU per request
-    /// by a tenth or more, but at moderate load its p99 with fsync was much
-    /// worse in two runs of three (docs/performance.md, fourth round), so
+    /// fsync) does not preempt the request workers. That saves CPU on a
+    /// saturated core and costs tail latency at moderate load
+    /// (docs/performance.md, "Knobs that trade one figure for another"), so
     /// it is opt-in.
     /// Ignored where the policy does not exist.
     #[serde(default)]

@@ -311,9 +311,8 @@ struct CountingExporter<E>(E);
 impl<E: PushMetricExporter> PushMetricExporter for CountingExporter<E> {
     async fn export(&self, metrics: &ResourceMetrics) -> OTelSdkResult {
         let r = self.0.export(metrics).await;
-        let result = if r.is_ok() { "ok" } else { "error" };
         // Recorded after the SDK's collection: no lock of the reader is held.
-        metrics::counter!("cubegate_otel_metric_exports_total", "result" => result).increment(1);
+        super::metrics::otel_metric_export(r.is_ok());
         r
     }
     fn force_flush(&self) -> OTelSdkResult {

@@ -815,8 +815,10 @@ pub fn metric_value(text: &str, name: &str, labels: &[(&str, &str)]) -> f64 {
 
 /// The sample lines of the metric `name` whose labels include every pair in
 /// `labels`; a histogram's `_bucket`, `_sum` and `_count` lines count as
-/// its own.
+/// its own. Only lines that counted something (non-zero) are returned.
 pub fn metric_series<'a>(text: &'a str, name: &str, labels: &[(&str, &str)]) -> Vec<&'a str> {
+    // Non-zero lines only: the series the dashboard queries exist at zero
+    // from start, so "counted something" is the claim, not "exists".
     text.lines()
         .filter(|l| {
             series_name(l)
@@ -824,6 +826,7 @@ pub fn metric_series<'a>(text: &'a str, name: &str, labels: &[(&str, &str)]) -> 
                 .is_some_and(|rest| ["", "_bucket", "_sum", "_count"].contains(&rest))
         })
         .filter(|l| has_labels(l, labels))
+        .filter(|l| l.rsplit(' ').next().and_then(|v| v.parse::<f64>().ok()) != Some(0.0))
         .collect()
 }
 

@@ -19,6 +19,7 @@ mod crash;
 mod drain;
 mod faults;
 mod limits;
+mod metric_catalogue;
 mod mtls;
 mod perf_switches;
 mod reload;

@@ -995,7 +995,7 @@ fn yaml_json(p: &str) -> serde_json::Value {
 
 /// Every `cubegate_*` metric named in `text` is one the code emits.
 fn assert_known_metrics(what: &str, text: &str) {
-    let code = std::fs::read_to_string(repo("src/telemetry.rs")).unwrap();
+    let code = std::fs::read_to_string(repo("src/telemetry/metrics.rs")).unwrap();
     let mut seen = 0;
     for (i, _) in text.match_indices("cubegate_") {
         let name: String = text[i..]

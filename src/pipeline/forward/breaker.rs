@@ -153,8 +153,7 @@ impl Breaker {
 }
 
 fn transition(to: &'static str) {
-    metrics::counter!("cubegate_upstream_breaker_transitions_total", "to" => to).increment(1);
-    metrics::gauge!("cubegate_upstream_breaker_open").set(if to == "closed" { 0.0 } else { 1.0 });
+    crate::telemetry::breaker_transition(to);
     match to {
         "open" => tracing::warn!(
             breaker = to,
