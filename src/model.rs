@@ -33,3 +33,8 @@ impl Environment {
         }
     }
 }
+
+/// The source address of a gateway connection, put in every request's
+/// extensions by the server: what unauthenticated refusals are charged to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PeerAddr(pub std::net::IpAddr);

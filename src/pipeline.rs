@@ -72,6 +72,8 @@ pub struct Ctx {
     /// The durable intent record; the outcome is derived from it rather
     /// than rebuilt (same identity, fields and fingerprints).
     pub intent: Option<AuditEvent>,
+    /// A refusal past the refusal budget: no record of its own.
+    pub audit_suppressed: bool,
 }
 
 impl Ctx {
@@ -95,6 +97,7 @@ impl Ctx {
             key_fingerprint: None,
             field_hmacs: BTreeMap::new(),
             intent: None,
+            audit_suppressed: false,
         }
     }
 
@@ -127,6 +130,10 @@ where
         span.clone(),
     );
     ctx.caller_request_id = telemetry::caller_request_id(req.headers());
+    let peer = req
+        .extensions()
+        .get::<crate::model::PeerAddr>()
+        .map(|p| p.0);
     ctx.trace_id = telemetry::trace_id(&span, req.headers());
     let in_flight = telemetry::InFlight::start();
     let entered = shared.enter();
@@ -139,7 +146,10 @@ where
     };
     let (resp, failure) = match result {
         Ok(resp) => (resp, None),
-        Err(e) => (error_response(&ctx, &e), Some(e)),
+        Err(e) => {
+            let e = charge_refusal(&shared, snap, &mut ctx, e, peer).await;
+            (error_response(&ctx, &e), Some(e))
+        }
     };
     finish(&shared, snap, &mut ctx, resp.status(), failure.as_ref())
         .instrument(span)
@@ -285,6 +295,38 @@ async fn exchange(
 
 fn req_op(ctx: &Ctx) -> Option<&'static str> {
     ctx.routed.as_ref().map(|r| r.op.def().id)
+}
+
+/// A refusal costs its caller ([`rate_limit::refusals`]): past the refusal
+/// budget it becomes a 429 without a record of its own, and now and then
+/// a summary record.
+async fn charge_refusal(
+    shared: &Shared,
+    snap: &Snapshot,
+    ctx: &mut Ctx,
+    e: GatewayError,
+    peer: Option<std::net::IpAddr>,
+) -> GatewayError {
+    let Some(kind) = e
+        .rescue()
+        .decision
+        .filter(|d| rate_limit::refusals::charged(*d))
+    else {
+        return e;
+    };
+    let caller = ctx.caller.clone();
+    let Some((limited, summary)) = rate_limit::refused(shared, snap, caller.as_deref(), peer, kind)
+    else {
+        return e;
+    };
+    if let Some(c) = caller.as_deref() {
+        telemetry::rate_limit_refused(&snap.tenants[c.tenant].id, limited.reason);
+    }
+    ctx.audit_suppressed = true;
+    if let (Some(n), Some(log)) = (summary, shared.audit()) {
+        audit::summary(log, snap, ctx, kind, n).await;
+    }
+    GatewayError::RateLimited(limited)
 }
 
 /// A gateway-made answer in ComplyCube's shape, with the request id.

@@ -230,6 +230,10 @@ async fn serve_one(
     // answers Pending until its buffer is empty, so above it a client that
     // reads slowly but steadily would look stalled.
     let stall_limit = Duration::from_millis(settings.write_stall_timeout_ms);
+    let io_peer = stream
+        .peer_addr()
+        .ok()
+        .map(|a| crate::model::PeerAddr(a.ip()));
     let stream = WriteStall::new(stream, stall_limit);
     let (io, peer): (Box<dyn Io>, Option<tls::PeerCert>) = match tls_config {
         None => (Box::new(stream), None),
@@ -254,6 +258,7 @@ async fn serve_one(
             }
         }
     };
+    let peer_addr = io_peer;
     let first_request = Arc::new(AtomicBool::new(false));
     let seen = first_request.clone();
     let responses = Arc::new(Responses::new());
@@ -264,6 +269,9 @@ async fn serve_one(
         seen.store(true, Ordering::Release);
         if let Some(p) = &peer {
             req.extensions_mut().insert(p.clone());
+        }
+        if let Some(a) = peer_addr {
+            req.extensions_mut().insert(a);
         }
         // Only HTTP/2 responses can stall with the socket drained (flow
         // control); an HTTP/1.1 one stalls on the socket, where `WriteStall`

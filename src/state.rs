@@ -24,6 +24,8 @@ pub struct Runtime {
 pub struct Shared {
     current: ArcSwap<Runtime>,
     pub limiter: RateLimiter,
+    /// The refusal budget's table (per replica).
+    pub refusals: crate::pipeline::rate_limit::refusals::Refusals,
     audit: Option<AuditLog>,
     draining: AtomicBool,
     in_flight: AtomicUsize,
@@ -43,6 +45,7 @@ impl Shared {
         Shared {
             current: ArcSwap::from_pointee(runtime),
             limiter,
+            refusals: Default::default(),
             audit,
             draining: AtomicBool::new(false),
             in_flight: AtomicUsize::new(0),

@@ -370,7 +370,7 @@ impl Kind {
 pub use crate::model::Environment;
 
 /// What the gateway decided about the request.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Decision {
     /// Forwarded (or about to be) upstream.
@@ -462,6 +462,10 @@ pub struct AuditEvent {
     pub query_params: Vec<Name>,
     /// The gateway's decision.
     pub decision: Decision,
+    /// A summary record of the refusal budget: this many refusals of the
+    /// kind in `reason` were answered 429 and not recorded one by one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub suppressed: Option<u64>,
     /// Short error type (`unauthorized`, `invalid_request`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub reason: Option<Name>,
@@ -506,6 +510,7 @@ impl AuditEvent {
             stripped: Vec::new(),
             query_params: Vec::new(),
             decision,
+            suppressed: None,
             reason: None,
             status: None,
             latency_ms: None,
@@ -612,6 +617,7 @@ fn write_event(out: &mut Vec<u8>, event: &AuditEvent) {
         stripped,
         query_params,
         decision,
+        suppressed,
         reason,
         status,
         latency_ms,
@@ -660,6 +666,10 @@ fn write_event(out: &mut Vec<u8>, event: &AuditEvent) {
     list(out, query_params.iter().map(Name::as_str));
     out.extend_from_slice(b",\"decision\":");
     text(out, decision.as_str());
+    if let Some(n) = suppressed {
+        out.extend_from_slice(b",\"suppressed\":");
+        num(out, *n);
+    }
     write_tail(
         out,
         reason.as_ref(),

@@ -442,6 +442,12 @@ pub struct LimiterSettings {
     pub upstream_429_pause_secs: u64,
     /// How often idle state is dropped.
     pub idle_cleanup_secs: u64,
+    /// Refused requests each caller (or, unauthenticated, each source
+    /// address) may cause per replica before further refusals get 429 and
+    /// are summarised instead of recorded one by one.
+    pub refusals: Budget,
+    /// At most one summary record per caller and refusal kind this often.
+    pub refusal_summary_secs: u64,
 }
 
 impl Default for LimiterSettings {
@@ -468,6 +474,11 @@ impl Default for LimiterSettings {
             },
             upstream_429_pause_secs: 30,
             idle_cleanup_secs: 60,
+            refusals: Budget {
+                per_second: 20.0,
+                burst: 40,
+            },
+            refusal_summary_secs: 10,
         }
     }
 }
@@ -487,6 +498,8 @@ impl std::fmt::Debug for LimiterSettings {
             .field("default_test", &self.default_test)
             .field("upstream_429_pause_secs", &self.upstream_429_pause_secs)
             .field("idle_cleanup_secs", &self.idle_cleanup_secs)
+            .field("refusals", &self.refusals)
+            .field("refusal_summary_secs", &self.refusal_summary_secs)
             .finish()
     }
 }

@@ -114,6 +114,9 @@ pub async fn outcome(
     status: u16,
     rescue: Option<&Rescue<'_>>,
 ) {
+    if ctx.audit_suppressed {
+        return;
+    }
     let decision = rescue.and_then(|r| r.decision).unwrap_or(Decision::Allowed);
     let reason = reason(ctx, rescue);
     let kind = if decision == Decision::Allowed {
@@ -157,6 +160,32 @@ pub async fn outcome(
     telemetry::audit_write(t.elapsed(), r.is_ok());
     if let Err(e) = r {
         tracing::error!(request_id = %ctx.request_id, error = %e, "audit outcome not written");
+    }
+}
+
+/// The refusal budget's summary: `count` refusals of `kind` by this
+/// request's caller (or source) were answered 429 and not recorded; this
+/// request's identity stands for them, without its fields.
+pub async fn summary(audit: &AuditLog, snap: &Snapshot, ctx: &mut Ctx, kind: Decision, count: u64) {
+    ctx.fields = FieldList::default();
+    let Some(mut ev) = event(
+        ctx,
+        snap,
+        Kind::Event,
+        Decision::RefusedRateLimit,
+        Some(429),
+        Name::new(kind.as_str()).ok(),
+    ) else {
+        return;
+    };
+    ev.stripped.clear();
+    ev.field_hmacs.clear();
+    ev.suppressed = Some(count);
+    let t = Instant::now();
+    let r = audit.append(&ev).await;
+    telemetry::audit_write(t.elapsed(), r.is_ok());
+    if let Err(e) = r {
+        tracing::error!(request_id = %ctx.request_id, error = %e, "refusal summary not written");
     }
 }
 

@@ -34,6 +34,7 @@ mod admit;
 mod clock;
 mod gcra;
 mod redis;
+pub mod refusals;
 mod settings;
 
 use std::collections::HashMap;
@@ -46,7 +47,7 @@ use http::{HeaderName, HeaderValue};
 /// The `[rate_limit]` section and its budgets are plain config types.
 pub use crate::config::{Backend, Budget, FailMode, LimiterSettings};
 
-pub use admit::{RateLimited, admit, upstream_429};
+pub use admit::{RateLimited, admit, refused, upstream_429};
 pub use clock::{Clock, ManualClock, MonotonicClock};
 use gcra::{Decision, Gcra, Slot, Tats};
 use redis::{RedisBackend, Verdict};
@@ -125,6 +126,12 @@ impl LimiterSettings {
     pub fn validate(&self) -> Result<(), LimiterError> {
         self.default_live.validate("rate_limit.default_live")?;
         self.default_test.validate("rate_limit.default_test")?;
+        self.refusals.validate("rate_limit.refusals")?;
+        if self.refusal_summary_secs == 0 {
+            return Err(LimiterError::Invalid(
+                "rate_limit.refusal_summary_secs must be >= 1".into(),
+            ));
+        }
         if self.backend == Backend::Redis && self.redis_url.is_none() {
             return Err(LimiterError::Invalid(
                 "rate_limit.backend = \"redis\" needs rate_limit.redis_url".into(),

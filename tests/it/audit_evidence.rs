@@ -250,3 +250,101 @@ async fn query_follows_a_client_to_its_documents_and_uploads() {
         assert_no_canary("audit trail", &env.audit_text());
     }
 }
+
+fn audit_bytes(env: &TestEnv) -> usize {
+    env.audit().lines().iter().map(|l| l.len() + 1).sum()
+}
+
+/// Sends `n` POSTs, `at_once` at a time; returns the statuses.
+async fn burst(
+    env: &TestEnv,
+    n: usize,
+    at_once: usize,
+    token: Option<&str>,
+    path: &str,
+    body: &str,
+) -> Vec<u16> {
+    let mut statuses = Vec::new();
+    for _ in 0..n.div_ceil(at_once) {
+        let mut set = tokio::task::JoinSet::new();
+        for _ in 0..at_once {
+            let mut rb = env
+                .conn
+                .http
+                .post(env.conn.url(path))
+                .header("content-type", "application/json")
+                .body(body.to_string());
+            if let Some(t) = token {
+                rb = rb.header("authorization", t);
+            }
+            set.spawn(async move { rb.send().await.unwrap().status().as_u16() });
+        }
+        while let Some(s) = set.join_next().await {
+            statuses.push(s.unwrap());
+        }
+    }
+    statuses
+}
+
+#[tokio::test]
+async fn a_burst_of_refusals_costs_the_caller_not_the_disk() {
+    for fsync in [true, false] {
+        // A debug build parses a 65 KB body slowly enough for the default
+        // 20/s to refill during the burst: a smaller budget, same shape.
+        let mut o = opts(fsync);
+        o.rate_limit
+            .push_str("refusals = { per_second = 2.0, burst = 10 }\n");
+        let env = TestEnv::with(o).await;
+        let id = env.create_client(TOKEN_A).await;
+        let path = format!("/v1/clients/{id}");
+        let before = audit_bytes(&env);
+        let statuses = burst(&env, 200, 20, Some(TOKEN_A), &path, &amplification_body()).await;
+        let limited = statuses.iter().filter(|s| **s == 429).count();
+        assert!(
+            statuses.iter().all(|s| *s == 400 || *s == 429),
+            "{statuses:?}"
+        );
+        assert!(
+            limited > 100,
+            "fsync {fsync}: only {limited} of 200 got 429"
+        );
+        let written = audit_bytes(&env) - before;
+        assert!(
+            written < 1024 * 1024,
+            "fsync {fsync}: {written} bytes of audit"
+        );
+        eprintln!(
+            "refusal burst (fsync {fsync}): {limited} of 200 got 429, {written} audit bytes, {} per request",
+            written / 200
+        );
+        let records = env.audit_records();
+        let summaries: Vec<&Value> = records
+            .iter()
+            .filter(|r| r["suppressed"].as_u64().is_some())
+            .collect();
+        assert!(
+            !summaries.is_empty() && summaries.len() <= 2,
+            "{summaries:?}"
+        );
+        assert_eq!(summaries[0]["caller"], "a-all");
+        assert_eq!(summaries[0]["reason"], "refused_validation");
+        // The caller's good traffic and another caller's keep working.
+        let r = env.get(TOKEN_A, &path).await;
+        assert_eq!(r.status, 200, "{}", r.text);
+        let r = env.post(TOKEN_A, &path, r#"{"mobile":"+44"}"#).await;
+        assert_eq!(r.status, 200, "{}", r.text);
+        env.create_client(TOKEN_B).await;
+        // Unauthenticated refusals are bounded per source address.
+        let before = audit_bytes(&env);
+        let statuses = burst(&env, 100, 20, Some("cgw_nobody"), &path, "{}").await;
+        let limited = statuses.iter().filter(|s| **s == 429).count();
+        assert!(limited >= 50, "fsync {fsync}: {statuses:?}");
+        let r = env.get(TOKEN_A, &path).await;
+        assert_eq!(
+            r.status, 200,
+            "an authenticated caller from the same address"
+        );
+        assert!(audit_bytes(&env) - before < 256 * 1024);
+        assert_verifies(&env.audit_dir(), "after the bursts");
+    }
+}

@@ -101,6 +101,7 @@ fn write_json_is_byte_for_byte_serdes_line() {
                 ev.fields_total = Some(70_000);
                 ev.fields_depth = Some(5);
                 ev.truncated = true;
+                ev.suppressed = Some(159);
             }
             let (time, prev) = if i == 0 {
                 // Not produced by the writer, but must still come out as serde writes it.

@@ -59,6 +59,43 @@ pub async fn admit(
     }
 }
 
+/// Charges a refusal to the caller (or, unidentified, the source
+/// address): `None` to answer and record it as usual, else the 429 to
+/// answer instead and the count of a summary record, when one is due.
+pub fn refused(
+    shared: &Shared,
+    snap: &Snapshot,
+    caller: Option<&Caller>,
+    peer: Option<std::net::IpAddr>,
+    kind: crate::audit::Decision,
+) -> Option<(RateLimited, Option<u64>)> {
+    use super::refusals::{Verdict, Who};
+    limiter_for(shared, snap)?;
+    let who = match caller {
+        Some(c) => Who::Caller(c.id.clone()),
+        None => Who::Peer(peer),
+    };
+    let rl = &snap.rate_limit;
+    let every = Duration::from_secs(rl.refusal_summary_secs);
+    match shared.refusals.charge(who, kind, &rl.refusals, every) {
+        Verdict::Record => None,
+        Verdict::Suppress {
+            retry_after,
+            summary,
+        } => {
+            let secs = retry_after.as_secs_f64().ceil().max(1.0) as u64;
+            let headers = HeaderValue::from_str(&secs.to_string())
+                .map(|v| vec![(http::header::RETRY_AFTER, v)])
+                .unwrap_or_default();
+            let limited = RateLimited {
+                reason: "refusal_budget",
+                headers,
+            };
+            Some((limited, summary))
+        }
+    }
+}
+
 /// ComplyCube said 429 anyway: pause that key so we stop hammering it
 /// (counted, but nothing paused, while rate limiting is off).
 pub fn upstream_429(
