@@ -472,7 +472,8 @@ async fn admin(shared: Arc<Shared>, req: Request<Incoming>) -> Response<AdminBod
 const UPSTREAM_WINDOW: Duration = Duration::from_secs(30);
 
 /// Ready when not draining, the config is loaded (a snapshot exists once
-/// serving), the audit log (if on) is writable and the upstream answered
+/// serving), the audit log (if on) is writable with more free space than
+/// `audit.min_free_bytes`, and the upstream answered
 /// recently (or has not been tried yet). Flags, plus one small file
 /// create+fsync+remove in the audit dir (off the async workers), so a dir
 /// that became unwritable shows before a request needs it. The probe also
@@ -492,13 +493,18 @@ pub async fn readiness(shared: &Shared) -> (bool, serde_json::Value) {
         }
     };
     let upstream_ok = rt.upstream.health().reachable_recently(UPSTREAM_WINDOW);
-    let ready = !draining && audit_ok && upstream_ok;
+    let watermark = shared
+        .audit()
+        .is_some_and(|a| crate::pipeline::audit::below_watermark(a, &rt.snapshot));
+    let ready = !draining && audit_ok && upstream_ok && !watermark;
     (
         ready,
         serde_json::json!({
             "ready": ready,
             "draining": draining,
             "audit_writable": audit_ok,
+            "audit_disk_free_bytes": shared.audit().and_then(|a| a.disk_free()),
+            "audit_watermark_tripped": watermark,
             "upstream_reachable": upstream_ok,
             "config_loaded": true,
             "config": rt.snapshot.source,

@@ -15,6 +15,7 @@
 //! reads and refusals get one record (`outcome` / `event`).
 
 mod chain;
+mod disk;
 mod query;
 mod record;
 mod verify;
@@ -23,6 +24,7 @@ mod writer;
 use std::path::{Path, PathBuf};
 
 pub use chain::{Checkpoint, genesis, line_hash};
+pub use disk::{FreeSpace, disk_free};
 pub use query::{QueryFilter, QueryRow, query, render_json_lines, render_table};
 pub use record::{
     AuditEvent, Decision, Digest, Environment, Fingerprint, Kind, Name, Pointer, Record,

@@ -566,6 +566,16 @@ pub struct AuditSettings {
     /// and depth); default: `max_record_bytes / 64`.
     #[serde(default)]
     pub max_fields: Option<usize>,
+    /// Free space the audit directory's file system must keep: below it,
+    /// readiness fails and writes that need an intent get 503
+    /// `audit_unavailable`, before the disk is full. 0 turns it off. Read
+    /// per request, so a reload applies it.
+    #[serde(default = "default_min_free_bytes")]
+    pub min_free_bytes: u64,
+}
+
+fn default_min_free_bytes() -> u64 {
+    64 * 1024 * 1024
 }
 
 /// The smallest and largest `max_record_bytes` accepted.
@@ -615,6 +625,7 @@ impl Default for AuditSettings {
             hmac_fields: Vec::new(),
             max_record_bytes: default_max_record_bytes(),
             max_fields: None,
+            min_free_bytes: default_min_free_bytes(),
         }
     }
 }

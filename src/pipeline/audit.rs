@@ -88,6 +88,9 @@ pub async fn intent(
     if !changes_pii {
         return Ok(());
     }
+    if below_watermark(audit, snap) {
+        return Err(IntentNotWritten("audit disk below min_free_bytes".into()));
+    }
     let t = Instant::now();
     let intent = event(ctx, snap, Kind::Intent, Decision::Allowed, None, None);
     let r = match &intent {
@@ -102,6 +105,17 @@ pub async fn intent(
     telemetry::audit_write(t.elapsed(), r.is_ok());
     ctx.intent = intent;
     r.map_err(IntentNotWritten)
+}
+
+/// Whether the audit file system has less free space than
+/// `[audit] min_free_bytes` (never when that is 0 or unknown). Sets the
+/// watermark gauges, so the metric follows what requests see.
+pub fn below_watermark(audit: &AuditLog, snap: &Snapshot) -> bool {
+    let min = snap.audit.min_free_bytes;
+    let free = audit.disk_free();
+    let tripped = min > 0 && free.is_some_and(|f| f < min);
+    telemetry::audit_disk(free, tripped);
+    tripped
 }
 
 /// The outcome record: every refusal, every allowed request of an audited

@@ -259,6 +259,22 @@ pub(crate) const READY: Metric = Metric {
     help: "1 when /readyz would answer 200 (sampled at each scrape)",
     at_start: OnEvent,
 };
+/// Set at each readiness check (so on every scrape) and by audited writes.
+pub(crate) const AUDIT_DISK_FREE: Metric = Metric {
+    name: "cubegate_audit_disk_free_bytes",
+    kind: Gauge,
+    labels: &[],
+    help: "Free bytes on the audit directory's file system",
+    at_start: OnEvent,
+};
+/// Set with [`AUDIT_DISK_FREE`].
+pub(crate) const AUDIT_WATERMARK: Metric = Metric {
+    name: "cubegate_audit_watermark_tripped",
+    kind: Gauge,
+    labels: &[],
+    help: "1 while the audit file system is below audit.min_free_bytes: audited writes get 503",
+    at_start: OnEvent,
+};
 pub(crate) const OTEL_SPANS_EXPORTED: Metric = Metric {
     name: "cubegate_otel_spans_exported_total",
     kind: Counter,
@@ -308,6 +324,8 @@ pub(crate) static CATALOGUE: &[Metric] = &[
     BREAKER_OPEN,
     CONFIG_RELOADS,
     READY,
+    AUDIT_DISK_FREE,
+    AUDIT_WATERMARK,
     OTEL_SPANS_EXPORTED,
     OTEL_METRIC_EXPORTS,
     OTEL_AUDIT_LOGS_EXPORTED,
@@ -603,6 +621,15 @@ pub fn breaker_transition(to: &'static str) {
 
 pub fn ready(ready: bool) {
     gauge!(READY.name).set(if ready { 1.0 } else { 0.0 });
+}
+
+/// The audit file system's free bytes (when known) and whether the
+/// watermark is tripped.
+pub fn audit_disk(free: Option<u64>, tripped: bool) {
+    if let Some(f) = free {
+        gauge!(AUDIT_DISK_FREE.name).set(f as f64);
+    }
+    gauge!(AUDIT_WATERMARK.name).set(if tripped { 1.0 } else { 0.0 });
 }
 
 pub fn config_reload(ok: bool) {

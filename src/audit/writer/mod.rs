@@ -115,6 +115,8 @@ struct Inner {
     sink: Sink,
     /// The bound on one line (`[audit] max_record_bytes`).
     max_record_bytes: usize,
+    /// The audit file system's free space, for the watermark.
+    free: super::FreeSpace,
 }
 
 impl Drop for Inner {
@@ -178,6 +180,7 @@ impl AuditLog {
                 *crate::config::RECORD_BYTES_RANGE.start(),
                 *crate::config::RECORD_BYTES_RANGE.end(),
             ),
+            free: Default::default(),
         };
         if !settings.enabled {
             return Ok(AuditLog {
@@ -259,6 +262,12 @@ impl AuditLog {
             );
         }
         Ok(seq)
+    }
+
+    /// Free bytes on the audit directory's file system (a reading at most
+    /// a quarter second old), None when unknown.
+    pub fn disk_free(&self) -> Option<u64> {
+        self.inner.free.get(&self.inner.dir)
     }
 
     /// Hands every record made durable from now on to `sink` as well. Set
