@@ -652,24 +652,15 @@ fn write_event(out: &mut Vec<u8>, event: &AuditEvent) {
     );
     out.extend_from_slice(b",\"fields\":");
     list(out, fields.iter().map(Pointer::as_str));
-    if let Some(n) = fields_total {
-        out.extend_from_slice(b",\"fields_total\":");
-        num(out, *n);
-    }
-    if let Some(d) = fields_depth {
-        out.extend_from_slice(b",\"fields_depth\":");
-        num(out, u64::from(*d));
-    }
+    opt_num(out, b",\"fields_total\":", *fields_total);
+    opt_num(out, b",\"fields_depth\":", fields_depth.map(u64::from));
     out.extend_from_slice(b",\"stripped\":");
     list(out, stripped.iter().map(Pointer::as_str));
     out.extend_from_slice(b",\"query_params\":");
     list(out, query_params.iter().map(Name::as_str));
     out.extend_from_slice(b",\"decision\":");
     text(out, decision.as_str());
-    if let Some(n) = suppressed {
-        out.extend_from_slice(b",\"suppressed\":");
-        num(out, *n);
-    }
+    opt_num(out, b",\"suppressed\":", *suppressed);
     write_tail(
         out,
         reason.as_ref(),
@@ -716,6 +707,14 @@ fn write_tail(
     }
     if truncated {
         out.extend_from_slice(b",\"truncated\":true");
+    }
+}
+
+/// `key` and the number, when there is one (a key skipped when absent).
+fn opt_num(out: &mut Vec<u8>, key: &[u8], n: Option<u64>) {
+    if let Some(n) = n {
+        out.extend_from_slice(key);
+        num(out, n);
     }
 }
 
