@@ -156,6 +156,29 @@ impl fmt::Debug for RecordedRequest {
     }
 }
 
+impl RecordedRequest {
+    /// The request as received, stamped with its time since `started`.
+    fn of(parts: &http::request::Parts, body: &[u8], started: Instant) -> RecordedRequest {
+        RecordedRequest {
+            method: parts.method.to_string(),
+            path: parts.uri.path().to_string(),
+            query: parts.uri.query().map(str::to_string),
+            headers: parts
+                .headers
+                .iter()
+                .map(|(n, v)| {
+                    (
+                        n.as_str().to_string(),
+                        String::from_utf8_lossy(v.as_bytes()).into_owned(),
+                    )
+                })
+                .collect(),
+            body: body.to_vec(),
+            at_ms: started.elapsed().as_millis(),
+        }
+    }
+}
+
 fn lossy_utf8<S: serde::Serializer>(b: &[u8], s: S) -> Result<S::Ok, S::Error> {
     s.serialize_str(&String::from_utf8_lossy(b))
 }
@@ -521,23 +544,7 @@ async fn handle(
     }
     let _answering = shared.in_flight.enter();
 
-    shared.record(RecordedRequest {
-        method: parts.method.to_string(),
-        path: path.to_string(),
-        query: parts.uri.query().map(str::to_string),
-        headers: parts
-            .headers
-            .iter()
-            .map(|(n, v)| {
-                (
-                    n.as_str().to_string(),
-                    String::from_utf8_lossy(v.as_bytes()).into_owned(),
-                )
-            })
-            .collect(),
-        body: body.to_vec(),
-        at_ms: shared.started.elapsed().as_millis(),
-    });
+    shared.record(RecordedRequest::of(&parts, &body, shared.started));
     shared.faults.hit();
     if !shared.latency.is_zero() {
         tokio::time::sleep(shared.latency).await;
