@@ -372,6 +372,15 @@ mod tests {
     use super::*;
 
     #[test]
+    fn only_the_upstreams_own_refusal_marks_a_request_unprocessed() {
+        // A reason h2 made up locally is not the upstream's word.
+        let local = h2::Error::from(h2::Reason::REFUSED_STREAM);
+        assert_eq!(unprocessed(&local), (false, false));
+        let io = std::io::Error::new(std::io::ErrorKind::ConnectionReset, "reset");
+        assert_eq!(unprocessed(&io), (false, false));
+    }
+
+    #[test]
     fn readiness_follows_the_latest_exchange() {
         let h = UpstreamHealth::default();
         let w = Duration::from_secs(30);

@@ -460,7 +460,7 @@ impl ConnCtl {
             _ => return false,
         };
         let n = self.served.fetch_add(1, Ordering::Relaxed) + 1;
-        if every == 0 || n % every != 0 {
+        if every == 0 || !n.is_multiple_of(every) {
             return false;
         }
         if version != Version::HTTP_2 {

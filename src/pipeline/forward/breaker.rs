@@ -205,6 +205,20 @@ mod tests {
     }
 
     #[test]
+    fn no_verdict_neither_counts_nor_resets_and_frees_a_probe() {
+        let b = Breaker::new(2, Duration::ZERO);
+        b.admit().unwrap().failure();
+        for _ in 0..5 {
+            b.admit().unwrap().no_verdict();
+        }
+        assert!(!b.is_open(), "graceful GOAWAYs are not failures");
+        b.admit().unwrap().failure();
+        assert!(b.is_open(), "nor successes: the count was kept");
+        b.admit().unwrap().no_verdict();
+        assert!(b.admit().is_some(), "the probe slot is free again");
+    }
+
+    #[test]
     fn dropped_probe_frees_the_slot_and_zero_disables() {
         let b = Breaker::new(1, Duration::ZERO);
         b.admit().unwrap().failure();
