@@ -3,7 +3,8 @@
 //! timeout around the call. Failures: connect/TLS/reset -> 502, no answer in
 //! time -> 504. Retries: hyper re-sends a request only when a pooled
 //! connection was found dead before anything was written; on top of that a
-//! request is sent once more (never twice more), on another connection:
+//! request is sent once more (never twice more) through the pool, which no
+//! longer hands out a connection that sent GOAWAY:
 //! - whatever its method, POST included, when the upstream said it did not
 //!   process it: an HTTP/2 stream above the last stream id of a GOAWAY (or
 //!   opened after one), a stream refused with REFUSED_STREAM, or a request
@@ -233,7 +234,7 @@ impl Upstream {
         let again = clone_request(&req);
         let result = match self.once(req).await {
             // Not processed, or (connect failure) not a byte sent: safe to
-            // send once more, on another connection.
+            // send once more.
             Err(f) if f.unprocessed || (get && matches!(f.error, ForwardError::Connect(_))) => {
                 self.once(again).await
             }
