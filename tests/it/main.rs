@@ -17,6 +17,7 @@ mod core;
 mod crash;
 mod drain;
 mod faults;
+mod goaway;
 mod limits;
 mod metric_catalogue;
 mod mtls;
