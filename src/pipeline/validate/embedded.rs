@@ -73,6 +73,10 @@ pub(super) const EMBEDDED: &[(&str, &str)] = &[
         include_str!("../../../schemas/livePhotos.redact.json"),
     ),
     (
+        "liveVideos.create.json",
+        include_str!("../../../schemas/liveVideos.create.json"),
+    ),
+    (
         "liveVideos.redact.json",
         include_str!("../../../schemas/liveVideos.redact.json"),
     ),
@@ -107,6 +111,10 @@ pub(super) const EMBEDDED: &[(&str, &str)] = &[
     (
         "defs/base64.json",
         include_str!("../../../schemas/defs/base64.json"),
+    ),
+    (
+        "defs/checkType.json",
+        include_str!("../../../schemas/defs/checkType.json"),
     ),
     (
         "defs/companyDetails.json",
