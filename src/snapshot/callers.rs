@@ -7,14 +7,13 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use crate::config::{
-    self, ConfigError, FieldAction, Origin, RawCaller, RawConfig, TenantBudgets,
-    resolve_tenant_key,
+    self, ConfigError, FieldAction, Origin, RawCaller, RawConfig, TenantBudgets, resolve_tenant_key,
 };
 use crate::model::Environment;
 use crate::operations::{self, OPERATIONS, OpIndex};
 use crate::pipeline::policy::{self, FieldRule};
-use crate::pipeline::validate;
 use crate::pipeline::rate_limit::{Budget, LimiterSettings};
+use crate::pipeline::validate;
 use crate::secret::{self, Secret};
 
 /// A caller as identified by its token or client certificate.

@@ -221,7 +221,9 @@ async fn reject_mode_for_one_operation_refuses_unknown_fields_there_only() {
         .post(
             TOKEN_A,
             "/v1/addresses",
-            &format!(r#"{{"clientId":"{id}","line":"1 Main St","city":"X","country":"GB","key1":1}}"#),
+            &format!(
+                r#"{{"clientId":"{id}","line":"1 Main St","city":"X","country":"GB","key1":1}}"#
+            ),
         )
         .await;
     assert_eq!(r.status, 200, "{}", r.text);
@@ -238,7 +240,9 @@ async fn reject_mode_for_one_tenant_refuses_unknown_fields_for_it_only() {
     let body = r#"{"email":"a@example.com","key1":"value1"}"#;
     let id_c = env.create_client(TOKEN_C).await;
     let hits = env.sandbox.faults().api_hits();
-    let r = env.post(TOKEN_C, &format!("/v1/clients/{id_c}"), body).await;
+    let r = env
+        .post(TOKEN_C, &format!("/v1/clients/{id_c}"), body)
+        .await;
     r.assert_error(400, "invalid_request");
     assert_eq!(r.json["param"], "key1", "{}", r.text);
     assert_eq!(env.sandbox.faults().api_hits(), hits, "nothing forwarded");
@@ -254,7 +258,9 @@ async fn reject_mode_for_one_tenant_refuses_unknown_fields_for_it_only() {
     assert_eq!(stripped_header(&r), ["/id", "/updatedAt"]);
     // Tenant A keeps the default.
     let id_a = env.create_client(TOKEN_A).await;
-    let r = env.post(TOKEN_A, &format!("/v1/clients/{id_a}"), body).await;
+    let r = env
+        .post(TOKEN_A, &format!("/v1/clients/{id_a}"), body)
+        .await;
     assert_eq!(r.status, 200, "{}", r.text);
     assert_eq!(stripped_header(&r), ["/key1"]);
 }

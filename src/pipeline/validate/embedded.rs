@@ -144,7 +144,10 @@ pub(super) const EMBEDDED: &[(&str, &str)] = &[
         "defs/gender.json",
         include_str!("../../../schemas/defs/gender.json"),
     ),
-    ("defs/id.json", include_str!("../../../schemas/defs/id.json")),
+    (
+        "defs/id.json",
+        include_str!("../../../schemas/defs/id.json"),
+    ),
     (
         "defs/metadata.json",
         include_str!("../../../schemas/defs/metadata.json"),

@@ -190,10 +190,7 @@ mod tests {
         });
         let mut out = Vec::new();
         plan().strip(&mut body, FieldAction::Strip, &mut out);
-        assert_eq!(
-            out,
-            ["/id", "/key1", "/a~1b", "/person/nick", "/names/0/x"]
-        );
+        assert_eq!(out, ["/id", "/key1", "/a~1b", "/person/nick", "/names/0/x"]);
         assert_eq!(
             body,
             json!({"email": "a@b.c", "person": {"name": "N"}, "metadata": {"anything": "goes"}, "names": [{"first": "A"}, {"first": "B"}]})
