@@ -84,3 +84,19 @@ pub fn decorate(h: &mut http::HeaderMap, request_id: &str, stripped: &[String]) 
     }
     h.remove(header::SERVER);
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn stripped_header_survives_names_a_header_cannot_carry() {
+        let mut h = http::HeaderMap::new();
+        let stripped = ["/type".to_owned(), "/naïve, key%".to_owned()];
+        decorate(&mut h, "rid", &stripped);
+        assert_eq!(h[&X_STRIPPED], "/type, /na%C3%AFve%2C%20key%25");
+        assert_eq!(h[&X_REQUEST_ID], "rid");
+        decorate(&mut h, "rid2", &[]);
+        assert_eq!(h[&X_REQUEST_ID], "rid2");
+    }
+}
