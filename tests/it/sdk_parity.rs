@@ -216,6 +216,16 @@ async fn reject_mode_for_one_operation_refuses_unknown_fields_there_only() {
             .contains("unexpected field")
     );
     assert_eq!(env.sandbox.faults().api_hits(), hits, "nothing forwarded");
+    // `type` keeps its own setting (policy.builtin_action, strip by default).
+    let r = env
+        .post(
+            TOKEN_A,
+            &format!("/v1/clients/{id}"),
+            r#"{"type":"company","email":"a@example.com"}"#,
+        )
+        .await;
+    assert_eq!(r.status, 200, "{}", r.text);
+    assert_eq!(stripped_header(&r), ["/type"]);
     // Other operations keep the default.
     let r = env
         .post(
