@@ -24,5 +24,6 @@ mod mtls;
 mod perf_switches;
 mod reload;
 mod sdk;
+mod sdk_parity;
 mod slow_clients;
 mod telemetry;
