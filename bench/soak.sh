@@ -323,8 +323,22 @@ run_mode() { # mode
         sample_loop "$CG_PID" "$AUDIT_DIR" "$csv" "$summary" "$mode" ||
         log "$mode: the load generator failed (see $summary)"
     kill -0 "$CG_PID" 2>/dev/null || log "$mode: cubegate exited during the soak"
-    # Keep what explains a failure: the logs (access lines filtered out).
-    cp "$d/cubegate.log" "$OUT_DIR/cubegate-$mode.log" 2>/dev/null || true
+    # Keep what explains a failure: the start of cubegate's log (access lines
+    # filtered out) and how often each message occurred (a fault repeats
+    # thousands of times over a long soak).
+    head -n 1000 "$d/cubegate.log" >"$OUT_DIR/cubegate-$mode.log" 2>/dev/null || true
+    python3 - "$d/cubegate.log" >"$OUT_DIR/cubegate-$mode.messages.txt" <<'PY' || true
+import collections, json, sys
+n = collections.Counter()
+for line in open(sys.argv[1], errors="replace"):
+    try:
+        r = json.loads(line)
+        n[f"{r.get('level', '?')} {r.get('message', '?')}: {r.get('error', '')}".rstrip(": ")] += 1
+    except ValueError:
+        n[line.strip()[:200]] += 1
+for msg, c in n.most_common():
+    print(f"{c:>9} {msg}")
+PY
     [ ! -f "$d/nginx/error.log" ] || cp "$d/nginx/error.log" "$OUT_DIR/nginx-error.log"
     [ ! -f "$d/sandbox.log" ] || tail -n 1000 "$d/sandbox.log" >"$OUT_DIR/sandbox.log"
     stop_all
@@ -347,7 +361,7 @@ EOF
 CSVS=()
 for mode in $MODES; do CSVS+=("$OUT_DIR/soak-$mode.csv"); done
 set +e
-"$PLOT_PY" "$ROOT/bench/soak_plot.py" --warmup "$WARMUP" \
+"$PLOT_PY" "$ROOT/bench/soak_plot.py" --warmup "$WARMUP" --duration "$DURATION" \
     --max-slope-mib-per-10min "$MAX_SLOPE_MIB_PER_10MIN" --out "$OUT_DIR/soak.png" "${CSVS[@]}" |
     tee "$OUT_DIR/verdict.txt"
 rc=${PIPESTATUS[0]}

@@ -1,7 +1,8 @@
 #!/usr/bin/env python3
 """Plot bench/soak.sh's CSVs and judge them.
 
-Usage: soak_plot.py [--warmup S] [--max-slope-mib-per-10min M] [--out PNG] CSV...
+Usage: soak_plot.py [--warmup S] [--duration S] [--max-slope-mib-per-10min M]
+                    [--out PNG] CSV...
 
 Draws one PNG with five panels over time (cubegate's RSS, open file
 descriptors, audit directory bytes, p99 latency and errors per interval), one
@@ -12,10 +13,16 @@ line per CSV (a CSV is one upstream mode, named soak-<mode>.csv). Prints one lin
 PASS needs: the least-squares slope of RSS over the samples taken after the
 warm-up below the bound, zero errors over the whole run (warm-up included),
 and cubegate alive at every sample. Exit status 1 if any CSV failed.
+
+With --duration (the load's length), samples taken from that second on are
+left out of RSS, fds and audit bytes (plot and slope): the load generator is
+closing its connections then, which is not the steady state. Their latency
+and errors still count.
 """
 
 import argparse
 import csv
+import json
 import os
 import sys
 
@@ -52,17 +59,42 @@ def slope(xs, ys):
     return sum((x - mx) * (y - my) for x, y in zip(xs, ys)) / sxx
 
 
-def judge(mode, rows, warmup, bound):
+def steady(rows, duration):
+    """The rows sampled while the load was still running."""
+    if duration is None:
+        return rows
+    return [r for r in rows if num(r["t_s"]) < duration]
+
+
+def summary_errors(csv_path):
+    """Errors in the load generator's summary beside the CSV (None if absent).
+
+    It can count more than the intervals: a connection whose requests did
+    not all finish within 30 s of the end counts as one error there."""
+    name = os.path.basename(csv_path).replace("soak-", "loadgen-", 1).removesuffix(".csv")
+    path = os.path.join(os.path.dirname(csv_path), name + ".json")
+    try:
+        with open(path) as f:
+            return sum(int(json.loads(line).get("errors", 0)) for line in f if line.strip())
+    except (OSError, ValueError):
+        return None
+
+
+def judge(mode, rows, warmup, bound, duration, lg_errors=None):
     """Returns (passed, line)."""
+    errors = sum(int(r["errors"] or 0) for r in rows)
+    if lg_errors is not None and lg_errors > errors:
+        errors = lg_errors
+    requests = sum(int(r["requests"] or 0) for r in rows)
+    gone = sum(1 for r in rows if not r["rss_kib"])
+    p99 = sorted(int(r["p99_us"] or 0) for r in rows)
+    t_end = num(rows[-1]["t_s"]) if rows else 0
+    rows = steady(rows, duration)
     t = [num(r["t_s"]) for r in rows]
     rss = [num(r["rss_kib"]) for r in rows]
-    errors = sum(int(r["errors"] or 0) for r in rows)
-    requests = sum(int(r["requests"] or 0) for r in rows)
-    gone = sum(1 for v in rss if v is None)
     after = [(x, y * 1024) for x, y in zip(t, rss) if y is not None and x >= warmup]
     s = slope([x for x, _ in after], [y for _, y in after])
     per10 = None if s is None else s * 600 / MIB
-    p99 = sorted(int(r["p99_us"] or 0) for r in rows)
     reasons = []
     if per10 is None:
         reasons.append(f"fewer than 2 samples after the {warmup:g} s warm-up")
@@ -72,7 +104,7 @@ def judge(mode, rows, warmup, bound):
         reasons.append("errors")
     if gone:
         reasons.append(f"cubegate gone at {gone} samples")
-    if not rows:
+    if not t:
         reasons.append("no samples")
     ok = not reasons
     rss_vals = [v for v in rss if v is not None]
@@ -89,13 +121,20 @@ def judge(mode, rows, warmup, bound):
         )
         + (f", fds {fds[0]} -> {fds[-1]} (max {max(fds)})" if fds else "")
         + (f", worst interval p99 {p99[-1] / 1000:.1f} ms" if p99 else "")
-        + (f", {len(rows)} samples over {t[-1]:.0f} s" if rows else "")
+        + (f", {len(p99)} samples over {t_end:.0f} s" if p99 else "")
         + (f" [{'; '.join(reasons)}]" if reasons else "")
     )
+    # Open loop: when the machine cannot serve RATE, requests queue and the
+    # run ends late; latency then measures the queue, not cubegate.
+    if duration is not None and t_end > duration + 10:
+        line += (
+            f"\n  note {mode}: the load ended {t_end - duration:.0f} s late: the machine did not"
+            " keep up with the offered rate (lower RATE, or a quieter machine)"
+        )
     return ok, line
 
 
-def plot(runs, warmup, out):
+def plot(runs, warmup, duration, out):
     fig, axes = plt.subplots(5, 1, figsize=(10, 13), sharex=True)
     panels = [
         ("rss_kib", 1 / 1024, "RSS (MiB)"),
@@ -104,9 +143,10 @@ def plot(runs, warmup, out):
         ("p99_us", 1 / 1000, "p99 per interval (ms)"),
         ("errors", 1, "errors per interval"),
     ]
-    for mode, rows in runs:
-        t = [num(r["t_s"]) for r in rows]
-        for ax, (col, scale, label) in zip(axes, panels):
+    for mode, all_rows in runs:
+        for i, (ax, (col, scale, label)) in enumerate(zip(axes, panels)):
+            rows = steady(all_rows, duration) if i < 3 else all_rows
+            t = [num(r["t_s"]) for r in rows]
             pts = [(x, num(r[col]) * scale) for x, r in zip(t, rows) if num(r[col]) is not None]
             ax.plot([x for x, _ in pts], [y for _, y in pts], label=mode, linewidth=1.2)
             ax.set_ylabel(label)
@@ -133,17 +173,22 @@ def main():
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("csvs", nargs="+")
     ap.add_argument("--warmup", type=float, default=120.0)
+    ap.add_argument("--duration", type=float, default=None)
     ap.add_argument("--max-slope-mib-per-10min", type=float, default=1.0)
     ap.add_argument("--out", default="soak.png")
     a = ap.parse_args()
     runs = []
+    lg_errors = {}
     for path in a.csvs:
         mode = os.path.basename(path).removesuffix(".csv").removeprefix("soak-")
         runs.append((mode, load(path)))
-    plot(runs, a.warmup, a.out)
+        lg_errors[mode] = summary_errors(path)
+    plot(runs, a.warmup, a.duration, a.out)
     all_ok = True
     for mode, rows in runs:
-        ok, line = judge(mode, rows, a.warmup, a.max_slope_mib_per_10min)
+        ok, line = judge(
+            mode, rows, a.warmup, a.max_slope_mib_per_10min, a.duration, lg_errors[mode]
+        )
         all_ok &= ok
         print(line)
     print(f"soak: {'PASS' if all_ok else 'FAIL'} (plot: {a.out})")
