@@ -173,20 +173,48 @@ fn report_slice(slice: &Mutex<Slice>, t: f64) {
     );
 }
 
-/// Prints a slice every `every` seconds from `t0` until `done` is set; the
-/// last, partial slice is printed by `main` once every worker has finished.
-fn reporter(every: f64, slice: Arc<Mutex<Slice>>, done: Arc<AtomicBool>, t0: Instant) {
-    let mut k = 1u32;
-    while !done.load(Ordering::Relaxed) {
-        let end = t0 + Duration::from_secs_f64(f64::from(k) * every);
-        let now = Instant::now();
-        if end > now {
-            // Short naps, so the thread notices `done` promptly.
-            std::thread::sleep((end - now).min(Duration::from_millis(100)));
-            continue;
+/// `--report-every`: the slice the workers fill and the thread that prints
+/// it every `every` seconds from `t0`.
+struct Reporter {
+    slice: Arc<Mutex<Slice>>,
+    done: Arc<AtomicBool>,
+    thread: std::thread::JoinHandle<()>,
+    t0: Instant,
+}
+
+impl Reporter {
+    fn start(every: f64, t0: Instant) -> Reporter {
+        let slice = Arc::new(Mutex::new(Slice::default()));
+        let done = Arc::new(AtomicBool::new(false));
+        let (sl, dn) = (slice.clone(), done.clone());
+        let thread = std::thread::spawn(move || {
+            let mut k = 1u32;
+            while !dn.load(Ordering::Relaxed) {
+                let end = t0 + Duration::from_secs_f64(f64::from(k) * every);
+                let now = Instant::now();
+                if end > now {
+                    // Short naps, so the thread notices `done` promptly.
+                    std::thread::sleep((end - now).min(Duration::from_millis(100)));
+                    continue;
+                }
+                report_slice(&sl, f64::from(k) * every);
+                k += 1;
+            }
+        });
+        Reporter {
+            slice,
+            done,
+            thread,
+            t0,
         }
-        report_slice(&slice, f64::from(k) * every);
-        k += 1;
+    }
+
+    /// Once every worker has finished: stops the thread and prints the last,
+    /// partial slice.
+    fn finish(self) {
+        self.done.store(true, Ordering::Relaxed);
+        let _ = self.thread.join();
+        report_slice(&self.slice, self.t0.elapsed().as_secs_f64());
     }
 }
 
@@ -347,9 +375,7 @@ fn main() {
     let t0 = Instant::now();
     let mut txs = Vec::new();
     let mut handles = Vec::new();
-    let slice = args
-        .report_every
-        .map(|_| Arc::new(Mutex::new(Slice::default())));
+    let reporter = args.report_every.map(|every| Reporter::start(every, t0));
     for _ in 0..args.connections {
         let rx = if args.rate.is_some() {
             let (tx, rx) = mpsc::unbounded_channel();
@@ -358,23 +384,10 @@ fn main() {
         } else {
             None
         };
-        handles.push(rt.spawn(worker(
-            args.clone(),
-            target.clone(),
-            rx,
-            stop.clone(),
-            t0,
-            slice.clone(),
-        )));
+        let slice = reporter.as_ref().map(|r| r.slice.clone());
+        let w = worker(args.clone(), target.clone(), rx, stop.clone(), t0, slice);
+        handles.push(rt.spawn(w));
     }
-    let reporter_done = Arc::new(AtomicBool::new(false));
-    let reporter_thread = match (args.report_every, &slice) {
-        (Some(every), Some(sl)) => {
-            let (sl, done) = (sl.clone(), reporter_done.clone());
-            Some(std::thread::spawn(move || reporter(every, sl, done, t0)))
-        }
-        _ => None,
-    };
     // The pacer: a plain thread, so the schedule does not depend on the
     // runtime's 1 ms timer wheel.
     if let Some(rate) = args.rate {
@@ -413,12 +426,8 @@ fn main() {
             }
         }
     });
-    reporter_done.store(true, Ordering::Relaxed);
-    if let Some(t) = reporter_thread {
-        let _ = t.join();
-    }
-    if let Some(sl) = &slice {
-        report_slice(sl, t0.elapsed().as_secs_f64());
+    if let Some(r) = reporter {
+        r.finish();
     }
     let window = match args.rate {
         // Open loop: throughput over the time it took to serve what was due.
