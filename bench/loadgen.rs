@@ -20,9 +20,15 @@
 //! Only requests due after `--warmup` seconds are counted. Any non-2xx
 //! answer or transport error counts as an error (and its latency is still
 //! recorded). Failures to parse arguments or connect exit non-zero.
+//!
+//! `--report-every SECS` also prints, every SECS seconds of the run, one JSON
+//! line for the counted requests answered in that slice (`interval_end_s`,
+//! `requests`, `errors`, `p50_us`, `p99_us`, `max_us`), before the summary
+//! line: `bench/soak.sh` needs p99 and errors per interval of one long,
+//! uninterrupted load, not one figure for the whole run.
 
-use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
@@ -45,12 +51,14 @@ struct Args {
     warmup: f64,
     rate: Option<f64>,
     label: String,
+    report_every: Option<f64>,
 }
 
 fn usage() -> ! {
     eprintln!(
         "usage: loadgen --url URL [--method M] [--body-file F] [--header 'K: V']... [--ca PEM]\n\
-         \x20              [-c CONNS] [--duration SECS] [--warmup SECS] [--rate RPS] [--label L]"
+         \x20              [-c CONNS] [--duration SECS] [--warmup SECS] [--rate RPS] [--label L]\n\
+         \x20              [--report-every SECS]"
     );
     std::process::exit(2)
 }
@@ -67,6 +75,7 @@ fn parse_args() -> Args {
         warmup: 1.0,
         rate: None,
         label: String::new(),
+        report_every: None,
     };
     let mut it = std::env::args().skip(1);
     while let Some(flag) = it.next() {
@@ -94,10 +103,11 @@ fn parse_args() -> Args {
             "--warmup" => a.warmup = val().parse().unwrap_or_else(|_| usage()),
             "--rate" => a.rate = Some(val().parse().unwrap_or_else(|_| usage())),
             "--label" => a.label = val(),
+            "--report-every" => a.report_every = Some(val().parse().unwrap_or_else(|_| usage())),
             _ => usage(),
         }
     }
-    if a.connections == 0 || a.duration <= 0.0 {
+    if a.connections == 0 || a.duration <= 0.0 || a.report_every.is_some_and(|r| r <= 0.0) {
         usage()
     }
     a
@@ -140,6 +150,74 @@ struct Stats {
     total: u64,
 }
 
+/// The counted answers of the current `--report-every` slice, shared by the
+/// workers and taken (emptied) by the reporter at each slice's end.
+#[derive(Default)]
+struct Slice {
+    latencies_us: Vec<u32>,
+    errors: u64,
+}
+
+/// Takes the current slice and prints its line (`t`: seconds since the start).
+fn report_slice(slice: &Mutex<Slice>, t: f64) {
+    let s = std::mem::take(&mut *slice.lock().unwrap_or_else(PoisonError::into_inner));
+    let mut l = s.latencies_us;
+    l.sort_unstable();
+    println!(
+        "{{\"interval_end_s\":{t:.3},\"requests\":{},\"errors\":{},\"p50_us\":{},\"p99_us\":{},\"max_us\":{}}}",
+        l.len(),
+        s.errors,
+        pct(&l, 50.0),
+        pct(&l, 99.0),
+        l.last().copied().unwrap_or(0),
+    );
+}
+
+/// `--report-every`: the slice the workers fill and the thread that prints
+/// it every `every` seconds from `t0`.
+struct Reporter {
+    slice: Arc<Mutex<Slice>>,
+    done: Arc<AtomicBool>,
+    thread: std::thread::JoinHandle<()>,
+    t0: Instant,
+}
+
+impl Reporter {
+    fn start(every: f64, t0: Instant) -> Reporter {
+        let slice = Arc::new(Mutex::new(Slice::default()));
+        let done = Arc::new(AtomicBool::new(false));
+        let (sl, dn) = (slice.clone(), done.clone());
+        let thread = std::thread::spawn(move || {
+            let mut k = 1u32;
+            while !dn.load(Ordering::Relaxed) {
+                let end = t0 + Duration::from_secs_f64(f64::from(k) * every);
+                let now = Instant::now();
+                if end > now {
+                    // Short naps, so the thread notices `done` promptly.
+                    std::thread::sleep((end - now).min(Duration::from_millis(100)));
+                    continue;
+                }
+                report_slice(&sl, f64::from(k) * every);
+                k += 1;
+            }
+        });
+        Reporter {
+            slice,
+            done,
+            thread,
+            t0,
+        }
+    }
+
+    /// Once every worker has finished: stops the thread and prints the last,
+    /// partial slice.
+    fn finish(self) {
+        self.done.store(true, Ordering::Relaxed);
+        let _ = self.thread.join();
+        report_slice(&self.slice, self.t0.elapsed().as_secs_f64());
+    }
+}
+
 struct Shot {
     due: Instant,
     counted: bool,
@@ -151,6 +229,7 @@ async fn worker(
     mut tickets: Option<mpsc::UnboundedReceiver<Shot>>,
     stop: Arc<AtomicBool>,
     t0: Instant,
+    slice: Option<Arc<Mutex<Slice>>>,
 ) -> Stats {
     let mut st = Stats::default();
     let mut sender = match connect(&target).await {
@@ -222,11 +301,16 @@ async fn worker(
             sender = None; // transport error: reconnect next time
         }
         if counted {
-            st.latencies_us.push(
-                done.saturating_duration_since(due)
-                    .as_micros()
-                    .min(u32::MAX as u128) as u32,
-            );
+            let latency_us = done
+                .saturating_duration_since(due)
+                .as_micros()
+                .min(u32::MAX as u128) as u32;
+            st.latencies_us.push(latency_us);
+            if let Some(slice) = &slice {
+                let mut sl = slice.lock().unwrap_or_else(PoisonError::into_inner);
+                sl.latencies_us.push(latency_us);
+                sl.errors += u64::from(ok.is_err());
+            }
             st.late_us.push(
                 sent.saturating_duration_since(due)
                     .as_micros()
@@ -291,6 +375,7 @@ fn main() {
     let t0 = Instant::now();
     let mut txs = Vec::new();
     let mut handles = Vec::new();
+    let reporter = args.report_every.map(|every| Reporter::start(every, t0));
     for _ in 0..args.connections {
         let rx = if args.rate.is_some() {
             let (tx, rx) = mpsc::unbounded_channel();
@@ -299,7 +384,9 @@ fn main() {
         } else {
             None
         };
-        handles.push(rt.spawn(worker(args.clone(), target.clone(), rx, stop.clone(), t0)));
+        let slice = reporter.as_ref().map(|r| r.slice.clone());
+        let w = worker(args.clone(), target.clone(), rx, stop.clone(), t0, slice);
+        handles.push(rt.spawn(w));
     }
     // The pacer: a plain thread, so the schedule does not depend on the
     // runtime's 1 ms timer wheel.
@@ -339,6 +426,9 @@ fn main() {
             }
         }
     });
+    if let Some(r) = reporter {
+        r.finish();
+    }
     let window = match args.rate {
         // Open loop: throughput over the time it took to serve what was due.
         Some(_) => (end_sched.max(Instant::now()) - t0).as_secs_f64() - args.warmup,

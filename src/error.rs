@@ -217,6 +217,10 @@ fn route_rescue(e: &RouteError) -> Rescue<'_> {
             param: (!param.is_empty()).then_some(Cow::Borrowed(param.as_str())),
             ..Rescue::new(bad, invalid, message.as_str())
         },
+        RouteError::BadSegment { param, allowed } => Rescue {
+            param: Some(Cow::Borrowed(param)),
+            ..Rescue::new(bad, invalid, format!("{param} must be one of: {allowed}"))
+        },
     }
 }
 

@@ -371,6 +371,33 @@ fn random_hex(n: usize) -> anyhow::Result<String> {
 
 async fn demo(listen: &str, admin: &str, dir: &Path) -> anyhow::Result<()> {
     let sandbox = Sandbox::start(SandboxOptions::default()).await?;
+    let key_file = write_demo_files(dir, &sandbox)?;
+    let token = secret::new_token().map_err(|_| anyhow::anyhow!("random generator failed"))?;
+    let raw = demo_raw_config(listen, admin, dir, &sandbox, &key_file, &token)?;
+    let snapshot = snapshot::compile(
+        raw,
+        "embedded demo config",
+        &secret::ProcessEnv,
+        Path::new("."),
+    )
+    .map_err(|e| anyhow::anyhow!("{e}"))?;
+    let telemetry = telemetry::init(&snapshot.telemetry, None);
+    let audit_dir = snapshot.audit.dir.clone();
+    let gw = Gateway::start(snapshot).await?;
+    let client_id = seed_demo_client(&gw, &token)
+        .await
+        .unwrap_or_else(|| "<client id>".into());
+    print_demo_banner(&gw, &sandbox, &token, &client_id, &audit_dir, dir);
+    let r = run_until_signal(gw, None).await;
+    sandbox.shutdown().await;
+    let _ = tokio::task::spawn_blocking(move || telemetry.shutdown()).await;
+    r
+}
+
+/// The sandbox's CA, the demo's upstream key and the audit keys, in `dir`
+/// (owner-only); keys already there are kept. Returns the upstream key's
+/// path.
+fn write_demo_files(dir: &Path, sandbox: &Sandbox) -> anyhow::Result<PathBuf> {
     std::fs::create_dir_all(dir)?;
     write_private(
         &dir.join("sandbox-ca.pem"),
@@ -389,8 +416,19 @@ async fn demo(listen: &str, admin: &str, dir: &Path) -> anyhow::Result<()> {
             write_private(&p, random_hex(32)?.as_bytes())?;
         }
     }
-    let token = secret::new_token().map_err(|_| anyhow::anyhow!("random generator failed"))?;
+    Ok(key_file)
+}
 
+/// The embedded demo config pointed at this sandbox, these addresses and
+/// the files in `dir`, with `token` as the demo caller's credential.
+fn demo_raw_config(
+    listen: &str,
+    admin: &str,
+    dir: &Path,
+    sandbox: &Sandbox,
+    key_file: &Path,
+    token: &str,
+) -> anyhow::Result<config::RawConfig> {
     let mut raw = config::load_raw(
         &ConfigSource::Text {
             name: "embedded demo config",
@@ -416,19 +454,18 @@ async fn demo(listen: &str, admin: &str, dir: &Path) -> anyhow::Result<()> {
     if let Some(c) = raw.callers.first_mut() {
         c.token_sha256 = secret::sha256_hex(token.as_bytes());
     }
-    let snapshot = snapshot::compile(
-        raw,
-        "embedded demo config",
-        &secret::ProcessEnv,
-        Path::new("."),
-    )
-    .map_err(|e| anyhow::anyhow!("{e}"))?;
-    let telemetry = telemetry::init(&snapshot.telemetry, None);
-    let audit_dir = snapshot.audit.dir.clone();
-    let gw = Gateway::start(snapshot).await?;
-    let client_id = seed_demo_client(&gw, &token)
-        .await
-        .unwrap_or_else(|| "<client id>".into());
+    Ok(raw)
+}
+
+/// Where everything is, and a curl to try.
+fn print_demo_banner(
+    gw: &Gateway,
+    sandbox: &Sandbox,
+    token: &str,
+    client_id: &str,
+    audit_dir: &Path,
+    dir: &Path,
+) {
     let url = gw.url();
     println!();
     println!("cubegate demo is running");
@@ -456,10 +493,6 @@ async fn demo(listen: &str, admin: &str, dir: &Path) -> anyhow::Result<()> {
         dir.join("audit-checkpoint-key").display()
     );
     println!("Ctrl-C stops the demo.");
-    let r = run_until_signal(gw, None).await;
-    sandbox.shutdown().await;
-    let _ = tokio::task::spawn_blocking(move || telemetry.shutdown()).await;
-    r
 }
 
 /// Create a client through the gateway's own pipeline so the demo curl has

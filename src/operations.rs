@@ -399,6 +399,16 @@ pub static OPERATIONS: &[OperationDef] = &[
         List(CLIENT_ONLY)
     ),
     // Live videos
+    // Undocumented, but the PHP SDK's integration suite creates one (§2, 26b).
+    op!(
+        "liveVideos.create",
+        POST,
+        "/liveVideos",
+        Json,
+        w = false,
+        r = true,
+        NoQuery
+    ),
     op!(
         "liveVideos.get",
         GET,

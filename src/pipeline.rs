@@ -201,7 +201,10 @@ where
             ctx.fields = audit::summarise(v, snap.schemas.named_keys(def.id), cap);
             ctx.links = audit::links(v);
         }
-        ctx.stripped = policy::apply(v, &tenant.op(op).rules)?.stripped;
+        let t_op = tenant.op(op);
+        ctx.stripped = policy::apply(v, &t_op.rules)?.stripped;
+        let (schemas, unknown) = (&snap.schemas, t_op.unknown_fields);
+        schemas.strip_undeclared(def.id, v, unknown, &mut ctx.stripped);
     }
     if let Some(v) = &value
         && snap.validation_enabled

@@ -53,6 +53,8 @@ pub fn swap(shared: &Shared, snapshot: Snapshot) -> anyhow::Result<()> {
         }
     };
     let (rl_was, rl_now) = (old.snapshot.rate_limit.enabled, snapshot.rate_limit.enabled);
+    // A tenant added by this reload gets its series at zero, as at start.
+    telemetry::register_at_start(snapshot.tenants.iter().map(|t| t.id.as_str()));
     shared.swap(Runtime {
         snapshot: Arc::new(snapshot),
         upstream: Arc::new(upstream),

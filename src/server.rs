@@ -213,6 +213,20 @@ impl<T: tokio::io::AsyncRead + tokio::io::AsyncWrite + Send + Unpin> Io for T {}
 /// One gateway connection: TLS handshake (bounded by the header-read
 /// timeout), then HTTP with the verified client certificate, if any, in
 /// every request's extensions for `identify`.
+///
+/// hyper's h1 header_read_timeout starts only after hyper-util has sniffed
+/// the protocol (up to the 24-byte h2 preface, no timeout), and h2 has no
+/// header timer at all, so a client trickling the preface or its first
+/// HEADERS would hold the connection: the first request's head must arrive
+/// within the header-read timeout, counted from accept. Later requests on an
+/// h1 connection are covered by hyper's own timer.
+///
+/// No ceiling on a busy connection's life: cutting it would abort a request
+/// mid-flight (and a client might resend a POST). Idle HTTP/1.1 connections
+/// close at hyper's header-read timeout (it also runs while waiting for the
+/// next request); HTTP/2 peers are pinged and dropped when they stop
+/// answering; stalled responses are dropped; max_connections bounds the
+/// rest.
 async fn serve_one(
     stream: tokio::net::TcpStream,
     tls_config: Option<Arc<rustls::ServerConfig>>,
@@ -264,8 +278,6 @@ async fn serve_one(
     let responses = Arc::new(Responses::new());
     let watched = responses.clone();
     let svc = service_fn(move |mut req: Request<Incoming>| {
-        let shared = shared.clone();
-        let watched = watched.clone();
         seen.store(true, Ordering::Release);
         if let Some(p) = &peer {
             req.extensions_mut().insert(p.clone());
@@ -273,33 +285,10 @@ async fn serve_one(
         if let Some(a) = peer_addr {
             req.extensions_mut().insert(a);
         }
-        // Only HTTP/2 responses can stall with the socket drained (flow
-        // control); an HTTP/1.1 one stalls on the socket, where `WriteStall`
-        // sees it, and is spared the per-response bookkeeping.
-        let watch = req.version() == http::Version::HTTP_2 && !stall_limit.is_zero();
-        async move {
-            let resp = pipeline::handle(shared, req).await;
-            if !watch {
-                return Ok::<_, Infallible>(resp);
-            }
-            Ok(resp.map(|body| watched.watch(body)))
-        }
+        serve_request(shared.clone(), watched.clone(), stall_limit, req)
     });
     let conn = builder.serve_connection(TokioIo::new(io), svc).into_owned();
     let mut conn = std::pin::pin!(watcher.watch(conn));
-    // hyper's h1 header_read_timeout starts only after hyper-util has
-    // sniffed the protocol (up to the 24-byte h2 preface, no timeout), and
-    // h2 has no header timer at all, so a client trickling the preface or
-    // its first HEADERS would hold the connection: the first request's head
-    // must arrive within the header-read timeout, counted from accept.
-    // Later requests on an h1 connection are covered by hyper's own timer.
-    //
-    // No ceiling on a busy connection's life: cutting it would abort a
-    // request mid-flight (and a client might resend a POST). Idle HTTP/1.1
-    // connections close at hyper's header-read timeout (it also runs while
-    // waiting for the next request); HTTP/2 peers are pinged and dropped when
-    // they stop answering; stalled responses are dropped (below);
-    // max_connections bounds the rest.
     let header_deadline = tokio::time::sleep_until(deadline);
     let mut header_deadline = std::pin::pin!(header_deadline);
     let mut header_checked = false;
@@ -323,6 +312,23 @@ async fn serve_one(
             }
         }
     }
+}
+
+/// One request through the pipeline. Only HTTP/2 responses can stall with
+/// the socket drained (flow control); an HTTP/1.1 one stalls on the socket,
+/// where `WriteStall` sees it, and is spared the per-response bookkeeping.
+async fn serve_request(
+    shared: Arc<Shared>,
+    watched: Arc<Responses>,
+    stall_limit: Duration,
+    req: Request<Incoming>,
+) -> Result<Response<pipeline::respond::GatewayBody>, Infallible> {
+    let watch = req.version() == http::Version::HTTP_2 && !stall_limit.is_zero();
+    let resp = pipeline::handle(shared, req).await;
+    if !watch {
+        return Ok(resp);
+    }
+    Ok(resp.map(|body| watched.watch(body)))
 }
 
 /// The HTTP/2 responses of one connection still being sent, for the stall

@@ -3,7 +3,7 @@
 //! (`deny_unknown_fields`). Nothing here is checked beyond its type; that is
 //! `validate`'s job and each stage's `compile`.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::path::PathBuf;
 
 use serde::{Deserialize, Serialize};
@@ -237,6 +237,13 @@ pub struct RawTenant {
     /// Field rules for this tenant only, on top of the global ones.
     #[serde(default)]
     pub policy: Vec<RawFieldRule>,
+    /// This tenant's answer to undeclared body fields, for every operation
+    /// (overrides `[validation]`).
+    #[serde(default)]
+    pub unknown_fields: Option<FieldAction>,
+    /// Per operation (id or pattern) overrides of `unknown_fields` for this tenant.
+    #[serde(default)]
+    pub unknown_fields_by_operation: BTreeMap<String, FieldAction>,
     #[serde(default)]
     pub rate_limit: TenantBudgets,
 }
@@ -327,6 +334,12 @@ pub struct ValidationSettings {
     pub schemas_dir: Option<PathBuf>,
     /// Operations (patterns) validated in shadow mode: reported, still forwarded.
     pub shadow: Vec<String>,
+    /// What a body field the operation's schema does not declare gets:
+    /// `strip` (removed and reported, the default) or `reject` (400).
+    pub unknown_fields: FieldAction,
+    /// Per operation (id or pattern) overrides of `unknown_fields`; the most
+    /// specific pattern wins (`clients.update` over `clients.*` over `*`).
+    pub unknown_fields_by_operation: BTreeMap<String, FieldAction>,
 }
 
 impl Default for ValidationSettings {
@@ -335,6 +348,8 @@ impl Default for ValidationSettings {
             enabled: true,
             schemas_dir: None,
             shadow: Vec::new(),
+            unknown_fields: FieldAction::Strip,
+            unknown_fields_by_operation: BTreeMap::new(),
         }
     }
 }

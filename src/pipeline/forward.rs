@@ -2,14 +2,25 @@
 //! upstream only. Connect timeout on the connector, response (headers)
 //! timeout around the call. Failures: connect/TLS/reset -> 502, no answer in
 //! time -> 504. Retries: hyper re-sends a request only when a pooled
-//! connection was found dead before anything was written; on top of that an
-//! idempotent GET is retried once after a connect failure (nothing was sent).
-//! A POST is never sent twice: a duplicated check costs money.
+//! connection was found dead before anything was written; on top of that a
+//! request is sent once more (never twice more) through the pool, which no
+//! longer hands out a connection that sent GOAWAY:
+//! - whatever its method, POST included, when the upstream said it did not
+//!   process it: an HTTP/2 stream above the last stream id of a GOAWAY (or
+//!   opened after one), a stream refused with REFUSED_STREAM, or a request
+//!   hyper never wrote because its connection closed first;
+//! - an idempotent GET after a connect failure (nothing was sent).
+//!
+//! Any other POST that may have been processed is never sent twice: a
+//! duplicated check costs money.
 //! hyper-util's `retry_canceled_requests` only re-sends when hyper hands the
 //! request back unwritten (a pooled connection found closed before the first
 //! byte went out), so it never duplicates a POST either.
 //! A per-upstream circuit breaker ([`breaker`]) opens after consecutive
 //! transport failures and then fails fast with 503 until a probe succeeds.
+//! A connection the upstream ended gracefully (GOAWAY with NO_ERROR, as nginx
+//! does after `keepalive_requests`) is not a failure: it never counts toward
+//! the breaker or readiness.
 
 pub mod breaker;
 pub mod connector;
@@ -233,34 +244,96 @@ impl Upstream {
             ));
         };
         let permit = self.breaker.admit().ok_or(ForwardError::CircuitOpen)?;
-        let retry_copy = (req.method() == Method::GET).then(|| clone_request(&req));
+        let get = req.method() == Method::GET;
+        // The body is `Bytes`: the copy shares it.
+        let again = clone_request(&req);
         let result = match self.once(req).await {
-            // A connect failure means not a byte of the request was sent, so
-            // an idempotent GET may try once more (a fresh connection).
-            Err(ForwardError::Connect(_)) if retry_copy.is_some() => match retry_copy {
-                Some(again) => self.once(again).await,
-                None => Err(ForwardError::Failed("unreachable".into())),
-            },
+            // Not processed, or (connect failure) not a byte sent: safe to
+            // send once more.
+            Err(f) if f.unprocessed || (get && matches!(f.error, ForwardError::Connect(_))) => {
+                self.once(again).await
+            }
             other => other,
         };
         match &result {
             Ok(_) => permit.success(),
+            Err(f) if f.graceful => permit.no_verdict(),
             Err(_) => permit.failure(),
         }
-        self.health.record(result.is_ok());
-        result.map(|resp| resp.map(|inner| UpstreamBody { inner, _slot: slot }))
-    }
-
-    async fn once(&self, req: Request<Full<Bytes>>) -> Result<Response<Incoming>, ForwardError> {
-        match tokio::time::timeout(self.response_timeout, self.client.request(req)).await {
-            Err(_) => Err(ForwardError::Timeout(
-                self.response_timeout.as_millis() as u64
-            )),
-            Ok(Ok(resp)) => Ok(resp),
-            Ok(Err(e)) if e.is_connect() => Err(ForwardError::Connect(error_chain(&e))),
-            Ok(Err(e)) => Err(ForwardError::Failed(error_chain(&e))),
+        if !matches!(&result, Err(f) if f.graceful) {
+            self.health.record(result.is_ok());
+        }
+        match result {
+            Ok(resp) => Ok(resp.map(|inner| UpstreamBody { inner, _slot: slot })),
+            Err(f) => Err(f.error),
         }
     }
+
+    async fn once(&self, req: Request<Full<Bytes>>) -> Result<Response<Incoming>, Failure> {
+        match tokio::time::timeout(self.response_timeout, self.client.request(req)).await {
+            Err(_) => Err(Failure::of(ForwardError::Timeout(
+                self.response_timeout.as_millis() as u64,
+            ))),
+            Ok(Ok(resp)) => Ok(resp),
+            Ok(Err(e)) if e.is_connect() => {
+                Err(Failure::of(ForwardError::Connect(error_chain(&e))))
+            }
+            Ok(Err(e)) => {
+                let (unprocessed, graceful) = unprocessed(&e);
+                Err(Failure {
+                    error: ForwardError::Failed(error_chain(&e)),
+                    unprocessed,
+                    graceful,
+                })
+            }
+        }
+    }
+}
+
+/// How one attempt failed, for the retry and breaker rules.
+struct Failure {
+    error: ForwardError,
+    /// The upstream did not process the request: it may be sent again,
+    /// whatever its method.
+    unprocessed: bool,
+    /// The upstream ended the connection on purpose (GOAWAY with NO_ERROR):
+    /// no sign of a failing upstream.
+    graceful: bool,
+}
+
+impl Failure {
+    fn of(error: ForwardError) -> Failure {
+        Failure {
+            error,
+            unprocessed: false,
+            graceful: false,
+        }
+    }
+}
+
+/// Reads hyper's error chain: (the upstream did not process the request,
+/// it ended the connection gracefully). RFC 9113 §8.7: streams above a
+/// GOAWAY's last stream id and streams refused with REFUSED_STREAM were not
+/// processed; h2 reports a remote GOAWAY only on those streams and on
+/// requests opened after it. hyper's `canceled` means the request was never
+/// written (its connection closed first).
+fn unprocessed(e: &(dyn std::error::Error + 'static)) -> (bool, bool) {
+    let mut cur = Some(e);
+    while let Some(c) = cur {
+        if let Some(h2) = c.downcast_ref::<h2::Error>() {
+            let refused = h2.is_remote()
+                && (h2.is_go_away() || h2.reason() == Some(h2::Reason::REFUSED_STREAM));
+            let graceful = h2.is_go_away() && h2.reason() == Some(h2::Reason::NO_ERROR);
+            return (refused, refused && graceful);
+        }
+        if c.downcast_ref::<hyper::Error>()
+            .is_some_and(hyper::Error::is_canceled)
+        {
+            return (true, false);
+        }
+        cur = c.source();
+    }
+    (false, false)
 }
 
 /// The upstream response body, holding its exchange slot until it is
@@ -291,7 +364,7 @@ impl http_body::Body for UpstreamBody {
 }
 
 fn clone_request(req: &Request<Full<Bytes>>) -> Request<Full<Bytes>> {
-    let mut r = Request::new(Full::new(Bytes::new()));
+    let mut r = Request::new(req.body().clone());
     *r.method_mut() = req.method().clone();
     *r.uri_mut() = req.uri().clone();
     *r.headers_mut() = req.headers().clone();
@@ -313,6 +386,15 @@ pub fn error_chain(e: &dyn std::error::Error) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn only_the_upstreams_own_refusal_marks_a_request_unprocessed() {
+        // A reason h2 made up locally is not the upstream's word.
+        let local = h2::Error::from(h2::Reason::REFUSED_STREAM);
+        assert_eq!(unprocessed(&local), (false, false));
+        let io = std::io::Error::new(std::io::ErrorKind::ConnectionReset, "reset");
+        assert_eq!(unprocessed(&io), (false, false));
+    }
 
     #[test]
     fn readiness_follows_the_latest_exchange() {

@@ -53,14 +53,51 @@ pub fn from_upstream(
     Response::from_parts(parts, body)
 }
 
+/// The pointers as one header value. A removed field's name is the caller's
+/// own and may hold any character: bytes that cannot appear in a header, the
+/// list separator `,` and `%` itself are percent-encoded, so one odd name
+/// never costs the caller the whole list.
+fn header_list(stripped: &[String]) -> String {
+    let mut out = String::new();
+    for (i, p) in stripped.iter().enumerate() {
+        if i > 0 {
+            out.push_str(", ");
+        }
+        for b in p.bytes() {
+            if b.is_ascii_graphic() && b != b',' && b != b'%' {
+                out.push(char::from(b));
+            } else {
+                out.push_str(&format!("%{b:02X}"));
+            }
+        }
+    }
+    out
+}
+
 pub fn decorate(h: &mut http::HeaderMap, request_id: &str, stripped: &[String]) {
     if let Ok(v) = HeaderValue::from_str(request_id) {
         h.insert(X_REQUEST_ID.clone(), v);
     }
     if !stripped.is_empty()
-        && let Ok(v) = HeaderValue::from_str(&stripped.join(", "))
+        && let Ok(v) = HeaderValue::from_str(&header_list(stripped))
     {
         h.insert(X_STRIPPED.clone(), v);
     }
     h.remove(header::SERVER);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn stripped_header_survives_names_a_header_cannot_carry() {
+        let mut h = http::HeaderMap::new();
+        let stripped = ["/type".to_owned(), "/naïve, key%".to_owned()];
+        decorate(&mut h, "rid", &stripped);
+        assert_eq!(h[&X_STRIPPED], "/type, /na%C3%AFve%2C%20key%25");
+        assert_eq!(h[&X_REQUEST_ID], "rid");
+        decorate(&mut h, "rid2", &[]);
+        assert_eq!(h[&X_REQUEST_ID], "rid2");
+    }
 }

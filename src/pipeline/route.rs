@@ -3,8 +3,10 @@
 //! checked query). Default deny. `/x` and `/x/` are the same route. Dot
 //! segments, percent-encoding in the path (encoded slashes, backslashes),
 //! absolute-form targets, empty segments and odd ids are refused, never
-//! normalised. Failures: 400 bad target/query, 404 unknown path, 405 known
-//! path with another method, 414 target too long.
+//! normalised. Failures: 400 bad target/query, 400 with `param` for a value
+//! outside an enum segment's set (`side` is `front|back`) on a path that is
+//! otherwise the operation's, 404 unknown path, 405 known path with another
+//! method, 414 target too long.
 
 use std::sync::LazyLock;
 
@@ -24,6 +26,12 @@ pub enum RouteError {
     UriTooLong { limit: usize },
     #[error("{message}")]
     BadQuery { message: String, param: String },
+    /// A path segment outside its enum; `param` is the template's name.
+    #[error("{param} must be one of: {allowed}")]
+    BadSegment {
+        param: &'static str,
+        allowed: String,
+    },
 }
 
 /// The routed operation and what goes upstream.
@@ -42,8 +50,13 @@ pub struct Routed {
 enum Seg {
     Lit(&'static str),
     Id(&'static str),
-    Side,
+    /// A segment with a fixed set of values, e.g. `{side}`.
+    Enum(&'static str, &'static [&'static str]),
 }
+
+/// The template names whose segment is one of a fixed set (§2: a document
+/// side is `front` or `back`).
+const PATH_ENUMS: &[(&str, &[&str])] = &[("side", &["front", "back"])];
 
 static TABLE: LazyLock<Vec<Vec<Seg>>> = LazyLock::new(|| {
     OPERATIONS
@@ -52,10 +65,15 @@ static TABLE: LazyLock<Vec<Vec<Seg>>> = LazyLock::new(|| {
             o.template
                 .split('/')
                 .skip(1)
-                .map(|s| match s {
-                    "{side}" => Seg::Side,
-                    s if s.starts_with('{') => Seg::Id(s.trim_matches(|c| c == '{' || c == '}')),
-                    s => Seg::Lit(s),
+                .map(|s| {
+                    if !s.starts_with('{') {
+                        return Seg::Lit(s);
+                    }
+                    let name = s.trim_matches(|c| c == '{' || c == '}');
+                    match PATH_ENUMS.iter().find(|(n, _)| *n == name) {
+                        Some((n, values)) => Seg::Enum(n, values),
+                        None => Seg::Id(name),
+                    }
                 })
                 .collect()
         })
@@ -152,6 +170,8 @@ enum Fit {
     Yes,
     /// The literals fit but an id is malformed.
     BadId,
+    /// The literals fit but an enum segment holds another value.
+    BadEnum(&'static str, &'static [&'static str]),
     No,
 }
 
@@ -160,27 +180,43 @@ fn fit(tmpl: &[Seg], segs: &[&str]) -> Fit {
         return Fit::No;
     }
     let mut bad_id = false;
+    let mut bad_enum = None;
     for (t, s) in tmpl.iter().zip(segs) {
         match t {
             Seg::Lit(l) if l != s => return Fit::No,
-            Seg::Side if *s != "front" && *s != "back" => return Fit::No,
+            Seg::Enum(name, values) if !values.contains(s) => {
+                bad_enum = bad_enum.or(Some((*name, *values)));
+            }
             Seg::Id(_) if !valid_id(s) => bad_id = true,
             _ => {}
         }
     }
-    if bad_id { Fit::BadId } else { Fit::Yes }
+    match (bad_id, bad_enum) {
+        (true, _) => Fit::BadId,
+        (false, Some((name, values))) => Fit::BadEnum(name, values),
+        (false, None) => Fit::Yes,
+    }
 }
 
 /// The operation whose template and method fit; otherwise 405 with the
-/// methods the path allows, 400 for a malformed id, or 404.
+/// methods the path allows, 400 for a malformed id, 400 naming the enum
+/// segment of the operation with this method whose other segments fit, or
+/// 404. A bad enum value under another method is not that operation's path.
 fn match_template(method: &Method, segs: &[&str]) -> Result<usize, RouteError> {
     let mut allow: Vec<&str> = Vec::new();
     let mut bad_id = false;
+    let mut bad_enum = None;
     for (i, tmpl) in TABLE.iter().enumerate() {
         match fit(tmpl, segs) {
             Fit::No => continue,
             Fit::BadId => {
                 bad_id = true;
+                continue;
+            }
+            Fit::BadEnum(name, values) => {
+                if OPERATIONS[i].method == *method {
+                    bad_enum = bad_enum.or(Some((name, values)));
+                }
                 continue;
             }
             Fit::Yes => {}
@@ -201,6 +237,12 @@ fn match_template(method: &Method, segs: &[&str]) -> Result<usize, RouteError> {
     if bad_id {
         return Err(RouteError::BadTarget("malformed id in the path"));
     }
+    if let Some((param, values)) = bad_enum {
+        return Err(RouteError::BadSegment {
+            param,
+            allowed: values.join(", "),
+        });
+    }
     Err(RouteError::NotFound)
 }
 
@@ -217,9 +259,9 @@ fn rebuild(tmpl: &[Seg], segs: &[&str], len_hint: usize) -> (Vec<(&'static str, 
                 upstream_path.push_str(s);
                 ids.push((*name, (*s).to_string()));
             }
-            Seg::Side => {
+            Seg::Enum(name, _) => {
                 upstream_path.push_str(s);
-                ids.push(("side", (*s).to_string()));
+                ids.push((*name, (*s).to_string()));
             }
         }
     }
@@ -403,9 +445,42 @@ mod tests {
             r("GET", &format!("/v1/clients?email={}", "a".repeat(5000))),
             Err(UriTooLong { .. })
         ));
-        assert!(matches!(
+        // Issue 20: a value outside an enum segment is a 400 naming it.
+        assert_eq!(
             r("GET", "/v1/documents/abc/download/side"),
-            Err(NotFound)
+            Err(BadSegment {
+                param: "side",
+                allowed: "front, back".into()
+            })
+        );
+    }
+
+    #[test]
+    fn every_enum_segment_refuses_other_values_with_its_name() {
+        use RouteError::*;
+        for o in OPERATIONS.iter().filter(|o| o.template.contains("{side}")) {
+            let path = format!(
+                "/v1{}",
+                o.template
+                    .replace("{side}", "INVALIDSIDE")
+                    .replace("{id}", "d1")
+            );
+            match r(o.method.as_str(), &path) {
+                Err(BadSegment { param, .. }) => assert_eq!(param, "side", "{path}"),
+                other => panic!("{} {path}: {other:?}", o.id),
+            }
+        }
+        // Another method on a literal route keeps its 405; under a method no
+        // side-taking operation has, a bad side is no operation's path.
+        assert!(matches!(
+            r("DELETE", "/v1/documents/d1/redact"),
+            Err(MethodNotAllowed { .. })
+        ));
+        assert_eq!(r("GET", "/v1/documents/d1/INVALIDSIDE"), Err(NotFound));
+        // A malformed id still wins: it is the more basic refusal.
+        assert!(matches!(
+            r("GET", "/v1/documents/a.b/download/x"),
+            Err(BadTarget(_))
         ));
     }
 

@@ -11,6 +11,9 @@
 //! ([`Schemas::from_dir`]). Every file is registered in an in-memory registry under its
 //! `$id`, so relative `$ref`s resolve without any network or file access; a `$ref`
 //! that does not resolve is a [`SchemaError`] at start-up, never at request time.
+//! Each operation's schema is also reduced once to a walk plan ([`plan`]) that
+//! removes read-only and undeclared fields before validation
+//! ([`Schemas::strip_undeclared`]).
 //!
 //! Messages are built only from schema-side data (property names declared in the
 //! schema, enum lists, limits, `description`s and the `x-condition` annotation) and
@@ -26,10 +29,14 @@ use jsonschema::error::{TypeKind, ValidationErrorKind};
 use jsonschema::{Draft, Registry, ValidationError, Validator};
 use serde_json::Value;
 
+mod embedded;
 pub mod keys;
+mod plan;
 mod settings;
+
+use embedded::EMBEDDED;
 pub use keys::KeyTree;
-pub use settings::shadowed;
+pub use settings::{shadowed, unknown_fields};
 
 /// Base URI every embedded schema's `$id` lives under.
 pub const SCHEMA_BASE: &str = "https://schemas.cubegate.dev/";
@@ -41,155 +48,6 @@ const MAX_ECHOED_NAME: usize = 64;
 const MAX_LISTED_ENUM: usize = 25;
 /// Annotation on a subschema holding a conditional `required`, e.g. "when type is person".
 const CONDITION_KEYWORD: &str = "x-condition";
-
-/// Every schema file shipped in the binary, by path relative to `schemas/`.
-const EMBEDDED: &[(&str, &str)] = &[
-    (
-        "addresses.create.json",
-        include_str!("../../schemas/addresses.create.json"),
-    ),
-    (
-        "addresses.update.json",
-        include_str!("../../schemas/addresses.update.json"),
-    ),
-    (
-        "autofill.create.json",
-        include_str!("../../schemas/autofill.create.json"),
-    ),
-    (
-        "checks.create.json",
-        include_str!("../../schemas/checks.create.json"),
-    ),
-    (
-        "checks.redact.json",
-        include_str!("../../schemas/checks.redact.json"),
-    ),
-    (
-        "checks.update.json",
-        include_str!("../../schemas/checks.update.json"),
-    ),
-    (
-        "checks.validate.json",
-        include_str!("../../schemas/checks.validate.json"),
-    ),
-    (
-        "clients.create.json",
-        include_str!("../../schemas/clients.create.json"),
-    ),
-    (
-        "clients.update.json",
-        include_str!("../../schemas/clients.update.json"),
-    ),
-    (
-        "customLists.addRecord.json",
-        include_str!("../../schemas/customLists.addRecord.json"),
-    ),
-    (
-        "documents.create.json",
-        include_str!("../../schemas/documents.create.json"),
-    ),
-    (
-        "documents.redact.json",
-        include_str!("../../schemas/documents.redact.json"),
-    ),
-    (
-        "documents.update.json",
-        include_str!("../../schemas/documents.update.json"),
-    ),
-    (
-        "documents.upload.json",
-        include_str!("../../schemas/documents.upload.json"),
-    ),
-    (
-        "flowSessions.create.json",
-        include_str!("../../schemas/flowSessions.create.json"),
-    ),
-    (
-        "livePhotos.create.json",
-        include_str!("../../schemas/livePhotos.create.json"),
-    ),
-    (
-        "livePhotos.redact.json",
-        include_str!("../../schemas/livePhotos.redact.json"),
-    ),
-    (
-        "liveVideos.redact.json",
-        include_str!("../../schemas/liveVideos.redact.json"),
-    ),
-    (
-        "lookup.searchAddresses.json",
-        include_str!("../../schemas/lookup.searchAddresses.json"),
-    ),
-    (
-        "lookup.searchCompanies.json",
-        include_str!("../../schemas/lookup.searchCompanies.json"),
-    ),
-    (
-        "tokens.create.json",
-        include_str!("../../schemas/tokens.create.json"),
-    ),
-    (
-        "webhooks.create.json",
-        include_str!("../../schemas/webhooks.create.json"),
-    ),
-    (
-        "webhooks.update.json",
-        include_str!("../../schemas/webhooks.update.json"),
-    ),
-    (
-        "workflowSessions.complete.json",
-        include_str!("../../schemas/workflowSessions.complete.json"),
-    ),
-    (
-        "defs/addressType.json",
-        include_str!("../../schemas/defs/addressType.json"),
-    ),
-    (
-        "defs/base64.json",
-        include_str!("../../schemas/defs/base64.json"),
-    ),
-    (
-        "defs/companyDetails.json",
-        include_str!("../../schemas/defs/companyDetails.json"),
-    ),
-    (
-        "defs/country.json",
-        include_str!("../../schemas/defs/country.json"),
-    ),
-    (
-        "defs/date.json",
-        include_str!("../../schemas/defs/date.json"),
-    ),
-    (
-        "defs/documentClassification.json",
-        include_str!("../../schemas/defs/documentClassification.json"),
-    ),
-    (
-        "defs/documentType.json",
-        include_str!("../../schemas/defs/documentType.json"),
-    ),
-    (
-        "defs/empty.json",
-        include_str!("../../schemas/defs/empty.json"),
-    ),
-    (
-        "defs/gender.json",
-        include_str!("../../schemas/defs/gender.json"),
-    ),
-    ("defs/id.json", include_str!("../../schemas/defs/id.json")),
-    (
-        "defs/metadata.json",
-        include_str!("../../schemas/defs/metadata.json"),
-    ),
-    (
-        "defs/personDetails.json",
-        include_str!("../../schemas/defs/personDetails.json"),
-    ),
-    (
-        "defs/usState.json",
-        include_str!("../../schemas/defs/usState.json"),
-    ),
-];
 
 /// Why the schema set could not be loaded or compiled. Names the file (relative to the
 /// schema directory) and the reason; carries no request data.
@@ -267,6 +125,8 @@ pub struct Schemas {
     documents: HashMap<String, Value>,
     /// Operation id -> the keys its schema names (for the audit trail).
     keys: BTreeMap<String, KeyTree>,
+    /// Per operation, which fields its schema declares ([`plan`]).
+    plans: HashMap<String, plan::Node>,
 }
 
 impl std::fmt::Debug for Schemas {
@@ -327,6 +187,31 @@ impl Schemas {
     /// The operation ids that have a schema, sorted.
     pub fn ops(&self) -> impl Iterator<Item = &str> {
         self.validators.keys().map(String::as_str)
+    }
+
+    /// Removes from `body` the fields the schema of `op_id` marks `readOnly`
+    /// and, when `unknown` is `Strip`, those a closed object of it does not
+    /// declare (see [`plan`]); appends their pointers to `out`, as
+    /// `policy::shown_pointer` shows them. Without a
+    /// schema nothing is removed: [`Schemas::validate`] refuses the body.
+    pub fn strip_undeclared(
+        &self,
+        op_id: &str,
+        body: &mut Value,
+        unknown: crate::config::FieldAction,
+        out: &mut Vec<String>,
+    ) {
+        let Some(plan) = self.plans.get(op_id) else {
+            return;
+        };
+        let from = out.len();
+        plan.strip(body, unknown, out);
+        for p in &mut out[from..] {
+            let shown = super::policy::shown_pointer(p);
+            if shown.len() != p.len() {
+                *p = shown.to_owned();
+            }
+        }
     }
 
     /// Check `body` against the schema of `op_id`.
@@ -427,6 +312,7 @@ impl Schemas {
 
         let mut validators = BTreeMap::new();
         let mut keys = BTreeMap::new();
+        let mut plans = HashMap::new();
         for (rel, id, schema) in &entries {
             if rel.starts_with("defs/") {
                 continue;
@@ -446,11 +332,16 @@ impl Schemas {
                     reason: e.to_string(),
                 })?;
             validators.insert(op_id.to_owned(), validator);
+            plans.insert(
+                op_id.to_owned(),
+                plan::Node::compile(schema, id, &documents),
+            );
         }
         Ok(Schemas {
             validators,
             documents,
             keys: keys::by_resource(keys),
+            plans,
         })
     }
 

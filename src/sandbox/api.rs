@@ -216,17 +216,51 @@ pub(crate) fn handle(
     }
 }
 
+/// Dispatches on the first path segment to the handlers of one resource;
+/// anything unmatched is ComplyCube's 404.
 fn route(c: &mut Ctx<'_>, method: &str, segs: &[&str]) -> Result<Reply, Reply> {
+    let Some(first) = segs.first() else {
+        return Ok(Reply::unknown_route());
+    };
+    match *first {
+        "clients" => clients(c, method, segs),
+        "addresses" => addresses(c, method, segs),
+        "documents" => documents(c, method, segs),
+        "livePhotos" => live_photos(c, method, segs),
+        "liveVideos" => live_videos(c, method, segs),
+        "checks" => checks(c, method, segs),
+        "webhooks" => webhooks(c, method, segs),
+        "workflowSessions" => workflow_sessions(c, method, segs),
+        "flow" | "tokens" => flow_and_tokens(c, method, segs),
+        "reports" => reports(c, method, segs),
+        "teamMembers" | "auditLogs" | "customLists" | "accountInfo" => {
+            account_data(c, method, segs)
+        }
+        "lookup" => lookups(c, method, segs),
+        "static" | "autofill" => static_data(c, method, segs),
+        _ => Ok(Reply::unknown_route()),
+    }
+}
+
+/// Clients.
+fn clients(c: &mut Ctx<'_>, method: &str, segs: &[&str]) -> Result<Reply, Reply> {
     use Kind::*;
     let r = match (method, segs) {
-        // clients
         ("POST", ["clients"]) => create_client(c)?,
         ("GET", ["clients"]) => c.list(Client, false),
         ("GET", ["clients", id]) => c.get(Client, id),
         ("POST", ["clients", id]) => update_client(c, id)?,
         ("DELETE", ["clients", id]) => c.delete(Client, id),
         ("GET", ["clients", id, "riskProfile"]) => risk_profile(c, id),
-        // addresses
+        _ => Reply::unknown_route(),
+    };
+    Ok(r)
+}
+
+/// Addresses.
+fn addresses(c: &mut Ctx<'_>, method: &str, segs: &[&str]) -> Result<Reply, Reply> {
+    use Kind::*;
+    let r = match (method, segs) {
         ("POST", ["addresses"]) => {
             let b = c.obj()?;
             c.client_exists(&b)?;
@@ -237,7 +271,15 @@ fn route(c: &mut Ctx<'_>, method: &str, segs: &[&str]) -> Result<Reply, Reply> {
         ("GET", ["addresses", id]) => c.get(Address, id),
         ("POST", ["addresses", id]) => c.update(Address, id, c.obj()?),
         ("DELETE", ["addresses", id]) => c.delete(Address, id),
-        // documents
+        _ => Reply::unknown_route(),
+    };
+    Ok(r)
+}
+
+/// Documents.
+fn documents(c: &mut Ctx<'_>, method: &str, segs: &[&str]) -> Result<Reply, Reply> {
+    use Kind::*;
+    let r = match (method, segs) {
         ("POST", ["documents"]) => {
             let b = c.obj()?;
             c.client_exists(&b)?;
@@ -263,7 +305,15 @@ fn route(c: &mut Ctx<'_>, method: &str, segs: &[&str]) -> Result<Reply, Reply> {
             c.obj()?;
             c.get(Document, id)
         }
-        // live photos
+        _ => Reply::unknown_route(),
+    };
+    Ok(r)
+}
+
+/// Live photos.
+fn live_photos(c: &mut Ctx<'_>, method: &str, segs: &[&str]) -> Result<Reply, Reply> {
+    use Kind::*;
+    let r = match (method, segs) {
         ("POST", ["livePhotos"]) => {
             let mut b = c.obj()?;
             c.client_exists(&b)?;
@@ -281,13 +331,28 @@ fn route(c: &mut Ctx<'_>, method: &str, segs: &[&str]) -> Result<Reply, Reply> {
             Reply::ok(image_payload("live_photo.jpg", "image/jpeg"))
         }
         ("POST", ["livePhotos", id, "redact"]) => c.get(LivePhoto, id),
-        // live videos: only the mobile/web SDKs create them, so none exist here
+        _ => Reply::unknown_route(),
+    };
+    Ok(r)
+}
+
+/// Live videos: only the mobile/web SDKs create them, so none exist here.
+fn live_videos(c: &mut Ctx<'_>, method: &str, segs: &[&str]) -> Result<Reply, Reply> {
+    let r = match (method, segs) {
         ("GET", ["liveVideos"]) => c.list_empty(),
         ("GET", ["liveVideos", id]) | ("POST", ["liveVideos", id, "redact"]) => {
             Reply::ok(json!({"id": id, "createdAt": now_iso(), "updatedAt": now_iso()}))
         }
         ("DELETE", ["liveVideos", _]) => Reply::no_content(),
-        // checks
+        _ => Reply::unknown_route(),
+    };
+    Ok(r)
+}
+
+/// Checks.
+fn checks(c: &mut Ctx<'_>, method: &str, segs: &[&str]) -> Result<Reply, Reply> {
+    use Kind::*;
+    let r = match (method, segs) {
         ("POST", ["checks"]) => {
             let mut b = c.obj()?;
             c.client_exists(&b)?;
@@ -315,7 +380,15 @@ fn route(c: &mut Ctx<'_>, method: &str, segs: &[&str]) -> Result<Reply, Reply> {
             c.obj()?;
             c.get(Check, id)
         }
-        // webhooks
+        _ => Reply::unknown_route(),
+    };
+    Ok(r)
+}
+
+/// Webhooks.
+fn webhooks(c: &mut Ctx<'_>, method: &str, segs: &[&str]) -> Result<Reply, Reply> {
+    use Kind::*;
+    let r = match (method, segs) {
         ("POST", ["webhooks"]) => {
             let b = c.obj()?;
             required_str(&b, "url")?;
@@ -332,7 +405,14 @@ fn route(c: &mut Ctx<'_>, method: &str, segs: &[&str]) -> Result<Reply, Reply> {
         ("GET", ["webhooks", id]) => c.get(Webhook, id),
         ("POST", ["webhooks", id]) => c.update(Webhook, id, c.obj()?),
         ("DELETE", ["webhooks", id]) => c.delete(Webhook, id),
-        // workflow sessions
+        _ => Reply::unknown_route(),
+    };
+    Ok(r)
+}
+
+/// Workflow sessions.
+fn workflow_sessions(c: &mut Ctx<'_>, method: &str, segs: &[&str]) -> Result<Reply, Reply> {
+    let r = match (method, segs) {
         ("GET", ["workflowSessions"]) => c.list_empty(),
         ("GET", ["workflowSessions", id]) => Reply::ok(json!({
             "id": id, "status": "in_progress", "createdAt": now_iso(), "updatedAt": now_iso()
@@ -340,7 +420,14 @@ fn route(c: &mut Ctx<'_>, method: &str, segs: &[&str]) -> Result<Reply, Reply> {
         ("POST", ["workflowSessions", id, "complete"]) => Reply::ok(json!({
             "id": id, "status": "completed", "createdAt": now_iso(), "updatedAt": now_iso()
         })),
-        // hosted flow and SDK tokens
+        _ => Reply::unknown_route(),
+    };
+    Ok(r)
+}
+
+/// Hosted flow and SDK tokens.
+fn flow_and_tokens(c: &mut Ctx<'_>, method: &str, segs: &[&str]) -> Result<Reply, Reply> {
+    let r = match (method, segs) {
         ("POST", ["flow", "sessions"]) => {
             let b = c.obj()?;
             c.client_exists(&b)?;
@@ -355,7 +442,15 @@ fn route(c: &mut Ctx<'_>, method: &str, segs: &[&str]) -> Result<Reply, Reply> {
                 json!({"token": format!("eyJhbGciOiJIUzI1NiJ9.sandbox.{}", c.store.new_id())}),
             )
         }
-        // reports
+        _ => Reply::unknown_route(),
+    };
+    Ok(r)
+}
+
+/// Reports.
+fn reports(c: &mut Ctx<'_>, method: &str, segs: &[&str]) -> Result<Reply, Reply> {
+    use Kind::*;
+    let r = match (method, segs) {
         ("GET", ["reports"]) => {
             if let Some(id) = c.q("clientId") {
                 exists(c, Client, id)?;
@@ -370,7 +465,14 @@ fn route(c: &mut Ctx<'_>, method: &str, segs: &[&str]) -> Result<Reply, Reply> {
             // "%PDF-1.4\n%sandbox\n" in base64.
             Reply::ok(json!({"contentType": "application/pdf", "data": "JVBERi0xLjQKJXNhbmRib3gK"}))
         }
-        // read-only account data
+        _ => Reply::unknown_route(),
+    };
+    Ok(r)
+}
+
+/// Read-only account data.
+fn account_data(c: &mut Ctx<'_>, method: &str, segs: &[&str]) -> Result<Reply, Reply> {
+    let r = match (method, segs) {
         ("GET", ["teamMembers"] | ["auditLogs"] | ["customLists"]) => c.list_empty(),
         ("GET", ["teamMembers", id]) => Reply::ok(json!({
             "id": id, "firstName": "Sandbox", "lastName": "Member", "role": "developer", "createdAt": now_iso()
@@ -393,7 +495,14 @@ fn route(c: &mut Ctx<'_>, method: &str, segs: &[&str]) -> Result<Reply, Reply> {
             o.insert("createdAt".into(), Value::String(now_iso()));
             Reply::ok(Value::Object(o))
         }
-        // lookups
+        _ => Reply::unknown_route(),
+    };
+    Ok(r)
+}
+
+/// Lookups.
+fn lookups(c: &mut Ctx<'_>, method: &str, segs: &[&str]) -> Result<Reply, Reply> {
+    let r = match (method, segs) {
         ("POST", ["lookup", "companies"] | ["lookup", "addresses"]) => {
             c.obj()?;
             Reply::ok(json!({"totalItems": 0, "items": []}))
@@ -401,7 +510,14 @@ fn route(c: &mut Ctx<'_>, method: &str, segs: &[&str]) -> Result<Reply, Reply> {
         ("GET", ["lookup", "companies", id]) => Reply::ok(json!({
             "id": id, "name": "Sandbox Ltd", "incorporationCountry": "GB", "officers": [], "owners": []
         })),
-        // static data and autofill
+        _ => Reply::unknown_route(),
+    };
+    Ok(r)
+}
+
+/// Static data and autofill.
+fn static_data(c: &mut Ctx<'_>, method: &str, segs: &[&str]) -> Result<Reply, Reply> {
+    let r = match (method, segs) {
         ("GET", ["static", "screeningLists"]) => Reply::ok(json!([
             "EU Consolidated Sanctions",
             "UK HMT Sanctions",
@@ -605,193 +721,4 @@ fn upload_image(c: &mut Ctx<'_>, id: &str, side: &str) -> Result<Reply, Reply> {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn call(s: &mut Store, key: &str, m: &str, p: &str, q: &str, body: Value) -> Reply {
-        let query: Vec<(String, String)> = q
-            .split('&')
-            .filter(|x| !x.is_empty())
-            .filter_map(|kv| kv.split_once('='))
-            .map(|(a, b)| (a.to_string(), b.to_string()))
-            .collect();
-        let b = if body.is_null() {
-            Vec::new()
-        } else {
-            body.to_string().into_bytes()
-        };
-        handle(s, key, m, p, &query, &b)
-    }
-
-    #[test]
-    fn person_client_needs_details_and_email() {
-        let mut s = Store::new();
-        let r = call(
-            &mut s,
-            "test_k1",
-            "POST",
-            "/clients",
-            "",
-            json!({"type": "person", "email": "a@b.c"}),
-        );
-        assert_eq!(r.status, 400);
-        let b = r.body.unwrap();
-        assert_eq!(b["type"], "invalid_request");
-        assert_eq!(b["param"], "personDetails");
-        assert_eq!(
-            b["message"],
-            "'personDetails' must be provided when type is 'person'"
-        );
-        let r = call(
-            &mut s,
-            "test_k1",
-            "POST",
-            "/clients",
-            "",
-            json!({"type": "company", "companyDetails": {"name": "X"}}),
-        );
-        assert_eq!(r.body.unwrap()["param"], "email");
-        let r = call(
-            &mut s,
-            "test_k1",
-            "POST",
-            "/clients",
-            "",
-            json!({"type": "robot", "email": "a@b.c"}),
-        );
-        assert_eq!(r.body.unwrap()["param"], "type");
-    }
-
-    #[test]
-    fn company_client_entity_name_and_dependents() {
-        let mut s = Store::new();
-        let r = call(
-            &mut s,
-            "live_k1",
-            "POST",
-            "/clients",
-            "",
-            json!({"type": "company", "email": "x@y.z", "companyDetails": {"name": "Acme"}}),
-        );
-        assert_eq!(r.status, 200);
-        let client = r.body.unwrap();
-        assert_eq!(client["entityName"], "Acme");
-        let cid = client["id"].as_str().unwrap();
-        let r = call(
-            &mut s,
-            "live_k1",
-            "POST",
-            "/addresses",
-            "",
-            json!({"clientId": cid, "line": "1 Road", "city": "Town", "country": "GB"}),
-        );
-        assert_eq!(r.status, 200);
-        let addr = r.body.unwrap();
-        let r = call(
-            &mut s,
-            "live_k1",
-            "GET",
-            "/addresses",
-            &format!("clientId={cid}"),
-            Value::Null,
-        );
-        assert_eq!(r.body.unwrap()["items"][0]["id"], addr["id"]);
-        let r = call(&mut s, "live_k1", "GET", "/addresses", "", Value::Null);
-        assert_eq!(r.status, 400);
-        let r = call(
-            &mut s,
-            "live_k1",
-            "POST",
-            "/documents",
-            "",
-            json!({"clientId": "5f0000000000000000000000", "type": "passport"}),
-        );
-        assert_eq!(r.status, 404);
-        assert_eq!(
-            r.body.unwrap()["message"],
-            "Invalid client id '5f0000000000000000000000'"
-        );
-        let r = call(
-            &mut s,
-            "live_k1",
-            "POST",
-            "/checks",
-            "",
-            json!({"clientId": cid, "type": "standard_screening_check"}),
-        );
-        let check = r.body.unwrap();
-        assert_eq!(check["status"], "pending");
-        assert_eq!(check["clientId"], cid);
-        let r = call(
-            &mut s,
-            "live_k1",
-            "GET",
-            "/static/screeningLists",
-            "",
-            Value::Null,
-        );
-        assert!(r.body.unwrap()[0].is_string());
-        let r = call(&mut s, "live_k1", "GET", "/nope", "", Value::Null);
-        assert_eq!(r.status, 404);
-        assert_eq!(r.body.unwrap()["type"], "resource_not_found");
-    }
-
-    #[test]
-    fn document_upload_records_image_per_side() {
-        let mut s = Store::new();
-        let c = call(
-            &mut s,
-            "test_k",
-            "POST",
-            "/clients",
-            "",
-            json!({"type": "person", "email": "a@b.c", "personDetails": {"firstName": "A", "lastName": "B"}}),
-        )
-        .body
-        .unwrap();
-        let d = call(
-            &mut s,
-            "test_k",
-            "POST",
-            "/documents",
-            "",
-            json!({"clientId": c["id"], "type": "passport"}),
-        )
-        .body
-        .unwrap();
-        let p = format!("/documents/{}/upload/front", d["id"].as_str().unwrap());
-        for _ in 0..2 {
-            let r = call(
-                &mut s,
-                "test_k",
-                "POST",
-                &p,
-                "",
-                json!({"fileName": "f.png", "data": "AAAA"}),
-            );
-            assert_eq!(r.status, 200);
-        }
-        let got = call(
-            &mut s,
-            "test_k",
-            "GET",
-            &format!("/documents/{}", d["id"].as_str().unwrap()),
-            "",
-            Value::Null,
-        )
-        .body
-        .unwrap();
-        assert_eq!(got["images"].as_array().unwrap().len(), 1);
-        assert_eq!(got["images"][0]["contentType"], "image/png");
-        let bad = format!("/documents/{}/upload/side", d["id"].as_str().unwrap());
-        let r = call(
-            &mut s,
-            "test_k",
-            "POST",
-            &bad,
-            "",
-            json!({"fileName": "f.png", "data": "AAAA"}),
-        );
-        assert_eq!(r.status, 400);
-    }
-}
+mod tests;

@@ -2,8 +2,9 @@
 //!
 //! Input: a [`FaultMode`] set from a test (in process, [`Faults::set`]) or over
 //! HTTP (`POST /__sandbox/faults` with `{"mode": "...", ..., "times": n}`).
-//! Output: the mode the next API request must suffer ([`Faults::take`]), and a
-//! count of API requests that reached the handler ([`Faults::api_hits`]).
+//! Output: the mode the next API request must suffer ([`Faults::take`]), a
+//! count of API requests that reached the handler ([`Faults::api_hits`]) and
+//! of those refused unprocessed ([`Faults::refused`]).
 //! Failures: none; a poisoned lock is recovered because the guarded value is
 //! always left consistent.
 
@@ -37,6 +38,17 @@ pub enum FaultMode {
     /// Answer normally, with a `padding` string of `bytes` bytes added to a
     /// JSON object body (a large response, for slow-reader tests).
     LargeBody { bytes: usize },
+    /// Answer normally, but end each connection gracefully once `every` API
+    /// requests arrived on it, as nginx does at `keepalive_requests`: GOAWAY
+    /// (NO_ERROR) on HTTP/2, the requests already in flight still answered;
+    /// `Connection: close` on that answer on HTTP/1.1.
+    RecycleConnections { every: u64 },
+    /// As `RecycleConnections`, and the requests that still arrive on an
+    /// HTTP/2 connection after its GOAWAY went out (sent before the client
+    /// saw it) are refused unprocessed and unrecorded (RST_STREAM
+    /// REFUSED_STREAM): streams the upstream will not process, which a
+    /// client may safely send again.
+    RefuseAfterGoaway { every: u64 },
 }
 
 #[derive(Debug, Default)]
@@ -51,6 +63,7 @@ struct Active {
 pub struct Faults {
     active: Mutex<Active>,
     hits: AtomicU64,
+    refused: AtomicU64,
 }
 
 impl Faults {
@@ -82,6 +95,16 @@ impl Faults {
 
     pub(crate) fn hit(&self) {
         self.hits.fetch_add(1, Ordering::SeqCst);
+    }
+
+    /// Number of API requests refused unprocessed (`RefuseAfterGoaway`);
+    /// they are not in [`Faults::api_hits`].
+    pub fn refused(&self) -> u64 {
+        self.refused.load(Ordering::SeqCst)
+    }
+
+    pub(crate) fn refuse(&self) {
+        self.refused.fetch_add(1, Ordering::SeqCst);
     }
 
     /// The mode for the request being handled now; consumes one use of a
@@ -164,6 +187,10 @@ mod tests {
         assert_eq!(t, Some(1));
         let (m, t) = parse_fault_request(br#"{"mode":"truncated_body"}"#).unwrap();
         assert_eq!((m, t), (FaultMode::TruncatedBody, None));
+        let (m, _) = parse_fault_request(br#"{"mode":"recycle_connections","every":50}"#).unwrap();
+        assert_eq!(m, FaultMode::RecycleConnections { every: 50 });
+        let (m, _) = parse_fault_request(br#"{"mode":"refuse_after_goaway","every":7}"#).unwrap();
+        assert_eq!(m, FaultMode::RefuseAfterGoaway { every: 7 });
         assert!(parse_fault_request(br#"{"mode":"explode"}"#).is_err());
         assert!(parse_fault_request(br#"{"mode":"none","times":-1}"#).is_err());
     }

@@ -25,12 +25,12 @@ pub(crate) mod tls;
 mod tests;
 
 use std::collections::{HashMap, VecDeque};
-use std::convert::Infallible;
 use std::fmt;
 use std::future::Future;
 use std::net::SocketAddr;
 use std::os::fd::AsFd;
 use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::task::{Context as TaskContext, Poll, ready};
 use std::time::{Duration, Instant};
@@ -153,6 +153,29 @@ impl fmt::Debug for RecordedRequest {
             .field("body", &format_args!("<{} bytes>", self.body.len()))
             .field("at_ms", &self.at_ms)
             .finish()
+    }
+}
+
+impl RecordedRequest {
+    /// The request as received, stamped with its time since `started`.
+    fn of(parts: &http::request::Parts, body: &[u8], started: Instant) -> RecordedRequest {
+        RecordedRequest {
+            method: parts.method.to_string(),
+            path: parts.uri.path().to_string(),
+            query: parts.uri.query().map(str::to_string),
+            headers: parts
+                .headers
+                .iter()
+                .map(|(n, v)| {
+                    (
+                        n.as_str().to_string(),
+                        String::from_utf8_lossy(v.as_bytes()).into_owned(),
+                    )
+                })
+                .collect(),
+            body: body.to_vec(),
+            at_ms: started.elapsed().as_millis(),
+        }
     }
 }
 
@@ -415,6 +438,40 @@ struct ConnCtl {
     kill: Notify,
     /// Finish in-flight requests, then close (GOAWAY on h2).
     goaway: Notify,
+    /// API requests counted on this connection by a recycling fault.
+    served: AtomicU64,
+    /// Set when a `RefuseAfterGoaway` connection decided to end.
+    refuse: AtomicBool,
+    /// Set once the connection started its graceful end (GOAWAY sent on
+    /// h2): with `refuse`, requests that still arrive were sent before the
+    /// client saw the GOAWAY, and are refused unprocessed.
+    gone_away: AtomicBool,
+}
+
+impl ConnCtl {
+    /// `RecycleConnections` / `RefuseAfterGoaway`: on the `every`-th API
+    /// request of a connection, starts its graceful end on HTTP/2, or
+    /// returns true when this answer must carry `Connection: close`
+    /// (HTTP/1.1).
+    fn recycle(&self, fault: &FaultMode, version: Version) -> bool {
+        let (every, refuse) = match fault {
+            FaultMode::RecycleConnections { every } => (*every, false),
+            FaultMode::RefuseAfterGoaway { every } => (*every, true),
+            _ => return false,
+        };
+        let n = self.served.fetch_add(1, Ordering::Relaxed) + 1;
+        if every == 0 || !n.is_multiple_of(every) {
+            return false;
+        }
+        if version != Version::HTTP_2 {
+            return true;
+        }
+        if refuse {
+            self.refuse.store(true, Ordering::Relaxed);
+        }
+        self.goaway.notify_one();
+        false
+    }
 }
 
 async fn serve_conn(
@@ -459,7 +516,7 @@ async fn drive<I>(
         service_fn(move |req| {
             let shared = shared.clone();
             let ctl = ctl.clone();
-            async move { Ok::<_, Infallible>(handle(shared, ctl, req).await) }
+            async move { handle(shared, ctl, req).await }
         })
     };
     let mut builder = auto::Builder::new(TokioExecutor::new());
@@ -479,6 +536,7 @@ async fn drive<I>(
             _ = ctl.goaway.notified(), if !draining => {
                 draining = true;
                 conn.as_mut().graceful_shutdown();
+                ctl.gone_away.store(true, Ordering::Relaxed);
             }
             _ = stop.changed(), if !draining => {
                 draining = true;
@@ -498,58 +556,49 @@ fn reset(dup: Option<std::net::TcpStream>) {
     }
 }
 
+/// One request. The only error is a refusal (`RefuseAfterGoaway`), which
+/// hyper sends as RST_STREAM with its reason.
 async fn handle(
     shared: Arc<Shared>,
     ctl: Arc<ConnCtl>,
     req: Request<Incoming>,
-) -> Response<SandboxBody> {
+) -> Result<Response<SandboxBody>, h2::Error> {
     let (parts, body) = req.into_parts();
     let body = match body.collect().await {
         Ok(c) => c.to_bytes(),
         Err(_) => {
-            return reply_response(Reply::error(
+            return Ok(reply_response(Reply::error(
                 400,
                 "invalid_request",
                 "The request body could not be read",
                 None,
-            ));
+            )));
         }
     };
     let path = parts.uri.path();
     if path == "/__sandbox" || path.starts_with("/__sandbox/") {
-        return control(&shared, &parts.method, path, &body);
+        return Ok(control(&shared, &parts.method, path, &body));
+    }
+    if ctl.refuse.load(Ordering::Relaxed) && ctl.gone_away.load(Ordering::Relaxed) {
+        shared.faults.refuse();
+        return Err(h2::Error::from(h2::Reason::REFUSED_STREAM));
     }
     let _answering = shared.in_flight.enter();
 
-    shared.record(RecordedRequest {
-        method: parts.method.to_string(),
-        path: path.to_string(),
-        query: parts.uri.query().map(str::to_string),
-        headers: parts
-            .headers
-            .iter()
-            .map(|(n, v)| {
-                (
-                    n.as_str().to_string(),
-                    String::from_utf8_lossy(v.as_bytes()).into_owned(),
-                )
-            })
-            .collect(),
-        body: body.to_vec(),
-        at_ms: shared.started.elapsed().as_millis(),
-    });
+    shared.record(RecordedRequest::of(&parts, &body, shared.started));
     shared.faults.hit();
     if !shared.latency.is_zero() {
         tokio::time::sleep(shared.latency).await;
     }
 
     let fault = shared.faults.take();
+    let close = ctl.recycle(&fault, parts.version);
     match &fault {
         FaultMode::Delay { ms } => tokio::time::sleep(Duration::from_millis(*ms)).await,
         FaultMode::Status {
             status,
             retry_after,
-        } => return fault_status(*status, *retry_after),
+        } => return Ok(fault_status(*status, *retry_after)),
         FaultMode::ResetBeforeResponse => {
             ctl.kill.notify_one();
             // The connection task drops this future together with the socket.
@@ -575,9 +624,13 @@ async fn handle(
                     .insert(CONNECTION, HeaderValue::from_static("close"));
             }
         }
+        _ if close => {
+            resp.headers_mut()
+                .insert(CONNECTION, HeaderValue::from_static("close"));
+        }
         _ => {}
     }
-    resp
+    Ok(resp)
 }
 
 /// Authentication, rate limit, then the ComplyCube behaviour.
@@ -635,6 +688,7 @@ fn control(
         ok(serde_json::json!({
             "fault": shared.faults.current(),
             "apiHits": shared.faults.api_hits(),
+            "refused": shared.faults.refused(),
         }))
     };
     let r = match (method.as_str(), path) {

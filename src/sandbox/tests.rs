@@ -672,6 +672,52 @@ async fn close_after_response_fault_answers_then_closes() {
 }
 
 #[tokio::test]
+async fn recycle_fault_closes_each_connection_after_n_requests() {
+    let sb = start(SandboxOptions {
+        tls: false,
+        ..Default::default()
+    })
+    .await;
+    sb.faults().set(FaultMode::RecycleConnections { every: 2 });
+    // Two pipelined requests: the first answer keeps the connection, the
+    // second says close, and the sandbox closes (read_to_end returns).
+    let two = get_req("/v1/accountInfo").repeat(2);
+    let out = raw_exchange(&sb, &two).await.unwrap();
+    let text = String::from_utf8_lossy(&out);
+    assert_eq!(text.matches("HTTP/1.1 200").count(), 2, "{text}");
+    assert_eq!(text.matches("connection: close").count(), 1, "{text}");
+    assert!(text.ends_with('}'), "full body before the close");
+    // A new connection starts its own count.
+    let out = raw_exchange(&sb, &two).await.unwrap();
+    assert_eq!(
+        String::from_utf8_lossy(&out)
+            .matches("HTTP/1.1 200")
+            .count(),
+        2
+    );
+
+    // h2: each connection ends with a GOAWAY; the client reconnects and
+    // every request is answered (none is in flight at the GOAWAY).
+    let tls = start(SandboxOptions::default()).await;
+    tls.faults().set(FaultMode::RefuseAfterGoaway { every: 2 });
+    let c = client_for(&tls, false);
+    for _ in 0..6 {
+        let (st, _) = send(
+            &c,
+            &tls,
+            reqwest::Method::GET,
+            "/v1/accountInfo",
+            Some(KEY),
+            None,
+        )
+        .await;
+        assert_eq!(st, 200);
+    }
+    assert_eq!(tls.faults().api_hits(), 6);
+    assert_eq!(tls.faults().refused(), 0, "nothing sent after a GOAWAY");
+}
+
+#[tokio::test]
 async fn rate_limit_answers_429_per_key_and_still_records() {
     let sb = start(SandboxOptions {
         rate_limit_per_sec: Some(2),

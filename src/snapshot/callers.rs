@@ -1,18 +1,19 @@
-//! Tenants (with resolved keys and per-operation field rules) and callers
-//! (with the operations they may call), compiled from `[[tenants]]` and
-//! `[[callers]]`.
+//! Tenants (with resolved keys, per-operation field rules and the answer to
+//! undeclared fields) and callers (with the operations they may call),
+//! compiled from `[[tenants]]` and `[[callers]]`.
 
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
 use crate::config::{
-    self, ConfigError, Origin, RawCaller, RawConfig, TenantBudgets, resolve_tenant_key,
+    self, ConfigError, FieldAction, Origin, RawCaller, RawConfig, TenantBudgets, resolve_tenant_key,
 };
 use crate::model::Environment;
 use crate::operations::{self, OPERATIONS, OpIndex};
 use crate::pipeline::policy::{self, FieldRule};
 use crate::pipeline::rate_limit::{Budget, LimiterSettings};
+use crate::pipeline::validate;
 use crate::secret::{self, Secret};
 
 /// A caller as identified by its token or client certificate.
@@ -38,6 +39,8 @@ impl Caller {
 pub struct TenantOp {
     /// Field rules (built-in + global + tenant), in the order they apply.
     pub rules: Arc<[FieldRule]>,
+    /// Undeclared body fields: stripped (default) or refused.
+    pub unknown_fields: FieldAction,
 }
 
 #[derive(Debug)]
@@ -100,11 +103,18 @@ pub(super) fn compile_tenants(raw: &RawConfig, o: &Origin<'_>) -> Result<Vec<Ten
             return Err(o.err(key, "a tenant needs live_key or test_key"));
         }
         let rules = policy::compile_rules(&raw.policy, &t.policy, &key, o)?;
+        let unknown = validate::unknown_fields(&raw.validation, t, &key, o)?;
+        let ops = rules.into_iter().zip(unknown);
         tenants.push(Tenant {
             id: t.id.clone(),
             live_key,
             test_key,
-            ops: rules.into_iter().map(|rules| TenantOp { rules }).collect(),
+            ops: ops
+                .map(|(rules, unknown_fields)| TenantOp {
+                    rules,
+                    unknown_fields,
+                })
+                .collect(),
             budgets: t.rate_limit.clone(),
         });
     }

@@ -265,3 +265,43 @@ fn tenant_policy_can_turn_the_builtin_strip_into_reject() {
     let mut body = serde_json::json!({"type": "company"});
     assert!(crate::pipeline::policy::apply(&mut body, rules).is_err());
 }
+
+#[test]
+fn unknown_fields_mode_most_specific_pattern_then_tenant_wins() {
+    use crate::config::FieldAction::{Reject, Strip};
+    let op = |id| operations::by_id(id).unwrap();
+    let mode = |s: &Snapshot, id| s.tenants[0].op(op(id)).unknown_fields;
+    // Default: strip everywhere.
+    let s = compile_text(BASE, &env()).unwrap();
+    assert!(
+        operations::OPERATIONS
+            .iter()
+            .all(|o| mode(&s, o.id) == Strip)
+    );
+    // Global table: an id beats its prefix, which beats `*`, whatever the order.
+    let global = format!(
+        "{BASE}\n[validation]\nunknown_fields_by_operation = {{ \"clients.update\" = \"strip\", \"*\" = \"strip\", \"clients.*\" = \"reject\" }}\n"
+    );
+    let s = compile_text(&global, &env()).unwrap();
+    assert_eq!(mode(&s, "clients.create"), Reject);
+    assert_eq!(mode(&s, "clients.update"), Strip);
+    assert_eq!(mode(&s, "webhooks.update"), Strip);
+    // The tenant's own setting, then its own table, win over the global ones.
+    let tenant = global.replace(
+        "live_key = \"env:ACME_LIVE\"",
+        "live_key = \"env:ACME_LIVE\"\nunknown_fields = \"reject\"\nunknown_fields_by_operation = { \"webhooks.update\" = \"strip\" }",
+    );
+    let s = compile_text(&tenant, &env()).unwrap();
+    assert_eq!(mode(&s, "clients.update"), Reject);
+    assert_eq!(mode(&s, "checks.create"), Reject);
+    assert_eq!(mode(&s, "webhooks.update"), Strip);
+    // A pattern that matches nothing refuses to start, naming the key.
+    let bad = format!(
+        "{BASE}\n[validation]\nunknown_fields_by_operation = {{ \"nope.*\" = \"reject\" }}\n"
+    );
+    let e = compile_text(&bad, &env()).unwrap_err().to_string();
+    assert!(
+        e.contains("validation.unknown_fields_by_operation.nope.*"),
+        "{e}"
+    );
+}

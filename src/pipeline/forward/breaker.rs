@@ -3,7 +3,9 @@
 //! Input: the outcome of each upstream exchange — [`Breaker::success`] for
 //! any HTTP answer (ComplyCube's own 4xx/5xx included: the upstream is up and
 //! talking), [`Breaker::failure`] for a transport failure (connect/TLS error,
-//! reset, timeout). Output: [`Breaker::admit`] says whether a request may go
+//! reset, timeout), neither ([`Permit::no_verdict`]) when the upstream ended a
+//! connection gracefully (GOAWAY with NO_ERROR: routine connection turnover,
+//! not a failure). Output: [`Breaker::admit`] says whether a request may go
 //! upstream now. After `failures` consecutive transport failures the breaker
 //! opens and refuses at once (callers get 503 instead of waiting for a
 //! timeout that will come anyway); after `cooldown` one probe request is let
@@ -56,6 +58,10 @@ impl Permit<'_> {
         self.done = true;
         self.breaker.failure(self.probe);
     }
+    /// The exchange says nothing about the upstream's health: the failure
+    /// count stays as it is, and a probe's slot is freed as when the permit
+    /// is dropped.
+    pub fn no_verdict(self) {}
 }
 
 impl Drop for Permit<'_> {
@@ -195,6 +201,20 @@ mod tests {
         assert!(!b.is_open(), "a success in between resets the count");
         b.admit().unwrap().failure();
         assert!(b.admit().is_none());
+    }
+
+    #[test]
+    fn no_verdict_neither_counts_nor_resets_and_frees_a_probe() {
+        let b = Breaker::new(2, Duration::ZERO);
+        b.admit().unwrap().failure();
+        for _ in 0..5 {
+            b.admit().unwrap().no_verdict();
+        }
+        assert!(!b.is_open(), "graceful GOAWAYs are not failures");
+        b.admit().unwrap().failure();
+        assert!(b.is_open(), "nor successes: the count was kept");
+        b.admit().unwrap().no_verdict();
+        assert!(b.admit().is_some(), "the probe slot is free again");
     }
 
     #[test]
