@@ -244,10 +244,7 @@ async fn serve_one(
     // answers Pending until its buffer is empty, so above it a client that
     // reads slowly but steadily would look stalled.
     let stall_limit = Duration::from_millis(settings.write_stall_timeout_ms);
-    let io_peer = stream
-        .peer_addr()
-        .ok()
-        .map(|a| crate::model::PeerAddr(a.ip()));
+    let addr = peer_addr(&stream);
     let stream = WriteStall::new(stream, stall_limit);
     let (io, peer): (Box<dyn Io>, Option<tls::PeerCert>) = match tls_config {
         None => (Box::new(stream), None),
@@ -272,19 +269,13 @@ async fn serve_one(
             }
         }
     };
-    let peer_addr = io_peer;
     let first_request = Arc::new(AtomicBool::new(false));
     let seen = first_request.clone();
     let responses = Arc::new(Responses::new());
     let watched = responses.clone();
-    let svc = service_fn(move |mut req: Request<Incoming>| {
+    let svc = service_fn(move |req: Request<Incoming>| {
         seen.store(true, Ordering::Release);
-        if let Some(p) = &peer {
-            req.extensions_mut().insert(p.clone());
-        }
-        if let Some(a) = peer_addr {
-            req.extensions_mut().insert(a);
-        }
+        let req = tag(req, peer.as_ref(), addr);
         serve_request(shared.clone(), watched.clone(), stall_limit, req)
     });
     let conn = builder.serve_connection(TokioIo::new(io), svc).into_owned();
@@ -312,6 +303,31 @@ async fn serve_one(
             }
         }
     }
+}
+
+/// The connection's source address, for the refusal budget of
+/// unauthenticated requests.
+fn peer_addr(stream: &tokio::net::TcpStream) -> Option<crate::model::PeerAddr> {
+    stream
+        .peer_addr()
+        .ok()
+        .map(|a| crate::model::PeerAddr(a.ip()))
+}
+
+/// What the connection knows about its peer, in the request's extensions:
+/// the verified client certificate (for `identify`) and the source address.
+fn tag(
+    mut req: Request<Incoming>,
+    cert: Option<&tls::PeerCert>,
+    addr: Option<crate::model::PeerAddr>,
+) -> Request<Incoming> {
+    if let Some(p) = cert {
+        req.extensions_mut().insert(p.clone());
+    }
+    if let Some(a) = addr {
+        req.extensions_mut().insert(a);
+    }
+    req
 }
 
 /// One request through the pipeline. Only HTTP/2 responses can stall with

@@ -21,12 +21,14 @@ fn opts(fsync: bool) -> Opts {
 
 /// The amplification body of issue 18: three 60-char caller keys deep, then
 /// as many zeros as make it 65,529 bytes (the size the issue measured).
-pub fn amplification_body() -> String {
+/// `email` is the issue's `"a@b.c"` (the unknown `zz` is stripped and the
+/// update goes through) or a number (refused by the schema).
+pub fn amplification_body(email: &str) -> String {
     let key = |c: char| format!("Zyxamp{}", c.to_string().repeat(54));
     let with = |n: usize| {
         let zeros = vec!["0"; n].join(",");
         format!(
-            r#"{{"email":"a@b.c","zz":{{"{}":{{"{}":{{"{}":[{zeros}]}}}}}}}}"#,
+            r#"{{"email":{email},"zz":{{"{}":{{"{}":{{"{}":[{zeros}]}}}}}}}}"#,
             key('a'),
             key('b'),
             key('c')
@@ -50,21 +52,26 @@ async fn an_amplification_body_gives_a_record_under_the_bound() {
     for fsync in [true, false] {
         let env = TestEnv::with(opts(fsync)).await;
         let id = env.create_client(TOKEN_A).await;
-        let body = amplification_body();
-        assert!((65_000..=65_536).contains(&body.len()), "{}", body.len());
-        let r = env.post(TOKEN_A, &format!("/v1/clients/{id}"), &body).await;
-        assert_eq!(r.status, 400, "fsync {fsync}: {}", r.text);
-        let rec = env
-            .audit_records()
-            .into_iter()
-            .rfind(|r| r["operation"] == "clients.update")
-            .unwrap();
-        assert_eq!(rec["truncated"], true, "{rec}");
-        assert!(rec["fields_total"].as_u64().unwrap() > 32_000, "{rec}");
-        assert_eq!(rec["fields_depth"], 5, "{rec}");
+        // Accepted (the undeclared `zz` stripped: an intent and an
+        // outcome) and refused (one event): every record under the bound.
+        for (email, status) in [(r#""a@b.c""#, 200), ("0", 400)] {
+            let body = amplification_body(email);
+            assert!((65_000..=65_536).contains(&body.len()), "{}", body.len());
+            let r = env.post(TOKEN_A, &format!("/v1/clients/{id}"), &body).await;
+            assert_eq!(r.status, status, "fsync {fsync}: {}", r.text);
+            let rec = env
+                .audit_records()
+                .into_iter()
+                .rfind(|r| r["operation"] == "clients.update")
+                .unwrap();
+            assert_eq!(rec["truncated"], true, "{rec}");
+            let total = rec["fields_total"].as_u64().unwrap();
+            assert!((32_650..32_670).contains(&total), "{rec}");
+            assert_eq!(rec["fields_depth"], 5, "{rec}");
+        }
         let longest = longest_line(&env);
         assert!(longest <= MAX_RECORD, "fsync {fsync}");
-        eprintln!("amplification refusal record (fsync {fsync}): {longest} bytes");
+        eprintln!("amplification records (fsync {fsync}): longest line {longest} bytes");
         assert!(
             !env.audit_text().contains("Zyxamp"),
             "a caller key in the trail"
@@ -83,8 +90,13 @@ async fn caller_chosen_keys_never_reach_the_trail() {
         );
         let r = env.post(TOKEN_A, "/v1/checks", &check).await;
         assert!(r.status.is_success() || r.status == 400, "{}", r.text);
+        // Accepted: metadata keys are free, the unknown key is stripped.
         let upd = r#"{"metadata":{"Zyxmetakey":"v"},"Zyxtopkey":{"Zyxinner":[1]}}"#;
         let r = env.post(TOKEN_A, &format!("/v1/clients/{id}"), upd).await;
+        assert_eq!(r.status, 200, "{}", r.text);
+        // Refused by the schema.
+        let bad = r#"{"email":0,"Zyxbadkey":{"Zyxinner":[1]}}"#;
+        let r = env.post(TOKEN_A, &format!("/v1/clients/{id}"), bad).await;
         assert_eq!(r.status, 400, "{}", r.text);
         let text = env.audit_text();
         assert!(
@@ -301,7 +313,15 @@ async fn a_burst_of_refusals_costs_the_caller_not_the_disk() {
         let path = format!("/v1/clients/{id}");
         let before = audit_bytes(&env);
         let t = std::time::Instant::now();
-        let statuses = burst(&env, 200, 20, Some(TOKEN_A), &path, &amplification_body()).await;
+        let statuses = burst(
+            &env,
+            200,
+            20,
+            Some(TOKEN_A),
+            &path,
+            &amplification_body("0"),
+        )
+        .await;
         // One summary per `refusal_summary_secs` (10) at most.
         let max_summaries = t.elapsed().as_secs() as usize / 10 + 1;
         let limited = statuses.iter().filter(|s| **s == 429).count();
@@ -359,62 +379,81 @@ async fn a_burst_of_refusals_costs_the_caller_not_the_disk() {
     }
 }
 
+/// Rewrites `min_free_bytes` in the served config and reloads it by
+/// SIGHUP; waits until readiness shows the watermark `tripped` or not.
+async fn set_watermark(gw: &Served, bytes: u64, tripped: bool) {
+    let text = std::fs::read_to_string(&gw.config_path).unwrap();
+    let text: String = text
+        .lines()
+        .map(|l| {
+            if l.starts_with("min_free_bytes") {
+                format!("min_free_bytes = {bytes}\n")
+            } else {
+                format!("{l}\n")
+            }
+        })
+        .collect();
+    write(&gw.config_path, &text);
+    gw.signal("HUP");
+    for _ in 0..100 {
+        if gw.readyz().await.1["audit_watermark_tripped"] == tripped {
+            return;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    panic!("the watermark did not become {tripped}: {}", gw.logs());
+}
+
 #[tokio::test]
 async fn below_the_disk_watermark_audited_writes_stop_and_resume() {
     for fsync in [true, false] {
-        let normal = opts(fsync);
-        let env = TestEnv::with(opts(fsync)).await;
-        let id = env.create_client(TOKEN_A).await;
-        let path = format!("/v1/clients/{id}");
-        // A watermark above any disk's free space, by reload.
-        let high = Opts {
-            audit_settings: format!("fsync = {fsync}\nmin_free_bytes = 9000000000000000000\n"),
+        // The binary, so its metrics are its own.
+        let o = Opts {
+            audit_settings: format!("fsync = {fsync}\nmin_free_bytes = 1\n"),
             ..Opts::default()
         };
-        env.rewrite_config(&high);
-        let (status, report) = env.readyz().await;
+        let mut gw = Served::start(o, &[]).await;
+        let id = gw.create_client(TOKEN_A).await;
+        let path = format!("/v1/clients/{id}");
+        // A watermark above any disk's free space, by reload.
+        set_watermark(&gw, 9_000_000_000_000_000_000, true).await;
+        let (status, report) = gw.readyz().await;
         assert_eq!(status, 503, "{report}");
-        assert_eq!(report["audit_watermark_tripped"], true, "{report}");
         assert!(
             report["audit_disk_free_bytes"]
                 .as_u64()
                 .is_some_and(|b| b > 0)
         );
-        let m = env.metrics().await;
+        let m = gw.metrics().await;
         assert_eq!(
             metric_value(&m, "cubegate_audit_watermark_tripped", &[]),
             1.0
         );
         assert!(metric_value(&m, "cubegate_audit_disk_free_bytes", &[]) > 0.0);
-        let hits = env.sandbox.faults().api_hits();
-        let r = env.post(TOKEN_A, &path, r#"{"mobile":"+44"}"#).await;
+        let hits = gw.sandbox.faults().api_hits();
+        let r = gw.post(TOKEN_A, &path, r#"{"mobile":"+44"}"#).await;
         r.assert_error(503, "audit_unavailable");
         assert_eq!(
-            env.sandbox.faults().api_hits(),
+            gw.sandbox.faults().api_hits(),
             hits,
             "forwarded below the watermark"
         );
         for _ in 0..3 {
-            let r = env.get(TOKEN_A, "/v1/accountInfo").await;
+            let r = gw.get(TOKEN_A, "/v1/accountInfo").await;
             assert_eq!(r.status, 200, "non-audited traffic flows: {}", r.text);
         }
         // Lowered again: ready, writes resume, the trail verifies.
-        env.rewrite_config(&normal);
-        let (status, report) = env.readyz().await;
-        assert_eq!(status, 200, "{report}");
-        assert_eq!(report["audit_watermark_tripped"], false);
-        let r = env.post(TOKEN_A, &path, r#"{"mobile":"+45"}"#).await;
+        set_watermark(&gw, 1, false).await;
+        assert_eq!(gw.readyz().await.0, 200);
+        let r = gw.post(TOKEN_A, &path, r#"{"mobile":"+45"}"#).await;
         assert_eq!(r.status, 200, "{}", r.text);
-        let r = env.get(TOKEN_A, "/v1/accountInfo").await;
+        let r = gw.get(TOKEN_A, "/v1/accountInfo").await;
         assert_eq!(r.status, 200);
         assert_eq!(
-            metric_value(
-                &env.metrics().await,
-                "cubegate_audit_watermark_tripped",
-                &[]
-            ),
+            metric_value(&gw.metrics().await, "cubegate_audit_watermark_tripped", &[]),
             0.0
         );
-        assert_verifies(&env.audit_dir(), "after the watermark cleared");
+        gw.stop().await;
+        assert_verifies(&gw.audit_dir(), "after the watermark cleared");
     }
 }
