@@ -2,7 +2,7 @@
 //!
 //! Input: who was refused (a caller, or for an unauthenticated request the
 //! source address), the kind of refusal (its audit decision), the budget
-//! (`[rate_limit] refusals`, GCRA like the other budgets) and the summary
+//! (`[rate_limit] refusals`, governor's keyed GCRA) and the summary
 //! interval. Output: a [`Verdict`]: within the budget the refusal is
 //! answered and recorded as usual; past it the caller gets 429 with
 //! `Retry-After`, its record is not written, and at most once per interval
@@ -14,11 +14,16 @@
 
 use std::collections::HashMap;
 use std::net::IpAddr;
-use std::sync::Mutex;
-use std::time::{Duration, Instant};
+use std::num::NonZeroU32;
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
+
+use governor::clock::{Clock, DefaultClock, Reference};
+use governor::middleware::NoOpMiddleware;
+use governor::state::keyed::HashMapStateStore;
+use governor::{Quota, RateLimiter};
 
 use super::Budget;
-use super::gcra::Gcra;
 use crate::audit::Decision;
 
 /// Entries kept before idle ones are swept.
@@ -46,59 +51,96 @@ pub enum Verdict {
     },
 }
 
-#[derive(Debug, Default)]
-struct Entry {
-    tat: u64,
-    /// Per kind: suppressed since the last summary, and when that was.
-    kinds: HashMap<Decision, (u64, Option<u64>)>,
-}
+/// Suppressed since the last summary, and when that summary was due (ns
+/// since the table's origin).
+type Pending = (u64, Option<u64>);
 
-/// The per-replica refusal table.
-#[derive(Debug)]
-pub struct Refusals {
-    start: Instant,
-    table: Mutex<HashMap<Who, Entry>>,
+/// governor's keyed GCRA, one cell per [`Who`].
+type Keyed<C> = RateLimiter<Who, HashMapStateStore<Who>, C, NoOpMiddleware<<C as Clock>::Instant>>;
+
+/// The per-replica refusal table: governor decides within or past the
+/// budget; beside it, per who and kind, the count suppressed since the last
+/// summary and when that summary was due.
+pub struct Refusals<C: Clock = DefaultClock> {
+    clock: C,
+    origin: C::Instant,
+    /// The limiter for the budget it was built with; a reload that changes
+    /// the budget builds a new one (governor's quota is fixed per limiter).
+    limiter: Mutex<Option<(Budget, Arc<Keyed<C>>)>>,
+    summaries: Mutex<HashMap<(Who, Decision), Pending>>,
 }
 
 impl Default for Refusals {
     fn default() -> Self {
-        Refusals {
-            start: Instant::now(),
-            table: Mutex::new(HashMap::new()),
-        }
+        Refusals::with_clock(DefaultClock::default())
     }
 }
 
-impl Refusals {
-    /// Charges one refusal of `kind` to `who`.
-    pub fn charge(&self, who: Who, kind: Decision, budget: &Budget, every: Duration) -> Verdict {
-        let now = self.start.elapsed().as_nanos() as u64;
-        self.charge_at(who, kind, budget, every, now)
+impl std::fmt::Debug for Refusals {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Refusals").finish_non_exhaustive()
+    }
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    match m.lock() {
+        Ok(g) => g,
+        Err(poisoned) => poisoned.into_inner(),
+    }
+}
+
+/// The governor quota of a budget: one cell every 1/rate, `burst` at once.
+fn quota(budget: &Budget) -> Quota {
+    let burst = NonZeroU32::new(budget.burst).unwrap_or(NonZeroU32::MIN);
+    Quota::with_period(Duration::from_secs_f64(1.0 / budget.per_second))
+        .unwrap_or_else(|| Quota::per_second(NonZeroU32::MAX))
+        .allow_burst(burst)
+}
+
+impl<C: Clock + Clone> Refusals<C> {
+    pub fn with_clock(clock: C) -> Self {
+        Refusals {
+            origin: clock.now(),
+            clock,
+            limiter: Mutex::new(None),
+            summaries: Mutex::new(HashMap::new()),
+        }
     }
 
-    fn charge_at(
-        &self,
-        who: Who,
-        kind: Decision,
-        budget: &Budget,
-        every: Duration,
-        now: u64,
-    ) -> Verdict {
-        let gcra = Gcra::new(budget);
-        let mut table = match self.table.lock() {
-            Ok(t) => t,
-            Err(poisoned) => poisoned.into_inner(),
+    fn limiter(&self, budget: &Budget) -> Arc<Keyed<C>> {
+        let mut slot = lock(&self.limiter);
+        match slot.as_ref() {
+            Some((b, l)) if b == budget => l.clone(),
+            _ => {
+                let l = Arc::new(RateLimiter::new(
+                    quota(budget),
+                    HashMapStateStore::default(),
+                    self.clock.clone(),
+                ));
+                *slot = Some((*budget, l.clone()));
+                l
+            }
+        }
+    }
+
+    /// Charges one refusal of `kind` to `who`.
+    pub fn charge(&self, who: Who, kind: Decision, budget: &Budget, every: Duration) -> Verdict {
+        let limiter = self.limiter(budget);
+        if limiter.len() >= SWEEP_AT {
+            limiter.retain_recent();
+        }
+        let not_until = match limiter.check_key(&who) {
+            Ok(()) => return Verdict::Record,
+            Err(n) => n,
         };
-        if table.len() >= SWEEP_AT {
-            table.retain(|_, e| e.tat > now || e.kinds.values().any(|(n, _)| *n > 0));
+        let now = self.clock.now();
+        let retry_after = not_until.wait_time_from(now);
+        let now = u64::from(now.duration_since(self.origin));
+        let mut summaries = lock(&self.summaries);
+        if summaries.len() >= SWEEP_AT {
+            summaries.retain(|_, (n, _)| *n > 0);
         }
-        let e = table.entry(who).or_default();
-        let at = gcra.earliest(e.tat, now);
-        if at <= now {
-            e.tat = gcra.after(e.tat, now);
-            return Verdict::Record;
-        }
-        let (count, last) = e.kinds.entry(kind).or_insert((0, None));
+        let (count, last) = summaries.entry((who, kind)).or_insert((0, None));
         *count += 1;
         let every = every.as_nanos() as u64;
         let due = last.is_none_or(|l| now.saturating_sub(l) >= every);
@@ -107,7 +149,7 @@ impl Refusals {
             std::mem::take(count)
         });
         Verdict::Suppress {
-            retry_after: Duration::from_nanos(at - now),
+            retry_after: retry_after.max(Duration::from_nanos(1)),
             summary,
         }
     }
@@ -125,12 +167,12 @@ pub fn charged(d: Decision) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    const S: u64 = 1_000_000_000;
+    use governor::clock::FakeRelativeClock;
 
     #[test]
     fn past_the_budget_refusals_are_suppressed_with_one_summary_per_interval() {
-        let r = Refusals::default();
+        let clock = FakeRelativeClock::default();
+        let r = Refusals::with_clock(clock.clone());
         let b = Budget {
             per_second: 20.0,
             burst: 40,
@@ -138,12 +180,14 @@ mod tests {
         let every = Duration::from_secs(10);
         let who = || Who::Caller("svc".into());
         let body = Decision::RefusedBody;
+        clock.advance(Duration::from_secs(1));
         for _ in 0..40 {
-            assert_eq!(r.charge_at(who(), body, &b, every, S), Verdict::Record);
+            assert_eq!(r.charge(who(), body, &b, every), Verdict::Record);
         }
         let mut summaries = Vec::new();
         for i in 0..160 {
-            match r.charge_at(who(), body, &b, every, S + i) {
+            clock.advance(Duration::from_nanos(1));
+            match r.charge(who(), body, &b, every) {
                 Verdict::Suppress {
                     retry_after,
                     summary,
@@ -157,20 +201,52 @@ mod tests {
         assert_eq!(summaries, [1], "one summary at the first suppression");
         // Another caller and another source address are not affected.
         let other = Who::Caller("other".into());
-        assert_eq!(r.charge_at(other, body, &b, every, S), Verdict::Record);
+        assert_eq!(r.charge(other, body, &b, every), Verdict::Record);
         let peer = Who::Peer(Some([10, 0, 0, 1].into()));
-        assert_eq!(r.charge_at(peer, body, &b, every, S), Verdict::Record);
+        assert_eq!(r.charge(peer, body, &b, every), Verdict::Record);
         // Eleven seconds on: the budget has refilled, and the next
         // suppression carries the count since the summary.
-        let later = S + 11 * S;
+        clock.advance(Duration::from_secs(11));
         for _ in 0..40 {
-            assert_eq!(r.charge_at(who(), body, &b, every, later), Verdict::Record);
+            assert_eq!(r.charge(who(), body, &b, every), Verdict::Record);
         }
-        match r.charge_at(who(), body, &b, every, later) {
+        match r.charge(who(), body, &b, every) {
             Verdict::Suppress { summary, .. } => assert_eq!(summary, Some(160)),
             Verdict::Record => panic!("over the budget again"),
         }
         assert!(charged(Decision::RefusedValidation));
         assert!(!charged(Decision::RefusedRateLimit));
+    }
+
+    /// A reload that changes the budget takes effect: governor's quota is
+    /// fixed per limiter, so a new one is built for the new budget.
+    #[test]
+    fn a_changed_budget_builds_a_new_limiter() {
+        let clock = FakeRelativeClock::default();
+        let r = Refusals::with_clock(clock.clone());
+        let every = Duration::from_secs(10);
+        let who = || Who::Caller("svc".into());
+        let one = Budget {
+            per_second: 1.0,
+            burst: 1,
+        };
+        assert_eq!(
+            r.charge(who(), Decision::RefusedBody, &one, every),
+            Verdict::Record
+        );
+        assert!(matches!(
+            r.charge(who(), Decision::RefusedBody, &one, every),
+            Verdict::Suppress { .. }
+        ));
+        let more = Budget {
+            per_second: 1.0,
+            burst: 5,
+        };
+        for _ in 0..5 {
+            assert_eq!(
+                r.charge(who(), Decision::RefusedBody, &more, every),
+                Verdict::Record
+            );
+        }
     }
 }
