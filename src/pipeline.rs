@@ -194,17 +194,8 @@ where
         .instrument(info_span!("read_body"))
         .await?;
     if let Some(v) = value.as_mut() {
-        let _s = info_span!("policy").entered();
-        // Only the audit record reads the field list.
-        if audit_log.is_some() {
-            let cap = snap.audit.field_list_cap();
-            ctx.fields = audit::summarise(v, snap.schemas.named_keys(def.id), cap);
-            ctx.links = audit::links(v);
-        }
-        let t_op = tenant.op(op);
-        ctx.stripped = policy::apply(v, &t_op.rules)?.stripped;
-        let (schemas, unknown) = (&snap.schemas, t_op.unknown_fields);
-        schemas.strip_undeclared(def.id, v, unknown, &mut ctx.stripped);
+        info_span!("policy")
+            .in_scope(|| apply_policy(snap, ctx, tenant, op, v, audit_log.is_some()))?;
     }
     if let Some(v) = &value
         && snap.validation_enabled
@@ -232,6 +223,30 @@ where
         resp.map(http_body_util::BodyExt::boxed)
     };
     Ok(respond::from_upstream(resp, ctx.reply_id(), &ctx.stripped))
+}
+
+/// The `policy` stage: the configured field rules, then undeclared and
+/// read-only fields stripped (or refused, per the tenant's setting). The
+/// audit record's field summary and links are taken first, from what the
+/// caller sent.
+fn apply_policy(
+    snap: &Snapshot,
+    ctx: &mut Ctx,
+    tenant: &crate::snapshot::Tenant,
+    op: crate::operations::OpIndex,
+    v: &mut serde_json::Value,
+    audited: bool,
+) -> Result<(), policy::PolicyViolation> {
+    let id = op.def().id;
+    if audited {
+        let cap = snap.audit.field_list_cap();
+        ctx.fields = audit::summarise(v, snap.schemas.named_keys(id), cap);
+        ctx.links = audit::links(v);
+    }
+    let t_op = tenant.op(op);
+    ctx.stripped = policy::apply(v, &t_op.rules)?.stripped;
+    (snap.schemas).strip_undeclared(id, v, t_op.unknown_fields, &mut ctx.stripped);
+    Ok(())
 }
 
 /// The `inject` stage with its upstream span (whose trace context goes on
