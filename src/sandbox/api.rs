@@ -7,12 +7,17 @@
 //! errors `{type, message, param?}`.
 //! Failures are replies: 400 `invalid_request` for bad bodies or queries, 404
 //! `resource_not_found` for unknown ids and paths. Clients, addresses,
-//! documents, live photos, checks and webhooks are stored; the other
-//! documented operations answer with plausible fixed bodies.
+//! documents, live photos and videos, checks, workflow sessions, webhooks
+//! and the audit log are stored (checks and workflow sessions complete after
+//! the store's delay, see [`lifecycle`]); team members and custom lists
+//! exist in no sandbox account; lookups, static data and autofill answer
+//! with plausible fixed bodies.
 
 use serde_json::{Map, Value, json};
 
-use super::store::{Kind, Obj, Store, merge, now_iso};
+use super::store::{Change, Kind, Obj, Store, merge, now_iso};
+
+mod lifecycle;
 
 /// What the sandbox answers to one API call.
 #[derive(Debug, Clone, PartialEq)]
@@ -118,7 +123,11 @@ impl Ctx<'_> {
 
     fn delete(&mut self, kind: Kind, id: &str) -> Reply {
         match self.store.remove(self.key, kind, id) {
-            Some(_) => Reply::no_content(),
+            Some(old) => {
+                self.store
+                    .audit(self.key, Change::Delete, kind, Some(&old), None);
+                Reply::no_content()
+            }
             None => Reply::not_found(kind.name(), id),
         }
     }
@@ -155,6 +164,8 @@ impl Ctx<'_> {
         o.insert("createdAt".into(), Value::String(now.clone()));
         o.insert("updatedAt".into(), Value::String(now));
         self.store.insert(self.key, kind, o.clone());
+        self.store
+            .audit(self.key, Change::Create, kind, None, Some(&o));
         o
     }
 
@@ -167,9 +178,17 @@ impl Ctx<'_> {
         let Some(o) = self.store.get_mut(self.key, kind, id) else {
             return Reply::not_found(kind.name(), id);
         };
+        let before = o.clone();
         merge(o, &patch);
+        if kind == Kind::Client {
+            let name = entity_name(o);
+            o.insert("entityName".into(), name);
+        }
         o.insert("updatedAt".into(), Value::String(now_iso()));
-        Reply::ok(Value::Object(o.clone()))
+        let after = o.clone();
+        self.store
+            .audit(self.key, Change::Update, kind, Some(&before), Some(&after));
+        Reply::ok(Value::Object(after))
     }
 }
 
@@ -211,6 +230,7 @@ pub(crate) fn handle(
         query,
         body,
     };
+    lifecycle::settle(&mut c);
     match route(&mut c, method, &segs) {
         Ok(r) | Err(r) => r,
     }
@@ -227,15 +247,14 @@ fn route(c: &mut Ctx<'_>, method: &str, segs: &[&str]) -> Result<Reply, Reply> {
         "addresses" => addresses(c, method, segs),
         "documents" => documents(c, method, segs),
         "livePhotos" => live_photos(c, method, segs),
-        "liveVideos" => live_videos(c, method, segs),
-        "checks" => checks(c, method, segs),
+        "liveVideos" => lifecycle::live_videos(c, method, segs),
+        "checks" => lifecycle::checks(c, method, segs),
         "webhooks" => webhooks(c, method, segs),
-        "workflowSessions" => workflow_sessions(c, method, segs),
-        "flow" | "tokens" => flow_and_tokens(c, method, segs),
-        "reports" => reports(c, method, segs),
-        "teamMembers" | "auditLogs" | "customLists" | "accountInfo" => {
-            account_data(c, method, segs)
-        }
+        "workflowSessions" => lifecycle::workflow_sessions(c, method, segs),
+        "flow" | "tokens" => lifecycle::flow_and_tokens(c, method, segs),
+        "reports" => lifecycle::reports(c, method, segs),
+        "auditLogs" => lifecycle::audit_logs(c, method, segs),
+        "teamMembers" | "customLists" | "accountInfo" => account_data(c, method, segs),
         "lookup" => lookups(c, method, segs),
         "static" | "autofill" => static_data(c, method, segs),
         _ => Ok(Reply::unknown_route()),
@@ -336,55 +355,6 @@ fn live_photos(c: &mut Ctx<'_>, method: &str, segs: &[&str]) -> Result<Reply, Re
     Ok(r)
 }
 
-/// Live videos: only the mobile/web SDKs create them, so none exist here.
-fn live_videos(c: &mut Ctx<'_>, method: &str, segs: &[&str]) -> Result<Reply, Reply> {
-    let r = match (method, segs) {
-        ("GET", ["liveVideos"]) => c.list_empty(),
-        ("GET", ["liveVideos", id]) | ("POST", ["liveVideos", id, "redact"]) => {
-            Reply::ok(json!({"id": id, "createdAt": now_iso(), "updatedAt": now_iso()}))
-        }
-        ("DELETE", ["liveVideos", _]) => Reply::no_content(),
-        _ => Reply::unknown_route(),
-    };
-    Ok(r)
-}
-
-/// Checks.
-fn checks(c: &mut Ctx<'_>, method: &str, segs: &[&str]) -> Result<Reply, Reply> {
-    use Kind::*;
-    let r = match (method, segs) {
-        ("POST", ["checks"]) => {
-            let mut b = c.obj()?;
-            c.client_exists(&b)?;
-            required_str(&b, "type")?;
-            b.insert("status".into(), Value::String("pending".into()));
-            Reply::ok(Value::Object(c.create(Check, b)))
-        }
-        ("GET", ["checks"]) => c.list(Check, false),
-        ("GET", ["checks", id]) => c.get(Check, id),
-        ("POST", ["checks", id]) => {
-            let b = c.obj()?;
-            let mut patch = Map::new();
-            if let Some(v) = b.get("enableMonitoring") {
-                patch.insert("enableMonitoring".into(), v.clone());
-            }
-            c.update(Check, id, patch)
-        }
-        ("POST", ["checks", id, "validate"]) => {
-            let b = c.obj()?;
-            required_str(&b, "outcome")?;
-            exists(c, Check, id)?;
-            Reply::ok(json!({"outcome": b["outcome"]}))
-        }
-        ("POST", ["checks", id, "redact"]) => {
-            c.obj()?;
-            c.get(Check, id)
-        }
-        _ => Reply::unknown_route(),
-    };
-    Ok(r)
-}
-
 /// Webhooks.
 fn webhooks(c: &mut Ctx<'_>, method: &str, segs: &[&str]) -> Result<Reply, Reply> {
     use Kind::*;
@@ -410,90 +380,20 @@ fn webhooks(c: &mut Ctx<'_>, method: &str, segs: &[&str]) -> Result<Reply, Reply
     Ok(r)
 }
 
-/// Workflow sessions.
-fn workflow_sessions(c: &mut Ctx<'_>, method: &str, segs: &[&str]) -> Result<Reply, Reply> {
-    let r = match (method, segs) {
-        ("GET", ["workflowSessions"]) => c.list_empty(),
-        ("GET", ["workflowSessions", id]) => Reply::ok(json!({
-            "id": id, "status": "in_progress", "createdAt": now_iso(), "updatedAt": now_iso()
-        })),
-        ("POST", ["workflowSessions", id, "complete"]) => Reply::ok(json!({
-            "id": id, "status": "completed", "createdAt": now_iso(), "updatedAt": now_iso()
-        })),
-        _ => Reply::unknown_route(),
-    };
-    Ok(r)
-}
-
-/// Hosted flow and SDK tokens.
-fn flow_and_tokens(c: &mut Ctx<'_>, method: &str, segs: &[&str]) -> Result<Reply, Reply> {
-    let r = match (method, segs) {
-        ("POST", ["flow", "sessions"]) => {
-            let b = c.obj()?;
-            c.client_exists(&b)?;
-            Reply::ok(
-                json!({"redirectUrl": format!("https://flow.complycube.com/{}", c.store.new_id())}),
-            )
-        }
-        ("POST", ["tokens"]) => {
-            let b = c.obj()?;
-            c.client_exists(&b)?;
-            Reply::ok(
-                json!({"token": format!("eyJhbGciOiJIUzI1NiJ9.sandbox.{}", c.store.new_id())}),
-            )
-        }
-        _ => Reply::unknown_route(),
-    };
-    Ok(r)
-}
-
-/// Reports.
-fn reports(c: &mut Ctx<'_>, method: &str, segs: &[&str]) -> Result<Reply, Reply> {
-    use Kind::*;
-    let r = match (method, segs) {
-        ("GET", ["reports"]) => {
-            if let Some(id) = c.q("clientId") {
-                exists(c, Client, id)?;
-            } else if let Some(id) = c.q("checkId") {
-                exists(c, Check, id)?;
-            } else {
-                return Err(Reply::invalid(
-                    "clientId",
-                    "'clientId' or 'checkId' must be provided",
-                ));
-            }
-            // "%PDF-1.4\n%sandbox\n" in base64.
-            Reply::ok(json!({"contentType": "application/pdf", "data": "JVBERi0xLjQKJXNhbmRib3gK"}))
-        }
-        _ => Reply::unknown_route(),
-    };
-    Ok(r)
-}
-
 /// Read-only account data.
 fn account_data(c: &mut Ctx<'_>, method: &str, segs: &[&str]) -> Result<Reply, Reply> {
     let r = match (method, segs) {
-        ("GET", ["teamMembers"] | ["auditLogs"] | ["customLists"]) => c.list_empty(),
-        ("GET", ["teamMembers", id]) => Reply::ok(json!({
-            "id": id, "firstName": "Sandbox", "lastName": "Member", "role": "developer", "createdAt": now_iso()
-        })),
-        ("GET", ["auditLogs", id]) => Reply::ok(json!({
-            "id": id, "resourceType": "client", "action": "update", "trigger": "api", "createdAt": now_iso()
-        })),
+        ("GET", ["teamMembers"] | ["customLists"]) => c.list_empty(),
+        // The sandbox account has no team members and no custom lists.
+        ("GET", ["teamMembers", id]) => Reply::not_found("team member", id),
+        ("GET", ["customLists", id]) => Reply::not_found("custom list", id),
         ("GET", ["accountInfo"]) => Reply::ok(json!({
             "username": "sandbox", "plan": "sandbox", "remainingCredit": 1000
         })),
-        ("GET", ["customLists", id]) => Reply::ok(json!({
-            "id": id, "name": "Sandbox list", "personCount": 0, "companyCount": 0, "createdAt": now_iso()
-        })),
-        ("POST", ["customLists", _, "records"]) => {
+        ("POST", ["customLists", id, "records"]) => {
             let b = c.obj()?;
             require(&b, &["entityType", "names"])?;
-            let mut o = Map::new();
-            o.insert("id".into(), Value::String(c.store.new_id()));
-            o.extend(b);
-            o.insert("createdAt".into(), Value::String(now_iso()));
-            Reply::ok(Value::Object(o))
+            Reply::not_found("custom list", id)
         }
         _ => Reply::unknown_route(),
     };
@@ -642,13 +542,7 @@ fn update_client(c: &mut Ctx<'_>, id: &str) -> Result<Reply, Reply> {
     } else {
         "personDetails"
     });
-    let r = c.update(Kind::Client, id, b);
-    if let Some(o) = c.store.get_mut(c.key, Kind::Client, id) {
-        let name = entity_name(o);
-        o.insert("entityName".into(), name);
-        return Ok(Reply::ok(Value::Object(o.clone())));
-    }
-    Ok(r)
+    Ok(c.update(Kind::Client, id, b))
 }
 
 fn entity_name(o: &Obj) -> Value {

@@ -74,6 +74,10 @@ pub struct SandboxOptions {
     /// How many recorded requests are kept (oldest dropped first), so long
     /// benchmark runs do not grow memory without bound.
     pub max_recorded: usize,
+    /// How long a check (or a workflow session asked to complete) stays
+    /// pending before it completes with its test-data outcome; zero by
+    /// default so tests never wait, about a second in the demo.
+    pub completion_delay: Duration,
 }
 
 impl Default for SandboxOptions {
@@ -85,6 +89,7 @@ impl Default for SandboxOptions {
             keys: Vec::new(),
             rate_limit_per_sec: None,
             max_recorded: 100_000,
+            completion_delay: Duration::ZERO,
         }
     }
 }
@@ -99,6 +104,7 @@ impl fmt::Debug for SandboxOptions {
             .field("keys", &format_args!("<{} keys>", self.keys.len()))
             .field("rate_limit_per_sec", &self.rate_limit_per_sec)
             .field("max_recorded", &self.max_recorded)
+            .field("completion_delay", &self.completion_delay)
             .finish()
     }
 }
@@ -327,7 +333,7 @@ impl Sandbox {
             recorded: Mutex::new(VecDeque::new()),
             max_recorded: opts.max_recorded,
             faults: Faults::default(),
-            store: Mutex::new(Store::new()),
+            store: Mutex::new(Store::new(opts.completion_delay)),
             windows: Mutex::new(HashMap::new()),
             connections: Gauge::default(),
             in_flight: Gauge::default(),

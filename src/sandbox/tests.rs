@@ -834,7 +834,7 @@ async fn other_documented_operations_answer_plausibly() {
         None,
     )
     .await;
-    assert_eq!(st, 204);
+    assert_eq!(st, 404, "unknown ids are 404 everywhere (issue 20)");
     let (st, rep) = send(
         &c,
         &sb,
