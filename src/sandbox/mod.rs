@@ -2,12 +2,14 @@
 //! benchmarks.
 //!
 //! Input: [`SandboxOptions`] (listen address, TLS on/off, artificial latency,
-//! accepted keys, optional per-key rate limit). Output: a running
-//! [`Sandbox`] serving HTTP/1.1 keep-alive and HTTP/2 (ALPN over TLS with a
-//! freshly generated CA, or plain/h2c without TLS) under `/v1/...`, which
-//! behaves like ComplyCube for clients, addresses and documents (stored per
-//! key, so test_ and live_ data never mix) and answers every other documented
-//! operation plausibly. Every API request is recorded exactly as received.
+//! accepted keys, optional per-key rate limit, check completion delay).
+//! Output: a running [`Sandbox`] serving HTTP/1.1 keep-alive and HTTP/2 (ALPN
+//! over TLS with a freshly generated CA, or plain/h2c without TLS) under
+//! `/v1/...`, which behaves like ComplyCube's sandbox: objects stored per key
+//! (so test_ and live_ data never mix), checks that complete after the delay
+//! with the documented test-data outcomes, reports, its own audit log, 404
+//! for unknown ids (docs/sandbox.md). Every API request is recorded exactly
+//! as received.
 //! Control endpoints under `/__sandbox/` (no key needed): `GET|DELETE
 //! requests`, `GET|POST|DELETE faults`, `GET health` (with open connections
 //! and API requests in flight, now and at their peak).

@@ -78,7 +78,6 @@ impl Store {
         let whole = |o: Option<&Obj>| Value::Object(o.cloned().unwrap_or_default());
         let (old, new) = (whole(before), whole(after));
         diff_into(&mut diff, &mut Vec::new(), Some(&old), Some(&new));
-        let now = now_iso();
         let entry = json!({
             "id": self.new_id(),
             "memberId": member,
@@ -88,8 +87,7 @@ impl Store {
             "trigger": trigger,
             "action": change.action(),
             "diff": diff,
-            "createdAt": now,
-            "updatedAt": now,
+            "createdAt": now_iso(),
         });
         if let Value::Object(o) = entry {
             self.insert(key, Kind::AuditLog, o);
