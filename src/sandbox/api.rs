@@ -383,36 +383,136 @@ fn webhooks(c: &mut Ctx<'_>, method: &str, segs: &[&str]) -> Result<Reply, Reply
 /// Read-only account data.
 fn account_data(c: &mut Ctx<'_>, method: &str, segs: &[&str]) -> Result<Reply, Reply> {
     let r = match (method, segs) {
-        ("GET", ["teamMembers"] | ["customLists"]) => c.list_empty(),
-        // The sandbox account has no team members and no custom lists.
+        ("GET", ["teamMembers"]) => c.list_empty(),
+        // The sandbox account has no team members.
         ("GET", ["teamMembers", id]) => Reply::not_found("team member", id),
-        ("GET", ["customLists", id]) => Reply::not_found("custom list", id),
         ("GET", ["accountInfo"]) => Reply::ok(json!({
             "username": "sandbox", "plan": "sandbox", "remainingCredit": 1000
         })),
-        ("POST", ["customLists", id, "records"]) => {
+        ("GET", ["customLists"]) => {
+            seed_custom_list(c);
+            c.list(Kind::CustomList, false)
+        }
+        ("GET", ["customLists", id]) => {
+            seed_custom_list(c);
+            c.get(Kind::CustomList, id)
+        }
+        ("POST", ["customLists", id, "records"]) => add_list_record(c, id)?,
+        _ => Reply::unknown_route(),
+    };
+    Ok(r)
+}
+
+/// The one custom list every sandbox account has (ComplyCube has no API to
+/// create lists), so records can be added and counted.
+const SANDBOX_LIST_ID: &str = "5f0000000000000000000001";
+
+fn seed_custom_list(c: &mut Ctx<'_>) {
+    if c.store
+        .get(c.key, Kind::CustomList, SANDBOX_LIST_ID)
+        .is_some()
+    {
+        return;
+    }
+    let now = now_iso();
+    if let Value::Object(o) = json!({
+        "id": SANDBOX_LIST_ID, "name": "Sandbox list", "description": "The sandbox account's custom list",
+        "personCount": 0, "companyCount": 0, "createdAt": now, "updatedAt": now
+    }) {
+        c.store.insert(c.key, Kind::CustomList, o);
+    }
+}
+
+fn add_list_record(c: &mut Ctx<'_>, id: &str) -> Result<Reply, Reply> {
+    let b = c.obj()?;
+    require(&b, &["entityType", "names"])?;
+    let count = match b.get("entityType").and_then(Value::as_str) {
+        Some("person") => "personCount",
+        Some("company") => "companyCount",
+        _ => {
+            return Err(Reply::invalid(
+                "entityType",
+                "'entityType' must be one of [person, company]",
+            ));
+        }
+    };
+    seed_custom_list(c);
+    let Some(list) = c.store.get(c.key, Kind::CustomList, id) else {
+        return Ok(Reply::not_found("custom list", id));
+    };
+    let n = list.get(count).and_then(Value::as_u64).unwrap_or(0) + 1;
+    let mut patch = Map::new();
+    patch.insert(count.into(), json!(n));
+    c.update(Kind::CustomList, id, patch);
+    let mut o = Map::new();
+    o.insert("id".into(), Value::String(c.store.new_id()));
+    o.extend(b);
+    o.insert("createdAt".into(), Value::String(now_iso()));
+    Ok(Reply::ok(Value::Object(o)))
+}
+
+/// Lookups: a company search finds one company (kept, so its details can
+/// be read by id); an address search finds the address searched for.
+fn lookups(c: &mut Ctx<'_>, method: &str, segs: &[&str]) -> Result<Reply, Reply> {
+    let r = match (method, segs) {
+        ("POST", ["lookup", "companies"]) => {
             let b = c.obj()?;
-            require(&b, &["entityType", "names"])?;
-            Reply::not_found("custom list", id)
+            let name = required_str(&b, "companyName")?.to_string();
+            let country = required_str(&b, "incorporationCountry")?.to_string();
+            let found = company_details(&name, &country);
+            let o = c.create(Kind::Company, found);
+            let summary: Map<String, Value> = o
+                .iter()
+                .filter(|(k, _)| {
+                    matches!(
+                        k.as_str(),
+                        "id" | "name"
+                            | "registrationNumber"
+                            | "incorporationCountry"
+                            | "incorporationType"
+                            | "active"
+                            | "address"
+                    )
+                })
+                .map(|(k, v)| (k.clone(), v.clone()))
+                .collect();
+            Reply::ok(json!({"totalItems": 1, "items": [summary]}))
+        }
+        ("GET", ["lookup", "companies", id]) => c.get(Kind::Company, id),
+        ("POST", ["lookup", "addresses"]) => {
+            let b = c.obj()?;
+            for f in ["line", "postalCode", "country"] {
+                required_str(&b, f)?;
+            }
+            Reply::ok(json!({"totalItems": 1, "items": [{
+                "line": b["line"], "city": "Sandbox City", "postalCode": b["postalCode"], "country": b["country"]
+            }]}))
         }
         _ => Reply::unknown_route(),
     };
     Ok(r)
 }
 
-/// Lookups.
-fn lookups(c: &mut Ctx<'_>, method: &str, segs: &[&str]) -> Result<Reply, Reply> {
-    let r = match (method, segs) {
-        ("POST", ["lookup", "companies"] | ["lookup", "addresses"]) => {
-            c.obj()?;
-            Reply::ok(json!({"totalItems": 0, "items": []}))
-        }
-        ("GET", ["lookup", "companies", id]) => Reply::ok(json!({
-            "id": id, "name": "Sandbox Ltd", "incorporationCountry": "GB", "officers": [], "owners": []
-        })),
-        _ => Reply::unknown_route(),
-    };
-    Ok(r)
+/// What a registry would say about a company: identity, address, officers,
+/// owners, filings and industry codes.
+fn company_details(name: &str, country: &str) -> Obj {
+    let v = json!({
+        "name": name,
+        "registrationNumber": "00000001",
+        "incorporationCountry": country,
+        "incorporationType": "private_limited_company",
+        "incorporationDate": "2010-01-01",
+        "active": true,
+        "address": {"line": "1 Registry Road", "city": "Sandbox City", "postalCode": "SB1 1AA", "country": country},
+        "officers": [{"name": "Jane Doe", "role": "director", "appointedOn": "2010-01-01", "nationality": country}],
+        "owners": [{"name": "Jane Doe", "type": "person", "ownershipPercentage": 100}],
+        "filings": [{"type": "annual_return", "date": "2023-01-01"}],
+        "industryCodes": [{"code": "62012", "description": "Business and domestic software development"}],
+    });
+    match v {
+        Value::Object(o) => o,
+        _ => Map::new(),
+    }
 }
 
 /// Static data and autofill.

@@ -73,8 +73,9 @@ pub struct SandboxOptions {
     /// When set, API requests above N per rolling second per key get
     /// ComplyCube's 429 `rate_limit_exceeded`.
     pub rate_limit_per_sec: Option<u32>,
-    /// How many recorded requests are kept (oldest dropped first), so long
-    /// benchmark runs do not grow memory without bound.
+    /// How many recorded requests, and audit log entries per key, are kept
+    /// (oldest dropped first), so long benchmark runs do not grow memory
+    /// without bound.
     pub max_recorded: usize,
     /// How long a check (or a workflow session asked to complete) stays
     /// pending before it completes with its test-data outcome; zero by
@@ -335,7 +336,7 @@ impl Sandbox {
             recorded: Mutex::new(VecDeque::new()),
             max_recorded: opts.max_recorded,
             faults: Faults::default(),
-            store: Mutex::new(Store::new(opts.completion_delay)),
+            store: Mutex::new(Store::new(opts.completion_delay).with_audit_cap(opts.max_recorded)),
             windows: Mutex::new(HashMap::new()),
             connections: Gauge::default(),
             in_flight: Gauge::default(),

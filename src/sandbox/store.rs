@@ -9,7 +9,7 @@
 //! Objects that settle later (checks, workflow sessions) are scheduled here
 //! and handed back by [`Store::take_due`] once their delay has passed.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
@@ -33,6 +33,8 @@ pub(crate) enum Kind {
     Webhook,
     WorkflowSession,
     AuditLog,
+    CustomList,
+    Company,
 }
 
 impl Kind {
@@ -48,6 +50,8 @@ impl Kind {
             Kind::Webhook => "webhook",
             Kind::WorkflowSession => "workflow session",
             Kind::AuditLog => "audit log",
+            Kind::CustomList => "custom list",
+            Kind::Company => "company",
         }
     }
 
@@ -64,6 +68,8 @@ impl Kind {
             Kind::Webhook => "webhook",
             Kind::WorkflowSession => "workflowSession",
             Kind::AuditLog => "auditLog",
+            Kind::CustomList => "customList",
+            Kind::Company => "companyLookup",
         }
     }
 }
@@ -96,6 +102,10 @@ pub(crate) struct Store {
     ids: IdGen,
     settle_after: Duration,
     due: Vec<Due>,
+    /// Audit log entries kept per key, and their ids oldest first, so a
+    /// long benchmark's history stays bounded like its recorded requests.
+    max_audit: usize,
+    audit_order: HashMap<String, VecDeque<String>>,
 }
 
 /// Why a list query was refused.
@@ -114,7 +124,15 @@ impl Store {
             ids: IdGen::new(),
             settle_after,
             due: Vec::new(),
+            max_audit: 100_000,
+            audit_order: HashMap::new(),
         }
+    }
+
+    /// Keeps at most `n` audit log entries per key (oldest dropped first).
+    pub(crate) fn with_audit_cap(mut self, n: usize) -> Store {
+        self.max_audit = n;
+        self
     }
 
     /// Marks an object to settle once the store's delay has passed.

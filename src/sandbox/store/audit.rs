@@ -6,7 +6,8 @@
 //! `lastActionBy`, else null), `trigger` (`updateClient`, ...), `action`
 //! (`create` | `update` | `delete`), a `diff` of old and new values and
 //! `createdAt`. Entries are stored like any other object, so `GET
-//! /auditLogs` filters them with the same equality rules.
+//! /auditLogs` filters them with the same equality rules; each key keeps
+//! its newest entries up to the store's cap.
 
 use serde_json::{Map, Value, json};
 
@@ -89,8 +90,25 @@ impl Store {
             "diff": diff,
             "createdAt": now_iso(),
         });
+        if self.max_audit == 0 {
+            return;
+        }
         if let Value::Object(o) = entry {
+            let id = o
+                .get("id")
+                .and_then(Value::as_str)
+                .unwrap_or_default()
+                .to_string();
             self.insert(key, Kind::AuditLog, o);
+            let order = self.audit_order.entry(key.to_string()).or_default();
+            order.push_back(id);
+            let mut dropped = Vec::new();
+            while order.len() > self.max_audit {
+                dropped.extend(order.pop_front());
+            }
+            for old in dropped {
+                self.remove(key, Kind::AuditLog, &old);
+            }
         }
     }
 }

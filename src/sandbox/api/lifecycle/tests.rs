@@ -345,3 +345,94 @@ fn live_videos_workflow_sessions_and_unknown_ids() {
         assert_eq!(call(&mut s, "GET", p, "", Value::Null).status, 404, "{p}");
     }
 }
+
+#[test]
+fn custom_list_and_company_lookup_answer_with_their_documented_fields() {
+    let mut s = Store::new(Duration::ZERO);
+    let lists = ok(call(&mut s, "GET", "/customLists", "", Value::Null));
+    let id = lists["items"][0]["id"].as_str().unwrap().to_string();
+    let rec = ok(call(
+        &mut s,
+        "POST",
+        &format!("/customLists/{id}/records"),
+        "",
+        json!({"entityType": "person", "names": [{"firstName": "A", "lastName": "B", "type": "primary"}]}),
+    ));
+    assert!(rec["id"].is_string());
+    let list = ok(call(
+        &mut s,
+        "GET",
+        &format!("/customLists/{id}"),
+        "",
+        Value::Null,
+    ));
+    for f in ["name", "personCount", "companyCount", "createdAt"] {
+        assert!(list.get(f).is_some(), "{f} in {list}");
+    }
+    assert_eq!(list["personCount"], 1);
+    let found = ok(call(
+        &mut s,
+        "POST",
+        "/lookup/companies",
+        "",
+        json!({"companyName": "Acme", "incorporationCountry": "GB"}),
+    ));
+    let cid = found["items"][0]["id"].as_str().unwrap();
+    let details = ok(call(
+        &mut s,
+        "GET",
+        &format!("/lookup/companies/{cid}"),
+        "",
+        Value::Null,
+    ));
+    for f in [
+        "name",
+        "registrationNumber",
+        "officers",
+        "owners",
+        "filings",
+        "industryCodes",
+    ] {
+        assert!(details.get(f).is_some(), "{f} in {details}");
+    }
+    let r = call(
+        &mut s,
+        "GET",
+        "/lookup/companies/5f0000000000000000000000",
+        "",
+        Value::Null,
+    );
+    assert_eq!(r.status, 404);
+    let r = call(
+        &mut s,
+        "POST",
+        "/lookup/companies",
+        "",
+        json!({"companyName": "Acme"}),
+    );
+    assert_eq!(r.status, 400);
+}
+
+#[test]
+fn the_audit_log_keeps_only_the_newest_entries_up_to_its_cap() {
+    let mut s = Store::new(Duration::ZERO).with_audit_cap(2);
+    let cid = person(&mut s, "Smith");
+    for email in ["x@y.z", "y@y.z"] {
+        ok(call(
+            &mut s,
+            "POST",
+            &format!("/clients/{cid}"),
+            "",
+            json!({"email": email}),
+        ));
+    }
+    let all = ok(call(&mut s, "GET", "/auditLogs", "", Value::Null));
+    assert_eq!(all["totalItems"], 2);
+    assert!(
+        all["items"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|e| e["action"] == "update")
+    );
+}
