@@ -312,12 +312,14 @@ fn documents(c: &mut Ctx<'_>, method: &str, segs: &[&str]) -> Result<Reply, Repl
         ("POST", ["documents", id, "upload", side]) => upload_image(c, id, side)?,
         ("GET", ["documents", id, "download", side]) => {
             side_ok(side)?;
-            exists(c, Document, id)?;
-            Reply::ok(image_payload(&format!("{side}.jpg"), "image/jpeg"))
+            let img = side_image(c, id, side, false)?;
+            let name = img["fileName"].as_str().unwrap_or_default();
+            let ct = img["contentType"].as_str().unwrap_or_default();
+            Reply::ok(image_payload(name, ct))
         }
         ("DELETE", ["documents", id, side]) => {
             side_ok(side)?;
-            exists(c, Document, id)?;
+            side_image(c, id, side, true)?;
             Reply::no_content()
         }
         ("POST", ["documents", id, "redact"]) => {
@@ -333,21 +335,19 @@ fn documents(c: &mut Ctx<'_>, method: &str, segs: &[&str]) -> Result<Reply, Repl
 fn live_photos(c: &mut Ctx<'_>, method: &str, segs: &[&str]) -> Result<Reply, Reply> {
     use Kind::*;
     let r = match (method, segs) {
-        ("POST", ["livePhotos"]) => {
-            let mut b = c.obj()?;
-            c.client_exists(&b)?;
-            require(&b, &["data"])?;
-            // Image bytes are not kept: only metadata comes back, as upstream.
-            b.remove("data");
-            b.entry("performLivenessCheck").or_insert(Value::Bool(true));
-            Reply::ok(Value::Object(c.create(LivePhoto, b)))
-        }
+        ("POST", ["livePhotos"]) => create_live_photo(c)?,
         ("GET", ["livePhotos"]) => c.list(LivePhoto, true),
         ("GET", ["livePhotos", id]) => c.get(LivePhoto, id),
         ("DELETE", ["livePhotos", id]) => c.delete(LivePhoto, id),
         ("GET", ["livePhotos", id, "download"]) => {
-            exists(c, LivePhoto, id)?;
-            Reply::ok(image_payload("live_photo.jpg", "image/jpeg"))
+            let Some(p) = c.store.get(c.key, LivePhoto, id) else {
+                return Ok(Reply::not_found(LivePhoto.name(), id));
+            };
+            let ct = p["contentType"]
+                .as_str()
+                .unwrap_or("images/jpg")
+                .to_string();
+            Reply::ok(image_payload("live_photo.jpg", &ct))
         }
         ("POST", ["livePhotos", id, "redact"]) => c.get(LivePhoto, id),
         _ => Reply::unknown_route(),
@@ -373,7 +373,12 @@ fn webhooks(c: &mut Ctx<'_>, method: &str, segs: &[&str]) -> Result<Reply, Reply
         }
         ("GET", ["webhooks"]) => c.list(Webhook, false),
         ("GET", ["webhooks", id]) => c.get(Webhook, id),
-        ("POST", ["webhooks", id]) => c.update(Webhook, id, c.obj()?),
+        ("POST", ["webhooks", id]) => {
+            // The whole model sent back carries the secret: never stored.
+            let mut b = c.obj()?;
+            b.remove("secret");
+            c.update(Webhook, id, b)
+        }
         ("DELETE", ["webhooks", id]) => c.delete(Webhook, id),
         _ => Reply::unknown_route(),
     };
@@ -568,6 +573,60 @@ fn side_ok(side: &str) -> Result<(), Reply> {
     }
 }
 
+/// The stored metadata of a document's image on `side`, removed when
+/// `take`; 404 when the document or that side's image does not exist.
+fn side_image(c: &mut Ctx<'_>, id: &str, side: &str, take: bool) -> Result<Value, Reply> {
+    let Some(doc) = c.store.get_mut(c.key, Kind::Document, id) else {
+        return Err(Reply::not_found("document", id));
+    };
+    let found = match doc.get_mut("images") {
+        Some(Value::Array(a)) => {
+            let i = a.iter().position(|i| i["documentSide"] == side);
+            match (i, take) {
+                (Some(i), true) => Some(a.remove(i)),
+                (Some(i), false) => Some(a[i].clone()),
+                (None, _) => None,
+            }
+        }
+        _ => None,
+    };
+    found.ok_or_else(|| {
+        Reply::error(
+            404,
+            "resource_not_found",
+            &format!("Document '{id}' has no {side} image"),
+            None,
+        )
+    })
+}
+
+/// Live photos keep their metadata only; ComplyCube spells their content
+/// type `images/jpg` (sic), which its own SDK tests expect.
+fn create_live_photo(c: &mut Ctx<'_>) -> Result<Reply, Reply> {
+    let mut b = c.obj()?;
+    c.client_exists(&b)?;
+    let data = required_str(&b, "data")?;
+    let size = data.len() * 3 / 4;
+    let ct = if data.starts_with("iVBOR") {
+        "images/png"
+    } else {
+        "images/jpg"
+    };
+    b.remove("data");
+    b.entry("performLivenessCheck").or_insert(Value::Bool(true));
+    b.insert("contentType".into(), Value::String(ct.into()));
+    b.insert("size".into(), json!(size));
+    let mut o = c.create(Kind::LivePhoto, b);
+    if let Some(Value::String(id)) = o.get("id").cloned() {
+        let link = Value::String(format!("/livePhotos/{id}/download"));
+        o.insert("downloadLink".into(), link.clone());
+        if let Some(stored) = c.store.get_mut(c.key, Kind::LivePhoto, &id) {
+            stored.insert("downloadLink".into(), link);
+        }
+    }
+    Ok(Reply::ok(Value::Object(o)))
+}
+
 fn image_payload(file_name: &str, content_type: &str) -> Value {
     // A 1x1 white JPEG would do; what matters is the envelope shape.
     json!({"fileName": file_name, "contentType": content_type, "data": "/9j/4AAQSkZJRgABAQ=="})
@@ -687,12 +746,13 @@ fn upload_image(c: &mut Ctx<'_>, id: &str, side: &str) -> Result<Reply, Reply> {
     let file_name = required_str(&b, "fileName")?.to_string();
     required_str(&b, "data")?;
     let image_id = c.store.new_id();
+    // ComplyCube answers `image/jpg` (sic) for JPEG uploads.
     let ct = if file_name.ends_with(".png") {
         "image/png"
     } else if file_name.ends_with(".pdf") {
         "application/pdf"
     } else {
-        "image/jpeg"
+        "image/jpg"
     };
     let img = json!({
         "id": image_id,

@@ -78,7 +78,7 @@ fn checks_complete_with_the_test_data_outcome() {
 }
 
 #[test]
-fn a_check_stays_pending_until_the_delay_and_has_no_report_before() {
+fn a_check_stays_pending_until_the_delay() {
     let mut s = Store::new(Duration::from_millis(150));
     let cid = person(&mut s, "Smith");
     let chk = ok(call(
@@ -105,8 +105,9 @@ fn a_check_stays_pending_until_the_delay_and_has_no_report_before() {
         Value::Null,
     );
     assert_eq!(
-        (r.status, &r.body.unwrap()["param"]),
-        (400, &json!("checkId"))
+        (r.status, &r.body.unwrap()["contentType"]),
+        (200, &json!("application/pdf")),
+        "a pending check's report exists"
     );
     let r = call(
         &mut s,
@@ -435,4 +436,85 @@ fn the_audit_log_keeps_only_the_newest_entries_up_to_its_cap() {
             .iter()
             .all(|e| e["action"] == "update")
     );
+}
+
+#[test]
+fn images_are_read_and_deleted_by_side_with_complycubes_content_types() {
+    let mut s = Store::new(Duration::ZERO);
+    let cid = person(&mut s, "Smith");
+    let doc = ok(call(
+        &mut s,
+        "POST",
+        "/documents",
+        "",
+        json!({"clientId": cid, "type": "passport"}),
+    ));
+    let did = doc["id"].as_str().unwrap();
+    let up = ok(call(
+        &mut s,
+        "POST",
+        &format!("/documents/{did}/upload/front"),
+        "",
+        json!({"fileName": "front.jpg", "data": "/9j/AAAA"}),
+    ));
+    assert_eq!(up["contentType"], "image/jpg");
+    let down = ok(call(
+        &mut s,
+        "GET",
+        &format!("/documents/{did}/download/front"),
+        "",
+        Value::Null,
+    ));
+    assert_eq!(down["fileName"], "front.jpg");
+    let r = call(
+        &mut s,
+        "GET",
+        &format!("/documents/{did}/download/back"),
+        "",
+        Value::Null,
+    );
+    assert_eq!(r.status, 404, "no back image");
+    assert_eq!(
+        call(
+            &mut s,
+            "DELETE",
+            &format!("/documents/{did}/front"),
+            "",
+            Value::Null
+        )
+        .status,
+        204
+    );
+    let r = call(
+        &mut s,
+        "GET",
+        &format!("/documents/{did}/download/front"),
+        "",
+        Value::Null,
+    );
+    assert_eq!(r.status, 404, "deleted");
+    let photo = ok(call(
+        &mut s,
+        "POST",
+        "/livePhotos",
+        "",
+        json!({"clientId": cid, "data": "/9j/AAAA"}),
+    ));
+    for f in [
+        "downloadLink",
+        "contentType",
+        "size",
+        "performLivenessCheck",
+    ] {
+        assert!(photo.get(f).is_some(), "{f} in {photo}");
+    }
+    let pid = photo["id"].as_str().unwrap();
+    let down = ok(call(
+        &mut s,
+        "GET",
+        &format!("/livePhotos/{pid}/download"),
+        "",
+        Value::Null,
+    ));
+    assert_eq!(down["contentType"], "images/jpg");
 }
