@@ -58,15 +58,15 @@ pub(super) fn settle(c: &mut Ctx<'_>) {
             continue; // deleted while pending
         };
         let outcome = outcome_for(c, &before, kind);
+        let result = (kind == Kind::Check).then(|| check_result(c, &before, outcome));
         let Some(o) = c.store.get_mut(c.key, kind, &id) else {
             continue;
         };
         o.insert("status".into(), Value::String("complete".into()));
-        if kind == Kind::Check {
-            o.insert("result".into(), json!({ "outcome": outcome }));
-        } else {
-            o.insert("outcome".into(), Value::String(outcome.into()));
-        }
+        match result {
+            Some(r) => o.insert("result".into(), r),
+            None => o.insert("outcome".into(), Value::String(outcome.into())),
+        };
         o.insert("updatedAt".into(), Value::String(now_iso()));
         let after = o.clone();
         c.store
@@ -74,12 +74,17 @@ pub(super) fn settle(c: &mut Ctx<'_>) {
     }
 }
 
-fn outcome_for(c: &Ctx<'_>, obj: &Obj, kind: Kind) -> &'static str {
-    let last = obj
-        .get("clientId")
+/// The person details of the object's client, if any.
+fn details_of<'a>(c: &'a Ctx<'_>, obj: &Obj) -> Option<&'a Obj> {
+    obj.get("clientId")
         .and_then(Value::as_str)
         .and_then(|id| c.store.get(c.key, Kind::Client, id))
         .and_then(|cl| cl.get("personDetails"))
+        .and_then(Value::as_object)
+}
+
+fn outcome_for(c: &Ctx<'_>, obj: &Obj, kind: Kind) -> &'static str {
+    let last = details_of(c, obj)
         .and_then(|d| d.get("lastName"))
         .and_then(Value::as_str)
         .map(str::to_ascii_lowercase);
@@ -90,6 +95,90 @@ fn outcome_for(c: &Ctx<'_>, obj: &Obj, kind: Kind) -> &'static str {
     }
 }
 
+/// A completed check's `result`. Screening checks carry
+/// `breakdown.matches`: one politically-exposed match for a client whose
+/// outcome is `attention` or whose middle name is `medium-risk` (the
+/// sandbox's risk-profile trigger for political exposure), which makes the
+/// outcome `attention` until the match is validated.
+fn check_result(c: &Ctx<'_>, check: &Obj, outcome: &str) -> Value {
+    let screening = check
+        .get("type")
+        .and_then(Value::as_str)
+        .is_some_and(|t| t.ends_with("_screening_check"));
+    if !screening {
+        return json!({ "outcome": outcome });
+    }
+    let pep = details_of(c, check)
+        .and_then(|d| d.get("middleName"))
+        .and_then(Value::as_str)
+        == Some("medium-risk");
+    let mut matches = Vec::new();
+    if outcome == "attention" || pep {
+        matches.push(json!({
+            "id": c.store.new_id(),
+            "entityType": "person",
+            "matchType": "pep",
+            "score": 90,
+            "name": check.get("entityName").cloned().unwrap_or(Value::Null),
+            "listName": "Sandbox PEP list",
+        }));
+    }
+    let outcome = if matches.is_empty() {
+        outcome
+    } else {
+        "attention"
+    };
+    json!({ "outcome": outcome, "breakdown": { "matches": matches } })
+}
+
+/// Validates a check's outcome. A screening check's matches are validated
+/// one at a time (`matchId` required); once every match is rejected the
+/// check is `clear`, and the answer is the check's outcome after the change.
+fn validate_check(c: &mut Ctx<'_>, id: &str) -> Result<Reply, Reply> {
+    let b = c.obj()?;
+    let outcome = required_str(&b, "outcome")?.to_string();
+    if !["confirmed", "rejected", "attention"].contains(&outcome.as_str()) {
+        return Err(Reply::invalid(
+            "outcome",
+            "'outcome' must be one of [confirmed, rejected, attention]",
+        ));
+    }
+    let Some(before) = c.store.get(c.key, Kind::Check, id).cloned() else {
+        return Err(Reply::not_found("check", id));
+    };
+    if before.get("status").and_then(Value::as_str) != Some("complete") {
+        return Err(Reply::error(
+            422,
+            "pending_check_unmodifiable",
+            "A pending check cannot be validated",
+            None,
+        ));
+    }
+    let Some(Value::Array(matches)) = before
+        .get("result")
+        .and_then(|r| r.pointer("/breakdown/matches"))
+        .cloned()
+    else {
+        return Ok(Reply::ok(json!({ "outcome": outcome })));
+    };
+    let match_id = required_str(&b, "matchId")?.to_string();
+    let mut matches = matches;
+    let Some(m) = matches.iter_mut().find(|m| m["id"] == match_id.as_str()) else {
+        return Err(Reply::not_found("match", &match_id));
+    };
+    m["validation"] = Value::String(outcome);
+    let overall = if matches.iter().all(|m| m["validation"] == "rejected") {
+        "clear"
+    } else {
+        "attention"
+    };
+    let patch = json!({"result": {"outcome": overall, "breakdown": {"matches": matches}}});
+    if let Value::Object(p) = patch {
+        c.update(Kind::Check, id, p);
+    }
+    Ok(Reply::ok(json!({ "outcome": overall })))
+}
+
 /// Checks.
 pub(super) fn checks(c: &mut Ctx<'_>, method: &str, segs: &[&str]) -> Result<Reply, Reply> {
     use Kind::*;
@@ -98,18 +187,7 @@ pub(super) fn checks(c: &mut Ctx<'_>, method: &str, segs: &[&str]) -> Result<Rep
         ("GET", ["checks"]) => c.list(Check, false),
         ("GET", ["checks", id]) => c.get(Check, id),
         ("POST", ["checks", id]) => update_check(c, id)?,
-        ("POST", ["checks", id, "validate"]) => {
-            let b = c.obj()?;
-            let outcome = required_str(&b, "outcome")?;
-            if !["confirmed", "rejected", "attention"].contains(&outcome) {
-                return Err(Reply::invalid(
-                    "outcome",
-                    "'outcome' must be one of [confirmed, rejected, attention]",
-                ));
-            }
-            exists(c, Check, id)?;
-            Reply::ok(json!({"outcome": outcome}))
-        }
+        ("POST", ["checks", id, "validate"]) => validate_check(c, id)?,
         ("POST", ["checks", id, "redact"]) => {
             c.obj()?;
             c.get(Check, id)

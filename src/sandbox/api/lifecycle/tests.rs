@@ -518,3 +518,71 @@ fn images_are_read_and_deleted_by_side_with_complycubes_content_types() {
     ));
     assert_eq!(down["contentType"], "images/jpg");
 }
+
+#[test]
+fn screening_matches_are_validated_one_by_one_until_clear() {
+    let mut s = Store::new(Duration::from_millis(100));
+    let b = ok(call(
+        &mut s,
+        "POST",
+        "/clients",
+        "",
+        json!({"type": "person", "email": "a@b.c", "personDetails": {"firstName": "Don", "middleName": "medium-risk", "lastName": "Juan"}}),
+    ));
+    let cid = b["id"].as_str().unwrap();
+    let chk = ok(call(
+        &mut s,
+        "POST",
+        "/checks",
+        "",
+        json!({"clientId": cid, "type": "extensive_screening_check"}),
+    ));
+    let id = chk["id"].as_str().unwrap();
+    let r = call(
+        &mut s,
+        "POST",
+        &format!("/checks/{id}/validate"),
+        "",
+        json!({"outcome": "rejected"}),
+    );
+    assert_eq!(r.status, 422, "pending: {:?}", r.body);
+    std::thread::sleep(Duration::from_millis(150));
+    let got = ok(call(
+        &mut s,
+        "GET",
+        &format!("/checks/{id}"),
+        "",
+        Value::Null,
+    ));
+    assert_eq!(got["result"]["outcome"], "attention");
+    let matches = got["result"]["breakdown"]["matches"].as_array().unwrap();
+    assert_eq!(matches.len(), 1);
+    let mid = matches[0]["id"].as_str().unwrap();
+    let r = call(
+        &mut s,
+        "POST",
+        &format!("/checks/{id}/validate"),
+        "",
+        json!({"outcome": "rejected"}),
+    );
+    assert_eq!(
+        (r.status, &r.body.unwrap()["param"]),
+        (400, &json!("matchId"))
+    );
+    let v = ok(call(
+        &mut s,
+        "POST",
+        &format!("/checks/{id}/validate"),
+        "",
+        json!({"outcome": "rejected", "matchId": mid}),
+    ));
+    assert_eq!(v["outcome"], "clear");
+    let got = ok(call(
+        &mut s,
+        "GET",
+        &format!("/checks/{id}"),
+        "",
+        Value::Null,
+    ));
+    assert_eq!(got["result"]["outcome"], "clear");
+}
