@@ -388,18 +388,23 @@ fn webhooks(c: &mut Ctx<'_>, method: &str, segs: &[&str]) -> Result<Reply, Reply
 /// Read-only account data.
 fn account_data(c: &mut Ctx<'_>, method: &str, segs: &[&str]) -> Result<Reply, Reply> {
     let r = match (method, segs) {
-        ("GET", ["teamMembers"]) => c.list_empty(),
-        // The sandbox account has no team members.
-        ("GET", ["teamMembers", id]) => Reply::not_found("team member", id),
+        ("GET", ["teamMembers"]) => {
+            seed_account(c);
+            c.list(Kind::TeamMember, false)
+        }
+        ("GET", ["teamMembers", id]) => {
+            seed_account(c);
+            c.get(Kind::TeamMember, id)
+        }
         ("GET", ["accountInfo"]) => Reply::ok(json!({
             "username": "sandbox", "plan": "sandbox", "remainingCredit": 1000
         })),
         ("GET", ["customLists"]) => {
-            seed_custom_list(c);
+            seed_account(c);
             c.list(Kind::CustomList, false)
         }
         ("GET", ["customLists", id]) => {
-            seed_custom_list(c);
+            seed_account(c);
             c.get(Kind::CustomList, id)
         }
         ("POST", ["customLists", id, "records"]) => add_list_record(c, id)?,
@@ -408,11 +413,13 @@ fn account_data(c: &mut Ctx<'_>, method: &str, segs: &[&str]) -> Result<Reply, R
     Ok(r)
 }
 
-/// The one custom list every sandbox account has (ComplyCube has no API to
-/// create lists), so records can be added and counted.
+/// What every sandbox account has besides what the API creates: its owner
+/// (a team member) and one custom list (ComplyCube has no API to create
+/// either), so they can be listed, read by id and filtered.
 const SANDBOX_LIST_ID: &str = "5f0000000000000000000001";
+const SANDBOX_OWNER_ID: &str = "5f0000000000000000000002";
 
-fn seed_custom_list(c: &mut Ctx<'_>) {
+fn seed_account(c: &mut Ctx<'_>) {
     if c.store
         .get(c.key, Kind::CustomList, SANDBOX_LIST_ID)
         .is_some()
@@ -420,11 +427,25 @@ fn seed_custom_list(c: &mut Ctx<'_>) {
         return;
     }
     let now = now_iso();
-    if let Value::Object(o) = json!({
-        "id": SANDBOX_LIST_ID, "name": "Sandbox list", "description": "The sandbox account's custom list",
-        "personCount": 0, "companyCount": 0, "createdAt": now, "updatedAt": now
-    }) {
-        c.store.insert(c.key, Kind::CustomList, o);
+    let seeds = [
+        (
+            Kind::CustomList,
+            json!({
+                "id": SANDBOX_LIST_ID, "name": "Sandbox list", "description": "The sandbox account's custom list",
+                "personCount": 0, "companyCount": 0, "createdAt": now, "updatedAt": now
+            }),
+        ),
+        (
+            Kind::TeamMember,
+            json!({
+                "id": SANDBOX_OWNER_ID, "firstName": "Sandbox", "lastName": "Owner", "role": "owner", "createdAt": now
+            }),
+        ),
+    ];
+    for (kind, v) in seeds {
+        if let Value::Object(o) = v {
+            c.store.insert(c.key, kind, o);
+        }
     }
 }
 
@@ -441,7 +462,7 @@ fn add_list_record(c: &mut Ctx<'_>, id: &str) -> Result<Reply, Reply> {
             ));
         }
     };
-    seed_custom_list(c);
+    seed_account(c);
     let Some(list) = c.store.get(c.key, Kind::CustomList, id) else {
         return Ok(Reply::not_found("custom list", id));
     };
@@ -543,16 +564,6 @@ fn static_data(c: &mut Ctx<'_>, method: &str, segs: &[&str]) -> Result<Reply, Re
         _ => Reply::unknown_route(),
     };
     Ok(r)
-}
-
-impl Ctx<'_> {
-    fn list_empty(&self) -> Reply {
-        let size = self
-            .q("pageSize")
-            .and_then(|v| v.parse::<u64>().ok())
-            .unwrap_or(100);
-        Reply::ok(json!({"page": 1, "pageSize": size, "totalItems": 0, "pages": 0, "items": []}))
-    }
 }
 
 fn exists(c: &Ctx<'_>, kind: Kind, id: &str) -> Result<(), Reply> {

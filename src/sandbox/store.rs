@@ -35,6 +35,7 @@ pub(crate) enum Kind {
     AuditLog,
     CustomList,
     Company,
+    TeamMember,
 }
 
 impl Kind {
@@ -52,6 +53,7 @@ impl Kind {
             Kind::AuditLog => "audit log",
             Kind::CustomList => "custom list",
             Kind::Company => "company",
+            Kind::TeamMember => "team member",
         }
     }
 
@@ -70,6 +72,7 @@ impl Kind {
             Kind::AuditLog => "auditLog",
             Kind::CustomList => "customList",
             Kind::Company => "companyLookup",
+            Kind::TeamMember => "teamMember",
         }
     }
 }

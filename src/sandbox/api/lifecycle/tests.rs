@@ -586,3 +586,35 @@ fn screening_matches_are_validated_one_by_one_until_clear() {
     ));
     assert_eq!(got["result"]["outcome"], "clear");
 }
+
+#[test]
+fn the_account_owner_is_a_team_member_found_by_role() {
+    let mut s = Store::new(Duration::ZERO);
+    let owners = ok(call(
+        &mut s,
+        "GET",
+        "/teamMembers",
+        "role=owner",
+        Value::Null,
+    ));
+    assert_eq!(owners["totalItems"], 1);
+    let id = owners["items"][0]["id"].as_str().unwrap();
+    assert_eq!(
+        ok(call(
+            &mut s,
+            "GET",
+            &format!("/teamMembers/{id}"),
+            "",
+            Value::Null
+        ))["role"],
+        "owner"
+    );
+    let none = ok(call(
+        &mut s,
+        "GET",
+        "/teamMembers",
+        "role=analyst",
+        Value::Null,
+    ));
+    assert_eq!(none["totalItems"], 0);
+}
