@@ -18,6 +18,7 @@ use serde_json::{Map, Value, json};
 use super::store::{Change, Kind, Obj, Store, merge, now_iso};
 
 mod lifecycle;
+mod lookups;
 
 /// What the sandbox answers to one API call.
 #[derive(Debug, Clone, PartialEq)]
@@ -255,7 +256,7 @@ fn route(c: &mut Ctx<'_>, method: &str, segs: &[&str]) -> Result<Reply, Reply> {
         "reports" => lifecycle::reports(c, method, segs),
         "auditLogs" => lifecycle::audit_logs(c, method, segs),
         "teamMembers" | "customLists" | "accountInfo" => account_data(c, method, segs),
-        "lookup" => lookups(c, method, segs),
+        "lookup" => lookups::lookups(c, method, segs),
         "static" | "autofill" => static_data(c, method, segs),
         _ => Ok(Reply::unknown_route()),
     }
@@ -475,70 +476,6 @@ fn add_list_record(c: &mut Ctx<'_>, id: &str) -> Result<Reply, Reply> {
     o.extend(b);
     o.insert("createdAt".into(), Value::String(now_iso()));
     Ok(Reply::ok(Value::Object(o)))
-}
-
-/// Lookups: a company search finds one company (kept, so its details can
-/// be read by id); an address search finds the address searched for.
-fn lookups(c: &mut Ctx<'_>, method: &str, segs: &[&str]) -> Result<Reply, Reply> {
-    let r = match (method, segs) {
-        ("POST", ["lookup", "companies"]) => {
-            let b = c.obj()?;
-            let name = required_str(&b, "companyName")?.to_string();
-            let country = required_str(&b, "incorporationCountry")?.to_string();
-            let found = company_details(&name, &country);
-            let o = c.create(Kind::Company, found);
-            let summary: Map<String, Value> = o
-                .iter()
-                .filter(|(k, _)| {
-                    matches!(
-                        k.as_str(),
-                        "id" | "name"
-                            | "registrationNumber"
-                            | "incorporationCountry"
-                            | "incorporationType"
-                            | "active"
-                            | "address"
-                    )
-                })
-                .map(|(k, v)| (k.clone(), v.clone()))
-                .collect();
-            Reply::ok(json!({"totalItems": 1, "items": [summary]}))
-        }
-        ("GET", ["lookup", "companies", id]) => c.get(Kind::Company, id),
-        ("POST", ["lookup", "addresses"]) => {
-            let b = c.obj()?;
-            for f in ["line", "postalCode", "country"] {
-                required_str(&b, f)?;
-            }
-            Reply::ok(json!({"totalItems": 1, "items": [{
-                "line": b["line"], "city": "Sandbox City", "postalCode": b["postalCode"], "country": b["country"]
-            }]}))
-        }
-        _ => Reply::unknown_route(),
-    };
-    Ok(r)
-}
-
-/// What a registry would say about a company: identity, address, officers,
-/// owners, filings and industry codes.
-fn company_details(name: &str, country: &str) -> Obj {
-    let v = json!({
-        "name": name,
-        "registrationNumber": "00000001",
-        "incorporationCountry": country,
-        "incorporationType": "private_limited_company",
-        "incorporationDate": "2010-01-01",
-        "active": true,
-        "address": {"line": "1 Registry Road", "city": "Sandbox City", "postalCode": "SB1 1AA", "country": country},
-        "officers": [{"name": "Jane Doe", "role": "director", "appointedOn": "2010-01-01", "nationality": country}],
-        "owners": [{"name": "Jane Doe", "type": "person", "ownershipPercentage": 100}],
-        "filings": [{"type": "annual_return", "date": "2023-01-01"}],
-        "industryCodes": [{"code": "62012", "description": "Business and domestic software development"}],
-    });
-    match v {
-        Value::Object(o) => o,
-        _ => Map::new(),
-    }
 }
 
 /// Static data and autofill.

@@ -52,7 +52,7 @@ impl Kind {
             Kind::WorkflowSession => "workflow session",
             Kind::AuditLog => "audit log",
             Kind::CustomList => "custom list",
-            Kind::Company => "company",
+            Kind::Company => "company details",
             Kind::TeamMember => "team member",
         }
     }

@@ -618,3 +618,40 @@ fn the_account_owner_is_a_team_member_found_by_role() {
     ));
     assert_eq!(none["totalItems"], 0);
 }
+
+#[test]
+fn company_ids_are_country_and_registration_number_in_hex() {
+    let mut s = Store::new(Duration::ZERO);
+    let found = ok(call(
+        &mut s,
+        "POST",
+        "/lookup/companies",
+        "",
+        json!({"companyName": "Cledara", "incorporationCountry": "GB"}),
+    ));
+    assert_eq!(found["totalItems"], 2);
+    let item = &found["items"][0];
+    assert!(
+        item.get("owners").is_none() && item.get("sourceUrl").is_some(),
+        "{item}"
+    );
+    let got = ok(call(
+        &mut s,
+        "GET",
+        "/lookup/companies/67625f5f3131343535333733",
+        "",
+        Value::Null,
+    ));
+    assert_eq!(
+        (&got["registrationNumber"], &got["incorporationCountry"]),
+        (&json!("11455373"), &json!("GB"))
+    );
+    let r = call(
+        &mut s,
+        "GET",
+        "/lookup/companies/non existent company id",
+        "",
+        Value::Null,
+    );
+    assert_eq!(r.status, 404);
+}
