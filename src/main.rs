@@ -54,6 +54,9 @@ enum Cmd {
         /// Where the demo keeps its keys and audit trail.
         #[arg(long, default_value = ".cubegate-demo")]
         dir: PathBuf,
+        /// How long the sandbox's checks stay pending, in milliseconds.
+        #[arg(long, default_value_t = 1000)]
+        completion_delay_ms: u64,
     },
     /// Run the sandbox (a local ComplyCube stand-in) alone.
     Sandbox {
@@ -68,6 +71,9 @@ enum Cmd {
         /// Artificial latency per request, in milliseconds.
         #[arg(long, default_value_t = 0)]
         latency_ms: u64,
+        /// How long checks stay pending before completing, in milliseconds.
+        #[arg(long, default_value_t = 1000)]
+        completion_delay_ms: u64,
     },
     /// Validate a config and print a summary with every secret redacted.
     CheckConfig {
@@ -166,13 +172,19 @@ fn main() -> ExitCode {
 async fn async_main(cmd: Cmd) -> ExitCode {
     let r = match cmd {
         Cmd::Serve { config, text_logs } => serve(&config, text_logs).await,
-        Cmd::Demo { listen, admin, dir } => demo(&listen, &admin, &dir).await,
+        Cmd::Demo {
+            listen,
+            admin,
+            dir,
+            completion_delay_ms,
+        } => demo(&listen, &admin, &dir, completion_delay_ms).await,
         Cmd::Sandbox {
             listen,
             plain,
             ca_out,
             latency_ms,
-        } => sandbox(listen, plain, ca_out, latency_ms).await,
+            completion_delay_ms,
+        } => sandbox(listen, plain, ca_out, latency_ms, completion_delay_ms).await,
         _ => Ok(()),
     };
     match r {
@@ -369,8 +381,17 @@ fn random_hex(n: usize) -> anyhow::Result<String> {
     Ok(secret::hex(&b))
 }
 
-async fn demo(listen: &str, admin: &str, dir: &Path) -> anyhow::Result<()> {
-    let sandbox = Sandbox::start(SandboxOptions::default()).await?;
+async fn demo(
+    listen: &str,
+    admin: &str,
+    dir: &Path,
+    completion_delay_ms: u64,
+) -> anyhow::Result<()> {
+    let sandbox = Sandbox::start(SandboxOptions {
+        completion_delay: std::time::Duration::from_millis(completion_delay_ms),
+        ..SandboxOptions::default()
+    })
+    .await?;
     let key_file = write_demo_files(dir, &sandbox)?;
     let token = secret::new_token().map_err(|_| anyhow::anyhow!("random generator failed"))?;
     let raw = demo_raw_config(listen, admin, dir, &sandbox, &key_file, &token)?;
@@ -520,11 +541,13 @@ async fn sandbox(
     plain: bool,
     ca_out: Option<PathBuf>,
     latency_ms: u64,
+    completion_delay_ms: u64,
 ) -> anyhow::Result<()> {
     let sb = Sandbox::start(SandboxOptions {
         listen,
         tls: !plain,
         latency: std::time::Duration::from_millis(latency_ms),
+        completion_delay: std::time::Duration::from_millis(completion_delay_ms),
         ..SandboxOptions::default()
     })
     .await?;

@@ -7,12 +7,18 @@
 //! errors `{type, message, param?}`.
 //! Failures are replies: 400 `invalid_request` for bad bodies or queries, 404
 //! `resource_not_found` for unknown ids and paths. Clients, addresses,
-//! documents, live photos, checks and webhooks are stored; the other
-//! documented operations answer with plausible fixed bodies.
+//! documents, live photos and videos, checks, workflow sessions, webhooks
+//! and the audit log are stored (checks and workflow sessions complete after
+//! the store's delay, see [`lifecycle`]); team members and custom lists
+//! exist in no sandbox account; lookups, static data and autofill answer
+//! with plausible fixed bodies.
 
 use serde_json::{Map, Value, json};
 
-use super::store::{Kind, Obj, Store, merge, now_iso};
+use super::store::{Change, Kind, Obj, Store, merge, now_iso};
+
+mod lifecycle;
+mod lookups;
 
 /// What the sandbox answers to one API call.
 #[derive(Debug, Clone, PartialEq)]
@@ -118,7 +124,11 @@ impl Ctx<'_> {
 
     fn delete(&mut self, kind: Kind, id: &str) -> Reply {
         match self.store.remove(self.key, kind, id) {
-            Some(_) => Reply::no_content(),
+            Some(old) => {
+                self.store
+                    .audit(self.key, Change::Delete, kind, Some(&old), None);
+                Reply::no_content()
+            }
             None => Reply::not_found(kind.name(), id),
         }
     }
@@ -155,6 +165,8 @@ impl Ctx<'_> {
         o.insert("createdAt".into(), Value::String(now.clone()));
         o.insert("updatedAt".into(), Value::String(now));
         self.store.insert(self.key, kind, o.clone());
+        self.store
+            .audit(self.key, Change::Create, kind, None, Some(&o));
         o
     }
 
@@ -167,9 +179,17 @@ impl Ctx<'_> {
         let Some(o) = self.store.get_mut(self.key, kind, id) else {
             return Reply::not_found(kind.name(), id);
         };
+        let before = o.clone();
         merge(o, &patch);
+        if kind == Kind::Client {
+            let name = entity_name(o);
+            o.insert("entityName".into(), name);
+        }
         o.insert("updatedAt".into(), Value::String(now_iso()));
-        Reply::ok(Value::Object(o.clone()))
+        let after = o.clone();
+        self.store
+            .audit(self.key, Change::Update, kind, Some(&before), Some(&after));
+        Reply::ok(Value::Object(after))
     }
 }
 
@@ -211,6 +231,7 @@ pub(crate) fn handle(
         query,
         body,
     };
+    lifecycle::settle(&mut c);
     match route(&mut c, method, &segs) {
         Ok(r) | Err(r) => r,
     }
@@ -227,16 +248,15 @@ fn route(c: &mut Ctx<'_>, method: &str, segs: &[&str]) -> Result<Reply, Reply> {
         "addresses" => addresses(c, method, segs),
         "documents" => documents(c, method, segs),
         "livePhotos" => live_photos(c, method, segs),
-        "liveVideos" => live_videos(c, method, segs),
-        "checks" => checks(c, method, segs),
+        "liveVideos" => lifecycle::live_videos(c, method, segs),
+        "checks" => lifecycle::checks(c, method, segs),
         "webhooks" => webhooks(c, method, segs),
-        "workflowSessions" => workflow_sessions(c, method, segs),
-        "flow" | "tokens" => flow_and_tokens(c, method, segs),
-        "reports" => reports(c, method, segs),
-        "teamMembers" | "auditLogs" | "customLists" | "accountInfo" => {
-            account_data(c, method, segs)
-        }
-        "lookup" => lookups(c, method, segs),
+        "workflowSessions" => lifecycle::workflow_sessions(c, method, segs),
+        "flow" | "tokens" => lifecycle::flow_and_tokens(c, method, segs),
+        "reports" => lifecycle::reports(c, method, segs),
+        "auditLogs" => lifecycle::audit_logs(c, method, segs),
+        "teamMembers" | "customLists" | "accountInfo" => account_data(c, method, segs),
+        "lookup" => lookups::lookups(c, method, segs),
         "static" | "autofill" => static_data(c, method, segs),
         _ => Ok(Reply::unknown_route()),
     }
@@ -293,12 +313,14 @@ fn documents(c: &mut Ctx<'_>, method: &str, segs: &[&str]) -> Result<Reply, Repl
         ("POST", ["documents", id, "upload", side]) => upload_image(c, id, side)?,
         ("GET", ["documents", id, "download", side]) => {
             side_ok(side)?;
-            exists(c, Document, id)?;
-            Reply::ok(image_payload(&format!("{side}.jpg"), "image/jpeg"))
+            let img = side_image(c, id, side, false)?;
+            let name = img["fileName"].as_str().unwrap_or_default();
+            let ct = img["contentType"].as_str().unwrap_or_default();
+            Reply::ok(image_payload(name, ct))
         }
         ("DELETE", ["documents", id, side]) => {
             side_ok(side)?;
-            exists(c, Document, id)?;
+            side_image(c, id, side, true)?;
             Reply::no_content()
         }
         ("POST", ["documents", id, "redact"]) => {
@@ -314,72 +336,21 @@ fn documents(c: &mut Ctx<'_>, method: &str, segs: &[&str]) -> Result<Reply, Repl
 fn live_photos(c: &mut Ctx<'_>, method: &str, segs: &[&str]) -> Result<Reply, Reply> {
     use Kind::*;
     let r = match (method, segs) {
-        ("POST", ["livePhotos"]) => {
-            let mut b = c.obj()?;
-            c.client_exists(&b)?;
-            require(&b, &["data"])?;
-            // Image bytes are not kept: only metadata comes back, as upstream.
-            b.remove("data");
-            b.entry("performLivenessCheck").or_insert(Value::Bool(true));
-            Reply::ok(Value::Object(c.create(LivePhoto, b)))
-        }
+        ("POST", ["livePhotos"]) => create_live_photo(c)?,
         ("GET", ["livePhotos"]) => c.list(LivePhoto, true),
         ("GET", ["livePhotos", id]) => c.get(LivePhoto, id),
         ("DELETE", ["livePhotos", id]) => c.delete(LivePhoto, id),
         ("GET", ["livePhotos", id, "download"]) => {
-            exists(c, LivePhoto, id)?;
-            Reply::ok(image_payload("live_photo.jpg", "image/jpeg"))
+            let Some(p) = c.store.get(c.key, LivePhoto, id) else {
+                return Ok(Reply::not_found(LivePhoto.name(), id));
+            };
+            let ct = p["contentType"]
+                .as_str()
+                .unwrap_or("images/jpg")
+                .to_string();
+            Reply::ok(image_payload("live_photo.jpg", &ct))
         }
         ("POST", ["livePhotos", id, "redact"]) => c.get(LivePhoto, id),
-        _ => Reply::unknown_route(),
-    };
-    Ok(r)
-}
-
-/// Live videos: only the mobile/web SDKs create them, so none exist here.
-fn live_videos(c: &mut Ctx<'_>, method: &str, segs: &[&str]) -> Result<Reply, Reply> {
-    let r = match (method, segs) {
-        ("GET", ["liveVideos"]) => c.list_empty(),
-        ("GET", ["liveVideos", id]) | ("POST", ["liveVideos", id, "redact"]) => {
-            Reply::ok(json!({"id": id, "createdAt": now_iso(), "updatedAt": now_iso()}))
-        }
-        ("DELETE", ["liveVideos", _]) => Reply::no_content(),
-        _ => Reply::unknown_route(),
-    };
-    Ok(r)
-}
-
-/// Checks.
-fn checks(c: &mut Ctx<'_>, method: &str, segs: &[&str]) -> Result<Reply, Reply> {
-    use Kind::*;
-    let r = match (method, segs) {
-        ("POST", ["checks"]) => {
-            let mut b = c.obj()?;
-            c.client_exists(&b)?;
-            required_str(&b, "type")?;
-            b.insert("status".into(), Value::String("pending".into()));
-            Reply::ok(Value::Object(c.create(Check, b)))
-        }
-        ("GET", ["checks"]) => c.list(Check, false),
-        ("GET", ["checks", id]) => c.get(Check, id),
-        ("POST", ["checks", id]) => {
-            let b = c.obj()?;
-            let mut patch = Map::new();
-            if let Some(v) = b.get("enableMonitoring") {
-                patch.insert("enableMonitoring".into(), v.clone());
-            }
-            c.update(Check, id, patch)
-        }
-        ("POST", ["checks", id, "validate"]) => {
-            let b = c.obj()?;
-            required_str(&b, "outcome")?;
-            exists(c, Check, id)?;
-            Reply::ok(json!({"outcome": b["outcome"]}))
-        }
-        ("POST", ["checks", id, "redact"]) => {
-            c.obj()?;
-            c.get(Check, id)
-        }
         _ => Reply::unknown_route(),
     };
     Ok(r)
@@ -403,68 +374,13 @@ fn webhooks(c: &mut Ctx<'_>, method: &str, segs: &[&str]) -> Result<Reply, Reply
         }
         ("GET", ["webhooks"]) => c.list(Webhook, false),
         ("GET", ["webhooks", id]) => c.get(Webhook, id),
-        ("POST", ["webhooks", id]) => c.update(Webhook, id, c.obj()?),
+        ("POST", ["webhooks", id]) => {
+            // The whole model sent back carries the secret: never stored.
+            let mut b = c.obj()?;
+            b.remove("secret");
+            c.update(Webhook, id, b)
+        }
         ("DELETE", ["webhooks", id]) => c.delete(Webhook, id),
-        _ => Reply::unknown_route(),
-    };
-    Ok(r)
-}
-
-/// Workflow sessions.
-fn workflow_sessions(c: &mut Ctx<'_>, method: &str, segs: &[&str]) -> Result<Reply, Reply> {
-    let r = match (method, segs) {
-        ("GET", ["workflowSessions"]) => c.list_empty(),
-        ("GET", ["workflowSessions", id]) => Reply::ok(json!({
-            "id": id, "status": "in_progress", "createdAt": now_iso(), "updatedAt": now_iso()
-        })),
-        ("POST", ["workflowSessions", id, "complete"]) => Reply::ok(json!({
-            "id": id, "status": "completed", "createdAt": now_iso(), "updatedAt": now_iso()
-        })),
-        _ => Reply::unknown_route(),
-    };
-    Ok(r)
-}
-
-/// Hosted flow and SDK tokens.
-fn flow_and_tokens(c: &mut Ctx<'_>, method: &str, segs: &[&str]) -> Result<Reply, Reply> {
-    let r = match (method, segs) {
-        ("POST", ["flow", "sessions"]) => {
-            let b = c.obj()?;
-            c.client_exists(&b)?;
-            Reply::ok(
-                json!({"redirectUrl": format!("https://flow.complycube.com/{}", c.store.new_id())}),
-            )
-        }
-        ("POST", ["tokens"]) => {
-            let b = c.obj()?;
-            c.client_exists(&b)?;
-            Reply::ok(
-                json!({"token": format!("eyJhbGciOiJIUzI1NiJ9.sandbox.{}", c.store.new_id())}),
-            )
-        }
-        _ => Reply::unknown_route(),
-    };
-    Ok(r)
-}
-
-/// Reports.
-fn reports(c: &mut Ctx<'_>, method: &str, segs: &[&str]) -> Result<Reply, Reply> {
-    use Kind::*;
-    let r = match (method, segs) {
-        ("GET", ["reports"]) => {
-            if let Some(id) = c.q("clientId") {
-                exists(c, Client, id)?;
-            } else if let Some(id) = c.q("checkId") {
-                exists(c, Check, id)?;
-            } else {
-                return Err(Reply::invalid(
-                    "clientId",
-                    "'clientId' or 'checkId' must be provided",
-                ));
-            }
-            // "%PDF-1.4\n%sandbox\n" in base64.
-            Reply::ok(json!({"contentType": "application/pdf", "data": "JVBERi0xLjQKJXNhbmRib3gK"}))
-        }
         _ => Reply::unknown_route(),
     };
     Ok(r)
@@ -473,46 +389,93 @@ fn reports(c: &mut Ctx<'_>, method: &str, segs: &[&str]) -> Result<Reply, Reply>
 /// Read-only account data.
 fn account_data(c: &mut Ctx<'_>, method: &str, segs: &[&str]) -> Result<Reply, Reply> {
     let r = match (method, segs) {
-        ("GET", ["teamMembers"] | ["auditLogs"] | ["customLists"]) => c.list_empty(),
-        ("GET", ["teamMembers", id]) => Reply::ok(json!({
-            "id": id, "firstName": "Sandbox", "lastName": "Member", "role": "developer", "createdAt": now_iso()
-        })),
-        ("GET", ["auditLogs", id]) => Reply::ok(json!({
-            "id": id, "resourceType": "client", "action": "update", "trigger": "api", "createdAt": now_iso()
-        })),
+        ("GET", ["teamMembers"]) => {
+            seed_account(c);
+            c.list(Kind::TeamMember, false)
+        }
+        ("GET", ["teamMembers", id]) => {
+            seed_account(c);
+            c.get(Kind::TeamMember, id)
+        }
         ("GET", ["accountInfo"]) => Reply::ok(json!({
             "username": "sandbox", "plan": "sandbox", "remainingCredit": 1000
         })),
-        ("GET", ["customLists", id]) => Reply::ok(json!({
-            "id": id, "name": "Sandbox list", "personCount": 0, "companyCount": 0, "createdAt": now_iso()
-        })),
-        ("POST", ["customLists", _, "records"]) => {
-            let b = c.obj()?;
-            require(&b, &["entityType", "names"])?;
-            let mut o = Map::new();
-            o.insert("id".into(), Value::String(c.store.new_id()));
-            o.extend(b);
-            o.insert("createdAt".into(), Value::String(now_iso()));
-            Reply::ok(Value::Object(o))
+        ("GET", ["customLists"]) => {
+            seed_account(c);
+            c.list(Kind::CustomList, false)
         }
+        ("GET", ["customLists", id]) => {
+            seed_account(c);
+            c.get(Kind::CustomList, id)
+        }
+        ("POST", ["customLists", id, "records"]) => add_list_record(c, id)?,
         _ => Reply::unknown_route(),
     };
     Ok(r)
 }
 
-/// Lookups.
-fn lookups(c: &mut Ctx<'_>, method: &str, segs: &[&str]) -> Result<Reply, Reply> {
-    let r = match (method, segs) {
-        ("POST", ["lookup", "companies"] | ["lookup", "addresses"]) => {
-            c.obj()?;
-            Reply::ok(json!({"totalItems": 0, "items": []}))
+/// What every sandbox account has besides what the API creates: its owner
+/// (a team member) and one custom list (ComplyCube has no API to create
+/// either), so they can be listed, read by id and filtered.
+const SANDBOX_LIST_ID: &str = "5f0000000000000000000001";
+const SANDBOX_OWNER_ID: &str = "5f0000000000000000000002";
+
+fn seed_account(c: &mut Ctx<'_>) {
+    if c.store
+        .get(c.key, Kind::CustomList, SANDBOX_LIST_ID)
+        .is_some()
+    {
+        return;
+    }
+    let now = now_iso();
+    let seeds = [
+        (
+            Kind::CustomList,
+            json!({
+                "id": SANDBOX_LIST_ID, "name": "Sandbox list", "description": "The sandbox account's custom list",
+                "personCount": 0, "companyCount": 0, "createdAt": now, "updatedAt": now
+            }),
+        ),
+        (
+            Kind::TeamMember,
+            json!({
+                "id": SANDBOX_OWNER_ID, "firstName": "Sandbox", "lastName": "Owner", "role": "owner", "createdAt": now
+            }),
+        ),
+    ];
+    for (kind, v) in seeds {
+        if let Value::Object(o) = v {
+            c.store.insert(c.key, kind, o);
         }
-        ("GET", ["lookup", "companies", id]) => Reply::ok(json!({
-            "id": id, "name": "Sandbox Ltd", "incorporationCountry": "GB", "officers": [], "owners": []
-        })),
-        _ => Reply::unknown_route(),
+    }
+}
+
+fn add_list_record(c: &mut Ctx<'_>, id: &str) -> Result<Reply, Reply> {
+    let b = c.obj()?;
+    require(&b, &["entityType", "names"])?;
+    let count = match b.get("entityType").and_then(Value::as_str) {
+        Some("person") => "personCount",
+        Some("company") => "companyCount",
+        _ => {
+            return Err(Reply::invalid(
+                "entityType",
+                "'entityType' must be one of [person, company]",
+            ));
+        }
     };
-    Ok(r)
+    seed_account(c);
+    let Some(list) = c.store.get(c.key, Kind::CustomList, id) else {
+        return Ok(Reply::not_found("custom list", id));
+    };
+    let n = list.get(count).and_then(Value::as_u64).unwrap_or(0) + 1;
+    let mut patch = Map::new();
+    patch.insert(count.into(), json!(n));
+    c.update(Kind::CustomList, id, patch);
+    let mut o = Map::new();
+    o.insert("id".into(), Value::String(c.store.new_id()));
+    o.extend(b);
+    o.insert("createdAt".into(), Value::String(now_iso()));
+    Ok(Reply::ok(Value::Object(o)))
 }
 
 /// Static data and autofill.
@@ -540,16 +503,6 @@ fn static_data(c: &mut Ctx<'_>, method: &str, segs: &[&str]) -> Result<Reply, Re
     Ok(r)
 }
 
-impl Ctx<'_> {
-    fn list_empty(&self) -> Reply {
-        let size = self
-            .q("pageSize")
-            .and_then(|v| v.parse::<u64>().ok())
-            .unwrap_or(100);
-        Reply::ok(json!({"page": 1, "pageSize": size, "totalItems": 0, "pages": 0, "items": []}))
-    }
-}
-
 fn exists(c: &Ctx<'_>, kind: Kind, id: &str) -> Result<(), Reply> {
     match c.store.get(c.key, kind, id) {
         Some(_) => Ok(()),
@@ -566,6 +519,60 @@ fn side_ok(side: &str) -> Result<(), Reply> {
             "'documentSide' must be one of [front, back]",
         ))
     }
+}
+
+/// The stored metadata of a document's image on `side`, removed when
+/// `take`; 404 when the document or that side's image does not exist.
+fn side_image(c: &mut Ctx<'_>, id: &str, side: &str, take: bool) -> Result<Value, Reply> {
+    let Some(doc) = c.store.get_mut(c.key, Kind::Document, id) else {
+        return Err(Reply::not_found("document", id));
+    };
+    let found = match doc.get_mut("images") {
+        Some(Value::Array(a)) => {
+            let i = a.iter().position(|i| i["documentSide"] == side);
+            match (i, take) {
+                (Some(i), true) => Some(a.remove(i)),
+                (Some(i), false) => Some(a[i].clone()),
+                (None, _) => None,
+            }
+        }
+        _ => None,
+    };
+    found.ok_or_else(|| {
+        Reply::error(
+            404,
+            "resource_not_found",
+            &format!("Document '{id}' has no {side} image"),
+            None,
+        )
+    })
+}
+
+/// Live photos keep their metadata only; ComplyCube spells their content
+/// type `images/jpg` (sic), which its own SDK tests expect.
+fn create_live_photo(c: &mut Ctx<'_>) -> Result<Reply, Reply> {
+    let mut b = c.obj()?;
+    c.client_exists(&b)?;
+    let data = required_str(&b, "data")?;
+    let size = data.len() * 3 / 4;
+    let ct = if data.starts_with("iVBOR") {
+        "images/png"
+    } else {
+        "images/jpg"
+    };
+    b.remove("data");
+    b.entry("performLivenessCheck").or_insert(Value::Bool(true));
+    b.insert("contentType".into(), Value::String(ct.into()));
+    b.insert("size".into(), json!(size));
+    let mut o = c.create(Kind::LivePhoto, b);
+    if let Some(Value::String(id)) = o.get("id").cloned() {
+        let link = Value::String(format!("/livePhotos/{id}/download"));
+        o.insert("downloadLink".into(), link.clone());
+        if let Some(stored) = c.store.get_mut(c.key, Kind::LivePhoto, &id) {
+            stored.insert("downloadLink".into(), link);
+        }
+    }
+    Ok(Reply::ok(Value::Object(o)))
 }
 
 fn image_payload(file_name: &str, content_type: &str) -> Value {
@@ -642,13 +649,7 @@ fn update_client(c: &mut Ctx<'_>, id: &str) -> Result<Reply, Reply> {
     } else {
         "personDetails"
     });
-    let r = c.update(Kind::Client, id, b);
-    if let Some(o) = c.store.get_mut(c.key, Kind::Client, id) {
-        let name = entity_name(o);
-        o.insert("entityName".into(), name);
-        return Ok(Reply::ok(Value::Object(o.clone())));
-    }
-    Ok(r)
+    Ok(c.update(Kind::Client, id, b))
 }
 
 fn entity_name(o: &Obj) -> Value {
@@ -693,12 +694,13 @@ fn upload_image(c: &mut Ctx<'_>, id: &str, side: &str) -> Result<Reply, Reply> {
     let file_name = required_str(&b, "fileName")?.to_string();
     required_str(&b, "data")?;
     let image_id = c.store.new_id();
+    // ComplyCube answers `image/jpg` (sic) for JPEG uploads.
     let ct = if file_name.ends_with(".png") {
         "image/png"
     } else if file_name.ends_with(".pdf") {
         "application/pdf"
     } else {
-        "image/jpeg"
+        "image/jpg"
     };
     let img = json!({
         "id": image_id,

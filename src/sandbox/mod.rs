@@ -2,12 +2,14 @@
 //! benchmarks.
 //!
 //! Input: [`SandboxOptions`] (listen address, TLS on/off, artificial latency,
-//! accepted keys, optional per-key rate limit). Output: a running
-//! [`Sandbox`] serving HTTP/1.1 keep-alive and HTTP/2 (ALPN over TLS with a
-//! freshly generated CA, or plain/h2c without TLS) under `/v1/...`, which
-//! behaves like ComplyCube for clients, addresses and documents (stored per
-//! key, so test_ and live_ data never mix) and answers every other documented
-//! operation plausibly. Every API request is recorded exactly as received.
+//! accepted keys, optional per-key rate limit, check completion delay).
+//! Output: a running [`Sandbox`] serving HTTP/1.1 keep-alive and HTTP/2 (ALPN
+//! over TLS with a freshly generated CA, or plain/h2c without TLS) under
+//! `/v1/...`, which behaves like ComplyCube's sandbox: objects stored per key
+//! (so test_ and live_ data never mix), checks that complete after the delay
+//! with the documented test-data outcomes, reports, its own audit log, 404
+//! for unknown ids (docs/sandbox.md). Every API request is recorded exactly
+//! as received.
 //! Control endpoints under `/__sandbox/` (no key needed): `GET|DELETE
 //! requests`, `GET|POST|DELETE faults`, `GET health` (with open connections
 //! and API requests in flight, now and at their peak).
@@ -71,9 +73,14 @@ pub struct SandboxOptions {
     /// When set, API requests above N per rolling second per key get
     /// ComplyCube's 429 `rate_limit_exceeded`.
     pub rate_limit_per_sec: Option<u32>,
-    /// How many recorded requests are kept (oldest dropped first), so long
-    /// benchmark runs do not grow memory without bound.
+    /// How many recorded requests, and audit log entries per key, are kept
+    /// (oldest dropped first), so long benchmark runs do not grow memory
+    /// without bound.
     pub max_recorded: usize,
+    /// How long a check (or a workflow session asked to complete) stays
+    /// pending before it completes with its test-data outcome; zero by
+    /// default so tests never wait, about a second in the demo.
+    pub completion_delay: Duration,
 }
 
 impl Default for SandboxOptions {
@@ -85,6 +92,7 @@ impl Default for SandboxOptions {
             keys: Vec::new(),
             rate_limit_per_sec: None,
             max_recorded: 100_000,
+            completion_delay: Duration::ZERO,
         }
     }
 }
@@ -99,6 +107,7 @@ impl fmt::Debug for SandboxOptions {
             .field("keys", &format_args!("<{} keys>", self.keys.len()))
             .field("rate_limit_per_sec", &self.rate_limit_per_sec)
             .field("max_recorded", &self.max_recorded)
+            .field("completion_delay", &self.completion_delay)
             .finish()
     }
 }
@@ -327,7 +336,7 @@ impl Sandbox {
             recorded: Mutex::new(VecDeque::new()),
             max_recorded: opts.max_recorded,
             faults: Faults::default(),
-            store: Mutex::new(Store::new()),
+            store: Mutex::new(Store::new(opts.completion_delay).with_audit_cap(opts.max_recorded)),
             windows: Mutex::new(HashMap::new()),
             connections: Gauge::default(),
             in_flight: Gauge::default(),

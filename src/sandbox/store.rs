@@ -6,12 +6,17 @@
 //! UTC timestamps with milliseconds; list pages in ComplyCube's envelope.
 //! Failures: [`ListError`] for a bad `page`/`pageSize`; a missing id is `None`.
 //! Two keys never share a partition, so test_ and live_ data never mix.
+//! Objects that settle later (checks, workflow sessions) are scheduled here
+//! and handed back by [`Store::take_due`] once their delay has passed.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::sync::atomic::{AtomicU32, Ordering};
-use std::time::{SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use serde_json::{Map, Value, json};
+
+mod audit;
+pub(crate) use audit::Change;
 
 /// A JSON object as stored.
 pub(crate) type Obj = Map<String, Value>;
@@ -23,8 +28,14 @@ pub(crate) enum Kind {
     Address,
     Document,
     LivePhoto,
+    LiveVideo,
     Check,
     Webhook,
+    WorkflowSession,
+    AuditLog,
+    CustomList,
+    Company,
+    TeamMember,
 }
 
 impl Kind {
@@ -35,10 +46,44 @@ impl Kind {
             Kind::Address => "address",
             Kind::Document => "document",
             Kind::LivePhoto => "live photo",
+            Kind::LiveVideo => "live video",
             Kind::Check => "check",
             Kind::Webhook => "webhook",
+            Kind::WorkflowSession => "workflow session",
+            Kind::AuditLog => "audit log",
+            Kind::CustomList => "custom list",
+            Kind::Company => "company details",
+            Kind::TeamMember => "team member",
         }
     }
+
+    /// The `resourceType` of audit logs, also the noun of their `trigger`
+    /// (`createClient`, `updateLivePhoto`, ...).
+    pub(crate) fn resource_type(self) -> &'static str {
+        match self {
+            Kind::Client => "client",
+            Kind::Address => "address",
+            Kind::Document => "document",
+            Kind::LivePhoto => "livePhoto",
+            Kind::LiveVideo => "liveVideo",
+            Kind::Check => "check",
+            Kind::Webhook => "webhook",
+            Kind::WorkflowSession => "workflowSession",
+            Kind::AuditLog => "auditLog",
+            Kind::CustomList => "customList",
+            Kind::Company => "companyLookup",
+            Kind::TeamMember => "teamMember",
+        }
+    }
+}
+
+/// An object waiting to settle (a check or workflow session to complete).
+#[derive(Debug)]
+struct Due {
+    key: String,
+    kind: Kind,
+    id: String,
+    at: Instant,
 }
 
 #[derive(Debug)]
@@ -58,6 +103,12 @@ struct Partition {
 pub(crate) struct Store {
     partitions: HashMap<String, Partition>,
     ids: IdGen,
+    settle_after: Duration,
+    due: Vec<Due>,
+    /// Audit log entries kept per key, and their ids oldest first, so a
+    /// long benchmark's history stays bounded like its recorded requests.
+    max_audit: usize,
+    audit_order: HashMap<String, VecDeque<String>>,
 }
 
 /// Why a list query was refused.
@@ -68,11 +119,44 @@ pub(crate) struct ListError {
 }
 
 impl Store {
-    pub(crate) fn new() -> Store {
+    /// A store whose scheduled objects settle `settle_after` after
+    /// [`Store::schedule`].
+    pub(crate) fn new(settle_after: Duration) -> Store {
         Store {
             partitions: HashMap::new(),
             ids: IdGen::new(),
+            settle_after,
+            due: Vec::new(),
+            max_audit: 100_000,
+            audit_order: HashMap::new(),
         }
+    }
+
+    /// Keeps at most `n` audit log entries per key (oldest dropped first).
+    pub(crate) fn with_audit_cap(mut self, n: usize) -> Store {
+        self.max_audit = n;
+        self
+    }
+
+    /// Marks an object to settle once the store's delay has passed.
+    pub(crate) fn schedule(&mut self, key: &str, kind: Kind, id: &str) {
+        self.due.push(Due {
+            key: key.to_string(),
+            kind,
+            id: id.to_string(),
+            at: Instant::now() + self.settle_after,
+        });
+    }
+
+    /// The objects of `key` whose delay has passed, oldest first; each is
+    /// handed out once.
+    pub(crate) fn take_due(&mut self, key: &str) -> Vec<(Kind, String)> {
+        let now = Instant::now();
+        let (ready, waiting): (Vec<Due>, Vec<Due>) = std::mem::take(&mut self.due)
+            .into_iter()
+            .partition(|d| d.key == key && d.at <= now);
+        self.due = waiting;
+        ready.into_iter().map(|d| (d.kind, d.id)).collect()
     }
 
     pub(crate) fn new_id(&self) -> String {
@@ -313,7 +397,7 @@ mod tests {
 
     #[test]
     fn list_filters_pages_and_partitions() {
-        let mut s = Store::new();
+        let mut s = Store::new(std::time::Duration::ZERO);
         for i in 0..5 {
             let id = s.new_id();
             s.insert(

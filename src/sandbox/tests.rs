@@ -817,14 +817,19 @@ async fn other_documented_operations_answer_plausibly() {
     )
     .await;
     assert!(wh2.get("secret").is_none(), "secret only at creation");
+    // Every sandbox account has its owner (issue 20: documented fields, and
+    // PHP's integration suite lists, reads and filters team members).
     let (_, lists) = send(&c, &sb, M::GET, "/v1/teamMembers", Some(KEY), None).await;
     assert_eq!(
         (
             lists["pages"].as_u64(),
             lists["items"].as_array().map(Vec::len)
         ),
-        (Some(0), Some(0))
+        (Some(1), Some(1))
     );
+    for f in ["id", "firstName", "lastName", "role", "createdAt"] {
+        assert!(lists["items"][0].get(f).is_some(), "{f}");
+    }
     let (st, _) = send(
         &c,
         &sb,
@@ -834,7 +839,7 @@ async fn other_documented_operations_answer_plausibly() {
         None,
     )
     .await;
-    assert_eq!(st, 204);
+    assert_eq!(st, 404, "unknown ids are 404 everywhere (issue 20)");
     let (st, rep) = send(
         &c,
         &sb,

@@ -17,7 +17,7 @@ fn call(s: &mut Store, key: &str, m: &str, p: &str, q: &str, body: Value) -> Rep
 
 #[test]
 fn person_client_needs_details_and_email() {
-    let mut s = Store::new();
+    let mut s = Store::new(std::time::Duration::ZERO);
     let r = call(
         &mut s,
         "test_k1",
@@ -56,7 +56,7 @@ fn person_client_needs_details_and_email() {
 
 #[test]
 fn company_client_entity_name_and_dependents() {
-    let mut s = Store::new();
+    let mut s = Store::new(std::time::Duration::ZERO);
     let r = call(
         &mut s,
         "live_k1",
@@ -130,7 +130,7 @@ fn company_client_entity_name_and_dependents() {
 
 #[test]
 fn document_upload_records_image_per_side() {
-    let mut s = Store::new();
+    let mut s = Store::new(std::time::Duration::ZERO);
     let c = call(
         &mut s,
         "test_k",
