@@ -1,7 +1,7 @@
 //! The stage order, and the only code that knows it:
 //!
 //! ```text
-//! identify ─ route ─ authorize ─ read body ─ policy ─ validate ─ rate limit
+//! framing ─ identify ─ route ─ authorize ─ body budget ─ read body ─ policy ─ validate ─ rate limit
 //!   ─ audit intent ─ inject ─ forward ─ respond ─ audit outcome + telemetry
 //! ```
 //!
@@ -14,6 +14,7 @@
 pub mod audit;
 pub mod body;
 pub mod forward;
+pub mod framing;
 pub mod identify;
 pub mod inject;
 pub mod policy;
@@ -143,6 +144,7 @@ where
     let snap: &Snapshot = &rt.snapshot;
     let audit_log = shared.audit();
     let (parts, body) = req.into_parts();
+    framing::check(parts.version, &parts.headers)?;
     let caller = info_span!("identify")
         .in_scope(|| identify::identify(snap, &parts.headers, parts.extensions.get()))?;
     ctx.caller = Some(caller.clone());
@@ -157,9 +159,14 @@ where
     let limits = body::BodyLimits {
         kind: def.body,
         cap: snap.op(op).body_cap,
-        max_depth: snap.max_depth,
+        json: snap.json,
         idle: Duration::from_millis(snap.listener.body_timeout_ms),
+        deadline: Duration::from_millis(snap.listener.body_deadline_ms),
     };
+    let charge = body::budget::charge(declared_length(&parts.headers), limits.cap);
+    let _held = (shared.body_budget.reserve(&caller.id, charge, snap.budget))
+        .instrument(info_span!("body_budget"))
+        .await?;
     let mut value = body::read(limits, &parts.headers, body)
         .instrument(info_span!("read_body"))
         .await?;
@@ -213,6 +220,7 @@ fn upstream_request(
     let span =
         telemetry::upstream_span(&parts.method, routed.op.def().id, &snap.upstream.authority);
     let (traceparent, tracestate) = telemetry::upstream_trace_headers(&span, &parts.headers);
+    let tracestate = tracestate.filter(|_| snap.upstream.forward_tracestate);
     let req = inject::build(inject::UpstreamRequestParts {
         method: parts.method.clone(),
         base: &snap.upstream.base,
@@ -257,6 +265,12 @@ async fn exchange(
         rate_limit::upstream_429(shared, snap, caller, tenant, resp.headers());
     }
     Ok(resp)
+}
+
+/// The body's declared length; None when chunked (or unreadable).
+fn declared_length(h: &http::HeaderMap) -> Option<u64> {
+    let v = h.get(http::header::CONTENT_LENGTH)?;
+    v.to_str().ok()?.trim().parse().ok()
 }
 
 fn req_op(ctx: &Ctx) -> Option<&'static str> {

@@ -31,7 +31,7 @@ mod spans;
 mod tests;
 
 pub use self::metrics::{
-    InFlight, audit_batch, audit_rewritten, audit_write, breaker_transition, config_reload,
+    InFlight, audit_batch, body_budget_held, body_budget_refused, audit_rewritten, audit_write, breaker_transition, config_reload,
     key_paused, rate_limit_backend_error, rate_limit_fallback, rate_limit_refused,
     rate_limit_tracked_keys, rate_limit_waited, ready, register_at_start, slow_client_dropped,
     slow_reader_dropped, tls_handshake_failed, upstream_429, upstream_response, validation_refused,
