@@ -305,16 +305,19 @@ where
 /// the module doc; `max_depth` counts nested objects/arrays (a scalar at the
 /// top is depth 0) and is itself capped at [`HARD_MAX_DEPTH`].
 pub fn parse_strict(bytes: &[u8], max_depth: usize) -> Result<Value, BodyError> {
+    let unbounded = usize::MAX;
     parse_limited(
         bytes,
         JsonLimits {
             max_depth,
-            ..JsonLimits::DEFAULT
+            max_array_len: unbounded,
+            max_object_members: unbounded,
+            max_nodes: unbounded,
         },
     )
 }
 
-/// [`parse_strict`] with every [`JsonLimits`] limit.
+/// [`parse_strict`] with every [`JsonLimits`] limit (what the stage uses).
 pub fn parse_limited(bytes: &[u8], limits: JsonLimits) -> Result<Value, BodyError> {
     // Validating the whole body up front lets the string scanner slice `&str`
     // at ASCII delimiters without re-checking, and catches invalid bytes even
