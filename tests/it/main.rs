@@ -16,6 +16,7 @@ mod common;
 mod core;
 mod crash;
 mod drain;
+mod edge;
 mod faults;
 mod goaway;
 mod limits;
