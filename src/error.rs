@@ -14,7 +14,7 @@ use serde::Serialize;
 use crate::audit::Decision;
 use crate::pipeline::audit::IntentNotWritten;
 use crate::pipeline::body::BodyError;
-use crate::pipeline::body::budget::{self, Overloaded};
+use crate::pipeline::budget::{self, Overloaded};
 use crate::pipeline::framing::FramingError;
 use crate::pipeline::forward::ForwardError;
 use crate::pipeline::identify::{Forbidden, IdentifyError};

@@ -13,6 +13,7 @@
 
 pub mod audit;
 pub mod body;
+pub mod budget;
 pub mod forward;
 pub mod framing;
 pub mod identify;
@@ -163,7 +164,7 @@ where
         idle: Duration::from_millis(snap.listener.body_timeout_ms),
         deadline: Duration::from_millis(snap.listener.body_deadline_ms),
     };
-    let charge = body::budget::charge(declared_length(&parts.headers), limits.cap);
+    let charge = budget::charge(declared_length(&parts.headers), limits.cap);
     let _held = (shared.body_budget.reserve(&caller.id, charge, snap.budget))
         .instrument(info_span!("body_budget"))
         .await?;

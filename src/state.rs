@@ -9,7 +9,7 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::Instant;
 
 use crate::audit::AuditLog;
-use crate::pipeline::body::budget::BodyBudget;
+use crate::pipeline::budget::BodyBudget;
 use crate::pipeline::forward::Upstream;
 use crate::pipeline::rate_limit::RateLimiter;
 use crate::snapshot::Snapshot;

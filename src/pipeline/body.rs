@@ -25,8 +25,6 @@
 //! offset, because bodies hold PII. The parser never panics and bounds its
 //! recursion by the depth limit before descending.
 
-pub mod budget;
-
 use std::fmt::Display;
 
 use bytes::{Bytes, BytesMut};

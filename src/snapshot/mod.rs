@@ -30,7 +30,7 @@ use crate::config::{
 };
 use crate::operations::{self, OPERATIONS, OpIndex};
 use crate::pipeline::body::JsonLimits;
-use crate::pipeline::body::budget::BudgetLimits;
+use crate::pipeline::budget::BudgetLimits;
 use crate::pipeline::rate_limit::LimiterSettings;
 use crate::pipeline::validate::{self, Schemas};
 use crate::secret::EnvSource;

@@ -1,6 +1,6 @@
-//! The in-flight body budget: how much memory request bodies may hold at
-//! once, in total and per caller, so a flood of large uploads waits or is
-//! refused instead of exhausting the process.
+//! The `body budget` stage, just before `read body`: how much memory request
+//! bodies may hold at once, in total and per caller, so a flood of large
+//! uploads waits or is refused instead of exhausting the process.
 //!
 //! A request reserves its charge before its body is read and keeps it until
 //! the request is done (the parsed body and its re-serialised copy live
