@@ -103,7 +103,12 @@ impl BodyBudget {
 
     /// Takes `charge` for `caller` if both the total and the caller's share
     /// have room; else names the full scope.
-    fn try_take(&self, caller: &str, charge: usize, l: BudgetLimits) -> Result<usize, &'static str> {
+    fn try_take(
+        &self,
+        caller: &str,
+        charge: usize,
+        l: BudgetLimits,
+    ) -> Result<usize, &'static str> {
         let mut held = self.lock();
         let mine = held.by_caller.get(caller).copied().unwrap_or(0);
         if mine.saturating_add(charge) > l.per_caller {
@@ -174,9 +179,17 @@ mod tests {
     async fn holds_the_total_and_the_share_and_releases_on_drop() {
         let b = BodyBudget::default();
         let a1 = b.reserve("a", 40, L).await.unwrap();
-        assert!(b.reserve("a", 40, L).await.is_err_and(|e| e.scope == "caller"));
+        assert!(
+            b.reserve("a", 40, L)
+                .await
+                .is_err_and(|e| e.scope == "caller")
+        );
         let c1 = b.reserve("c", 50, L).await.unwrap();
-        assert!(b.reserve("d", 20, L).await.is_err_and(|e| e.scope == "global"));
+        assert!(
+            b.reserve("d", 20, L)
+                .await
+                .is_err_and(|e| e.scope == "global")
+        );
         assert_eq!(b.held(), 90);
         drop(a1);
         assert_eq!(b.held(), 50);

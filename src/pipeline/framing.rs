@@ -78,12 +78,25 @@ mod tests {
         let v11 = Version::HTTP_11;
         let host = ("host", "gw");
         assert_eq!(head(v11, &[host]), Ok(()));
-        assert_eq!(head(v11, &[host, ("transfer-encoding", " Chunked ")]), Ok(()));
-        for te in ["chunked, chunked", "gzip, chunked", "identity, chunked", "gzip", ""] {
+        assert_eq!(
+            head(v11, &[host, ("transfer-encoding", " Chunked ")]),
+            Ok(())
+        );
+        for te in [
+            "chunked, chunked",
+            "gzip, chunked",
+            "identity, chunked",
+            "gzip",
+            "",
+        ] {
             let got = head(v11, &[host, ("transfer-encoding", te)]);
             assert_eq!(got, Err(F::TransferEncoding), "{te}");
         }
-        let two_te = [host, ("transfer-encoding", "chunked"), ("transfer-encoding", "chunked")];
+        let two_te = [
+            host,
+            ("transfer-encoding", "chunked"),
+            ("transfer-encoding", "chunked"),
+        ];
         assert_eq!(head(v11, &two_te), Err(F::TransferEncoding));
         assert_eq!(head(v11, &[]), Err(F::Host));
         assert_eq!(head(v11, &[host, host]), Err(F::Host));
@@ -91,7 +104,10 @@ mod tests {
         assert_eq!(head(v10, &[]), Ok(()));
         assert_eq!(head(v10, &[("content-length", "0")]), Ok(()));
         assert_eq!(head(v10, &[("content-length", "2")]), Err(F::Http10Body));
-        assert_eq!(head(v10, &[("transfer-encoding", "chunked")]), Err(F::Http10Body));
+        assert_eq!(
+            head(v10, &[("transfer-encoding", "chunked")]),
+            Err(F::Http10Body)
+        );
         assert_eq!(head(Version::HTTP_2, &[]), Ok(()));
     }
 }

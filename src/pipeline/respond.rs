@@ -106,7 +106,10 @@ mod tests {
         decorate(&mut h, "rid", &stripped);
         assert_eq!(h[&X_STRIPPED], "/type, /na%C3%AFve%2C%20key%25");
         assert_eq!(h[&X_REQUEST_ID], "rid");
-        let below = ["/metadata/jane@example.com".to_owned(), "/metadata/x".to_owned()];
+        let below = [
+            "/metadata/jane@example.com".to_owned(),
+            "/metadata/x".to_owned(),
+        ];
         decorate(&mut h, "rid", &below);
         assert_eq!(h[&X_STRIPPED], "/metadata");
         decorate(&mut h, "rid2", &[]);

@@ -309,39 +309,7 @@ pub fn check_query(
             .ok_or_else(|| bad_query("malformed percent-encoding in the query", ""))?;
         let value = percent_decode(raw_value)
             .ok_or_else(|| bad_query("malformed percent-encoding in the query", &name))?;
-        if name.contains(['[', ']', '$']) {
-            let shown = crate::pipeline::policy::shown_query_name(&name);
-            let shown = if shown.contains(['[', ']', '$']) { "" } else { shown };
-            return Err(bad_query(
-                "query parameter names with '[', ']' or '$' are not accepted",
-                shown,
-            ));
-        }
-        let known = (paging && PAGING.contains(&name.as_str()))
-            || filters.iter().any(|f| match f.strip_suffix('.') {
-                Some(prefix) => name
-                    .strip_prefix(prefix)
-                    .and_then(|r| r.strip_prefix('.'))
-                    .is_some_and(|k| !k.is_empty() && k.len() <= 40),
-                None => *f == name,
-            });
-        if !known {
-            let shown = if name.len() <= 64
-                && name
-                    .bytes()
-                    .all(|b| b.is_ascii_alphanumeric() || b"._-".contains(&b))
-            {
-                name.clone()
-            } else {
-                String::new()
-            };
-            let msg = if shown.is_empty() {
-                "unknown query parameter".to_string()
-            } else {
-                format!("unknown query parameter '{shown}'")
-            };
-            return Err(bad_query(msg, &shown));
-        }
+        check_name(&name, filters, paging)?;
         if pairs.iter().any(|(n, _)| *n == name) {
             return Err(bad_query(
                 format!("query parameter '{name}' given twice"),
@@ -367,6 +335,49 @@ pub fn check_query(
         pairs.push((name, value));
     }
     Ok(pairs)
+}
+
+/// A query parameter name: not operator-looking, and documented for the
+/// operation (a filter, or paging on a list).
+fn check_name(name: &str, filters: &[&str], paging: bool) -> Result<(), RouteError> {
+    if name.contains(['[', ']', '$']) {
+        let shown = crate::pipeline::policy::shown_query_name(name);
+        let shown = if shown.contains(['[', ']', '$']) {
+            ""
+        } else {
+            shown
+        };
+        return Err(bad_query(
+            "query parameter names with '[', ']' or '$' are not accepted",
+            shown,
+        ));
+    }
+    let known = (paging && PAGING.contains(&name))
+        || filters.iter().any(|f| match f.strip_suffix('.') {
+            Some(prefix) => name
+                .strip_prefix(prefix)
+                .and_then(|r| r.strip_prefix('.'))
+                .is_some_and(|k| !k.is_empty() && k.len() <= 40),
+            None => *f == name,
+        });
+    if !known {
+        let shown = if name.len() <= 64
+            && name
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b"._-".contains(&b))
+        {
+            name.to_string()
+        } else {
+            String::new()
+        };
+        let msg = if shown.is_empty() {
+            "unknown query parameter".to_string()
+        } else {
+            format!("unknown query parameter '{shown}'")
+        };
+        return Err(bad_query(msg, &shown));
+    }
+    Ok(())
 }
 
 /// RFC 3986 unreserved bytes as they are, every other byte `%XX`.
@@ -563,12 +574,20 @@ mod tests {
             );
         }
         assert!(r("GET", "/v1/reports?clientId=abc").is_ok());
-        for op in ["metadata.x[$ne]", "metadata.x%5B%24ne%5D", "email[$ne]", "$where"] {
+        for op in [
+            "metadata.x[$ne]",
+            "metadata.x%5B%24ne%5D",
+            "email[$ne]",
+            "$where",
+        ] {
             let got = r("GET", &format!("/v1/clients?{op}=1"));
             assert!(matches!(got, Err(RouteError::BadQuery { .. })), "{op}");
         }
         let reencoded = r("GET", "/v1/clients?email=a+b%2ec@d&metadata.k=%7e").unwrap();
-        assert_eq!(reencoded.upstream_path, "/clients?email=a%20b.c%40d&metadata.k=~");
+        assert_eq!(
+            reencoded.upstream_path,
+            "/clients?email=a%20b.c%40d&metadata.k=~"
+        );
         assert!(r("GET", "/v1/documents?clientId=abc&type=passport").is_ok());
     }
 }

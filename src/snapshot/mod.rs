@@ -247,7 +247,10 @@ fn compile_body_limits(
         ("body.max_object_members", b.max_object_members),
         ("body.max_json_values", b.max_json_values),
         ("body.inflight_max_bytes", b.inflight_max_bytes),
-        ("body.inflight_per_caller_bytes", b.inflight_per_caller_bytes),
+        (
+            "body.inflight_per_caller_bytes",
+            b.inflight_per_caller_bytes,
+        ),
     ] {
         if n == 0 {
             return Err(o.err(key, "must be at least 1"));

@@ -95,8 +95,17 @@ async fn exchange(addr: SocketAddr, head: &[u8], parts: &[(u64, &[u8])], wait: D
 async fn refused(env: &TestEnv, raw: &str) -> Raw {
     let before = env.recorded().len();
     let r = exchange(env.addr, raw.as_bytes(), &[], Duration::from_secs(5)).await;
-    assert!(r.closed, "connection left open after a refusal: {raw:?} -> {}", r.text);
-    assert_eq!(env.recorded().len(), before, "forwarded: {raw:?} -> {}", r.text);
+    assert!(
+        r.closed,
+        "connection left open after a refusal: {raw:?} -> {}",
+        r.text
+    );
+    assert_eq!(
+        env.recorded().len(),
+        before,
+        "forwarded: {raw:?} -> {}",
+        r.text
+    );
     r
 }
 
@@ -106,7 +115,12 @@ async fn next_caller_served(addr: SocketAddr) {
         "GET /v1/clients HTTP/1.1\r\nHost: gw\r\nAuthorization: {TOKEN_A}\r\nConnection: close\r\n\r\n"
     );
     let r = exchange(addr, head.as_bytes(), &[], Duration::from_secs(10)).await;
-    assert_eq!(r.status(), 200, "the next caller was not served: {}", r.text);
+    assert_eq!(
+        r.status(),
+        200,
+        "the next caller was not served: {}",
+        r.text
+    );
 }
 
 fn post_head(path: &str, extra: &str) -> String {
@@ -166,7 +180,10 @@ async fn transfer_encoding_other_than_one_chunked_is_400_and_closed() {
         assert_eq!(r.status(), 400, "{te:?}: {}", r.text);
     }
     // One `chunked` is still fine.
-    let ok = format!("{}Transfer-Encoding: chunked\r\nConnection: close\r\n\r\n{body}", post_head("/v1/clients", ""));
+    let ok = format!(
+        "{}Transfer-Encoding: chunked\r\nConnection: close\r\n\r\n{body}",
+        post_head("/v1/clients", "")
+    );
     let r = exchange(env.addr, ok.as_bytes(), &[], Duration::from_secs(10)).await;
     assert_eq!(r.status(), 200, "{}", r.text);
     next_caller_served(env.addr).await;
@@ -195,7 +212,12 @@ async fn a_body_over_http10_is_426_upgrade_required() {
     );
     let r = refused(&env, &raw).await;
     assert_eq!(r.status(), 426, "{}", r.text);
-    assert_eq!(r.header("upgrade").as_deref(), Some("HTTP/1.1"), "{}", r.text);
+    assert_eq!(
+        r.header("upgrade").as_deref(),
+        Some("HTTP/1.1"),
+        "{}",
+        r.text
+    );
     assert_eq!(r.json()["type"], "upgrade_required");
     // A bodiless HTTP/1.0 request is still served.
     let get = format!("GET /v1/clients HTTP/1.0\r\nAuthorization: {TOKEN_A}\r\n\r\n");
@@ -245,7 +267,10 @@ async fn json_bodies_over_the_array_member_and_value_limits_are_400_with_param()
     );
     let r = env.post(TOKEN_A, "/v1/checks", &body).await;
     assert!(
-        !r.json["message"].as_str().unwrap_or("").contains("array elements"),
+        !r.json["message"]
+            .as_str()
+            .unwrap_or("")
+            .contains("array elements"),
         "{}",
         r.text
     );
@@ -261,15 +286,16 @@ async fn operator_looking_query_names_are_refused_and_queries_reencoded() {
         "/v1/clients?email[$regex]=.*",
         "/v1/clients?$where=1",
     ] {
-        let raw = format!(
-            "GET {target} HTTP/1.1\r\nHost: gw\r\nAuthorization: {TOKEN_A}\r\n\r\n"
-        );
+        let raw = format!("GET {target} HTTP/1.1\r\nHost: gw\r\nAuthorization: {TOKEN_A}\r\n\r\n");
         let before = env.recorded().len();
         let r = exchange(env.addr, raw.as_bytes(), &[], Duration::from_secs(3)).await;
         assert_eq!(r.status(), 400, "{target}: {}", r.text);
         assert_eq!(env.recorded().len(), before, "{target} forwarded");
         let param = r.json()["param"].as_str().unwrap_or("").to_string();
-        assert!(!param.contains('$') && !param.contains('x'), "{target}: {param}");
+        assert!(
+            !param.contains('$') && !param.contains('x'),
+            "{target}: {param}"
+        );
     }
     env.sandbox.clear_recorded();
     let raw = format!(
@@ -278,7 +304,10 @@ async fn operator_looking_query_names_are_refused_and_queries_reencoded() {
     let r = exchange(env.addr, raw.as_bytes(), &[], Duration::from_secs(10)).await;
     assert_eq!(r.status(), 200, "{}", r.text);
     let rec = env.recorded();
-    assert_eq!(rec[0].query.as_deref(), Some("email=a%20b.c%40d&metadata.k=~"));
+    assert_eq!(
+        rec[0].query.as_deref(),
+        Some("email=a%20b.c%40d&metadata.k=~")
+    );
     next_caller_served(env.addr).await;
 }
 
@@ -293,7 +322,11 @@ async fn an_upload_declaring_more_than_the_cap_is_413_at_once() {
     );
     let r = refused(&env, &head).await;
     assert_eq!(r.status(), 413, "{}", r.text);
-    assert!(r.elapsed < Duration::from_secs(1), "413 after {:?}", r.elapsed);
+    assert!(
+        r.elapsed < Duration::from_secs(1),
+        "413 after {:?}",
+        r.elapsed
+    );
     next_caller_served(env.addr).await;
 }
 
@@ -365,7 +398,12 @@ fn peak_rss(pid: u32) -> u64 {
 /// large bodies: the body goes only after the gateway asks for it (once it
 /// has reserved room for it), and then after `hold` (a slow uploader keeps
 /// its reservation). Returns the final status and Retry-After.
-async fn upload(addr: SocketAddr, path: &str, body: String, hold: Duration) -> (u16, Option<String>) {
+async fn upload(
+    addr: SocketAddr,
+    path: &str,
+    body: String,
+    hold: Duration,
+) -> (u16, Option<String>) {
     let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
     let head = format!(
         "{}Content-Length: {}\r\nExpect: 100-continue\r\nConnection: close\r\n\r\n",
@@ -416,14 +454,19 @@ async fn an_upload_flood_waits_then_gets_503_and_memory_stays_within_the_budget(
     let doc_body = format!(r#"{{"clientId":"{id}","type":"passport"}}"#);
     let r = gw.post(TOKEN_A, "/v1/documents", &doc_body).await;
     assert_eq!(r.status, 200, "{}", r.text);
-    let path = format!("/v1/documents/{}/upload/front", r.json["id"].as_str().unwrap());
+    let path = format!(
+        "/v1/documents/{}/upload/front",
+        r.json["id"].as_str().unwrap()
+    );
     let baseline = peak_rss(gw.pid());
     let data = "QUJD".repeat(6_000_000 / 4);
     let tasks: Vec<_> = (0..N)
         .map(|i| {
             let body = format!(r#"{{"fileName":"flood-{i}.jpg","data":"{data}"}}"#);
             let (addr, path) = (gw.addr, path.clone());
-            tokio::spawn(async move { upload(addr, &path, body, Duration::from_millis(1000)).await })
+            tokio::spawn(
+                async move { upload(addr, &path, body, Duration::from_millis(1000)).await },
+            )
         })
         .collect();
     let mut results = Vec::new();
@@ -435,7 +478,10 @@ async fn an_upload_flood_waits_then_gets_503_and_memory_stays_within_the_budget(
     let overloaded: Vec<_> = results.iter().filter(|(s, _)| *s == 503).collect();
     assert_eq!(ok + overloaded.len(), N, "{results:?}");
     assert_eq!(ok, 3, "the budget admits three at a time: {results:?}");
-    assert!(overloaded.iter().all(|(_, ra)| ra.as_deref() == Some("1")), "{results:?}");
+    assert!(
+        overloaded.iter().all(|(_, ra)| ra.as_deref() == Some("1")),
+        "{results:?}"
+    );
     // Every accepted upload reached the sandbox exactly once.
     let mut names: Vec<String> = gw
         .sandbox
@@ -459,10 +505,226 @@ async fn an_upload_flood_waits_then_gets_503_and_memory_stays_within_the_budget(
         "peak RSS {peak} over baseline {baseline} + budget {BUDGET} + slack {SLACK}"
     );
     let metrics = gw.metrics().await;
-    let refused = metric_value(&metrics, "cubegate_body_budget_refusals_total", &[("scope", "caller")]);
+    let refused = metric_value(
+        &metrics,
+        "cubegate_body_budget_refusals_total",
+        &[("scope", "caller")],
+    );
     assert_eq!(refused as usize, overloaded.len(), "refusals metric");
     let (_, ready) = gw.readyz().await;
     assert_eq!(ready["body_budget"]["limit_bytes"], BUDGET, "{ready}");
     assert_eq!(ready["body_budget"]["held_bytes"], 0, "{ready}");
     next_caller_served(gw.addr).await;
+}
+
+// ------------------------------------------------------- randomized heads
+
+/// A generated request: head and body framing, sane or not.
+#[derive(Clone, Debug)]
+struct Probe {
+    http10: bool,
+    post: bool,
+    hosts: usize,
+    /// Transfer-Encoding headers, as sent.
+    te: Vec<&'static str>,
+    /// Content-Length relative to the body: None, or the body length plus this.
+    length_delta: Option<i64>,
+    target: &'static str,
+    body: &'static str,
+    /// Chunk sizes the body is cut into (chunked framing only).
+    cuts: Vec<usize>,
+    chunk_ext: bool,
+    bad_size: bool,
+    trailer: bool,
+    last_chunk: bool,
+}
+
+const TE_VALUES: &[&str] = &[
+    "chunked",
+    "Chunked",
+    "chunked, chunked",
+    "gzip, chunked",
+    "identity, chunked",
+    "gzip",
+    "identity",
+    "chunked, gzip",
+    " chunked",
+    "chunked;q=1",
+    "",
+];
+const TARGETS: &[&str] = &[
+    "/v1/clients",
+    "/v1/clients?email=a%40b.c",
+    "/v1/clients?metadata.x[$ne]=1",
+    "/v1/clients?metadata.x%5B%24gt%5D=",
+    "/v1/clients?page=1&page=2",
+];
+const BODIES: &[&str] = &[
+    CLIENT_BODY,
+    "",
+    "{}",
+    "{\"type\":\"person\",\"type\":\"company\"}",
+    "[1,2",
+    "{\"type\":\"person\",\"email\":\"q@example.com\"}",
+];
+
+impl quickcheck::Arbitrary for Probe {
+    fn arbitrary(g: &mut quickcheck::Gen) -> Self {
+        let pick = |g: &mut quickcheck::Gen, n: usize| usize::arbitrary(g) % n;
+        let te_count = [0, 0, 1, 1, 1, 2][pick(g, 6)];
+        let body = BODIES[pick(g, BODIES.len())];
+        let cuts = (0..1 + pick(g, 4)).map(|_| 1 + pick(g, 40)).collect();
+        Probe {
+            http10: pick(g, 6) == 0,
+            post: pick(g, 4) != 0,
+            hosts: [1, 1, 1, 0, 2][pick(g, 5)],
+            te: (0..te_count)
+                .map(|_| TE_VALUES[pick(g, TE_VALUES.len())])
+                .collect(),
+            length_delta: [None, Some(0), Some(0), Some(-1), Some(3)][pick(g, 5)],
+            target: TARGETS[pick(g, TARGETS.len())],
+            body,
+            cuts,
+            chunk_ext: pick(g, 5) == 0,
+            bad_size: pick(g, 8) == 0,
+            trailer: pick(g, 5) == 0,
+            last_chunk: pick(g, 8) != 0,
+        }
+    }
+}
+
+impl Probe {
+    fn bytes(&self) -> Vec<u8> {
+        let method = if self.post { "POST" } else { "GET" };
+        let version = if self.http10 { "1.0" } else { "1.1" };
+        let mut head = format!("{method} {} HTTP/{version}\r\n", self.target);
+        for i in 0..self.hosts {
+            head.push_str(&format!("Host: gw{i}\r\n"));
+        }
+        head.push_str(&format!(
+            "Authorization: {TOKEN_A}\r\nContent-Type: application/json\r\nConnection: close\r\n"
+        ));
+        for te in &self.te {
+            head.push_str(&format!("Transfer-Encoding: {te}\r\n"));
+        }
+        let body = if self.te.is_empty() {
+            if let Some(d) = self.length_delta {
+                let n = (self.body.len() as i64 + d).max(0);
+                head.push_str(&format!("Content-Length: {n}\r\n"));
+            }
+            self.body.to_string()
+        } else {
+            self.chunked_body()
+        };
+        format!("{head}\r\n{body}").into_bytes()
+    }
+
+    fn chunked_body(&self) -> String {
+        let mut out = String::new();
+        let mut rest = self.body;
+        let mut cuts = self.cuts.iter().cycle();
+        while !rest.is_empty() {
+            let n = (*cuts.next().unwrap_or(&1)).min(rest.len());
+            let (chunk, tail) = rest.split_at(n);
+            let size = if self.bad_size {
+                format!("{:x}z", n)
+            } else {
+                format!("{n:x}")
+            };
+            let ext = if self.chunk_ext { ";name=value" } else { "" };
+            out.push_str(&format!("{size}{ext}\r\n{chunk}\r\n"));
+            rest = tail;
+        }
+        if self.last_chunk {
+            out.push_str("0\r\n");
+            if self.trailer {
+                out.push_str("X-Trailer: 1\r\n");
+            }
+            out.push_str("\r\n");
+        }
+        out
+    }
+
+    /// What issue 19 says must be refused, whatever else happens.
+    fn must_refuse(&self) -> bool {
+        let te_ok = match self.te.as_slice() {
+            [] => true,
+            [one] => one.trim().eq_ignore_ascii_case("chunked"),
+            _ => false,
+        };
+        let host_ok = if self.http10 {
+            self.hosts <= 1
+        } else {
+            self.hosts == 1
+        };
+        let has_body = !self.te.is_empty()
+            || self
+                .length_delta
+                .is_some_and(|d| self.body.len() as i64 + d > 0);
+        let operator = self.target.contains('[') || self.target.contains("%5B");
+        !te_ok || !host_ok || (self.http10 && has_body) || operator
+    }
+}
+
+struct EdgeProp {
+    rt: tokio::runtime::Runtime,
+    env: TestEnv,
+}
+
+thread_local! {
+    // quickcheck takes plain `fn`s; the gateway lives here for the run.
+    static EDGE: std::cell::RefCell<Option<EdgeProp>> = const { std::cell::RefCell::new(None) };
+}
+
+/// The oracles: never a 5xx, never forwarded more than once, never
+/// forwarded when refused (or when it must be refused), an answer or a
+/// close within the body deadline plus a margin, and the next caller served.
+fn probe_holds_the_oracles(p: Probe) -> bool {
+    EDGE.with(|e| {
+        let e = e.borrow();
+        let e = e.as_ref().unwrap();
+        let before = e.env.recorded().len();
+        let r = e.rt.block_on(exchange(
+            e.env.addr,
+            &p.bytes(),
+            &[],
+            Duration::from_secs(4),
+        ));
+        let forwarded = e.env.recorded().len() - before;
+        let status = r.status();
+        let fine = r.closed
+            && status != 0
+            && status < 500
+            && forwarded <= 1
+            && (status == 200 || forwarded == 0)
+            && !(p.must_refuse() && (status == 200 || forwarded > 0));
+        if !fine {
+            eprintln!(
+                "probe {p:?}: status {status}, forwarded {forwarded}, closed {}: {}",
+                r.closed, r.text
+            );
+            return false;
+        }
+        e.rt.block_on(next_caller_served(e.env.addr));
+        true
+    })
+}
+
+#[test]
+fn property_generated_heads_and_chunked_framings_hold_the_oracles() {
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    let env = rt.block_on(edge_env(""));
+    EDGE.with(|e| *e.borrow_mut() = Some(EdgeProp { rt, env }));
+    quickcheck::QuickCheck::new()
+        .tests(60)
+        .max_tests(600)
+        .quickcheck(probe_holds_the_oracles as fn(Probe) -> bool);
+    if let Some(p) = EDGE.with(|e| e.borrow_mut().take()) {
+        let EdgeProp { rt, env } = p;
+        rt.block_on(async move { drop(env) });
+    }
 }
