@@ -164,7 +164,8 @@ where
         idle: Duration::from_millis(snap.listener.body_timeout_ms),
         deadline: Duration::from_millis(snap.listener.body_deadline_ms),
     };
-    let charge = budget::charge(declared_length(&parts.headers), limits.cap);
+    // hyper's exact size: Content-Length, or 0 for a request without a body.
+    let charge = budget::charge(body.size_hint().exact(), limits.read_cap());
     let _held = (shared.body_budget.reserve(&caller.id, charge, snap.budget))
         .instrument(info_span!("body_budget"))
         .await?;
@@ -266,12 +267,6 @@ async fn exchange(
         rate_limit::upstream_429(shared, snap, caller, tenant, resp.headers());
     }
     Ok(resp)
-}
-
-/// The body's declared length; None when chunked (or unreadable).
-fn declared_length(h: &http::HeaderMap) -> Option<u64> {
-    let v = h.get(http::header::CONTENT_LENGTH)?;
-    v.to_str().ok()?.trim().parse().ok()
 }
 
 fn req_op(ctx: &Ctx) -> Option<&'static str> {

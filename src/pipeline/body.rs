@@ -182,6 +182,17 @@ pub struct BodyLimits {
     pub deadline: std::time::Duration,
 }
 
+impl BodyLimits {
+    /// The most bytes the stage reads: the route's cap, or a little for a
+    /// bodiless route (enough to tell a stray body from none).
+    pub fn read_cap(&self) -> usize {
+        match self.kind {
+            crate::operations::BodyKind::None => 1024,
+            _ => self.cap,
+        }
+    }
+}
+
 /// The stage: the request's body as JSON, or None for a route without one.
 /// A bodiless route refuses any body bytes (Node's SDK sends a Content-Type
 /// on GET, which is harmless); an optional body may be empty.
@@ -196,10 +207,7 @@ where
 {
     use crate::operations::BodyKind;
     let idle = Some(limits.idle);
-    let cap = match limits.kind {
-        BodyKind::None => 1024,
-        _ => limits.cap,
-    };
+    let cap = limits.read_cap();
     if matches!(limits.kind, BodyKind::Json | BodyKind::Upload) {
         check_content_type(headers)?;
     }

@@ -4,12 +4,13 @@
 //!
 //! A request reserves its charge before its body is read and keeps it until
 //! the request is done (the parsed body and its re-serialised copy live
-//! through the upstream exchange). The charge is twice the declared length
-//! (Content-Length, or the route's cap when chunked), capped at the route's
-//! cap twice over and at the caller's share, because the raw bytes and the
-//! parsed copy coexist while parsing. When the budget or the caller's share
-//! is full the request waits up to the configured time for a release, then
-//! fails with [`Overloaded`] (503 `gateway_overloaded`, `Retry-After`).
+//! through the upstream exchange). The charge is twice the body's exact
+//! length as hyper knows it (Content-Length; 0 without a body), or twice the
+//! route's cap when chunked, never more than that, and at most the caller's
+//! share: twice, because the raw bytes and the parsed copy coexist while
+//! parsing. When the budget or the caller's share is full the request waits
+//! up to the configured time for a release, then fails with [`Overloaded`]
+//! (503 `gateway_overloaded`, `Retry-After`).
 
 use std::collections::HashMap;
 use std::sync::Mutex;
