@@ -14,7 +14,9 @@ use serde::Serialize;
 use crate::audit::Decision;
 use crate::pipeline::audit::IntentNotWritten;
 use crate::pipeline::body::BodyError;
+use crate::pipeline::budget::{self, Overloaded};
 use crate::pipeline::forward::ForwardError;
+use crate::pipeline::framing::FramingError;
 use crate::pipeline::identify::{Forbidden, IdentifyError};
 use crate::pipeline::inject::InjectError;
 use crate::pipeline::policy::PolicyViolation;
@@ -25,12 +27,17 @@ use crate::pipeline::validate::{FieldError, ValidationFailure};
 /// A failed request, by the stage that failed it.
 #[derive(Debug, thiserror::Error)]
 pub enum GatewayError {
+    #[error("framing: {0}")]
+    Framing(#[from] FramingError),
     #[error("identify: {0}")]
     Identify(#[from] IdentifyError),
     #[error("authorize: {0}")]
     Forbidden(#[from] Forbidden),
     #[error("route: {0}")]
     Route(#[from] RouteError),
+    /// The in-flight body budget stayed full; the body was not read.
+    #[error("body budget: {0}")]
+    Overloaded(#[from] Overloaded),
     #[error("read body: {0}")]
     Body(#[from] BodyError),
     #[error("policy: {0}")]
@@ -115,6 +122,16 @@ impl GatewayError {
         use GatewayError as E;
         let (bad, invalid) = BAD_REQUEST;
         match self {
+            E::Framing(e) => framing_rescue(e),
+            E::Overloaded(_) => Rescue {
+                close: true,
+                ..Rescue::new(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "gateway_overloaded",
+                    "cubegate holds as many request bodies as it may; retry after the time in Retry-After",
+                )
+                .refused(Decision::RefusedBody)
+            },
             E::Identify(e) => Rescue {
                 security_event: e.is_security_event(),
                 ..Rescue::new(StatusCode::UNAUTHORIZED, "unauthorized", e.to_string())
@@ -189,8 +206,28 @@ impl GatewayError {
                     .unwrap_or_default()
             }
             GatewayError::RateLimited(r) => r.headers.clone(),
+            GatewayError::Overloaded(_) => vec![(
+                header::RETRY_AFTER,
+                HeaderValue::from(budget::RETRY_AFTER_S),
+            )],
+            GatewayError::Framing(FramingError::Http10Body) => {
+                vec![(header::UPGRADE, HeaderValue::from_static("HTTP/1.1"))]
+            }
             _ => Vec::new(),
         }
+    }
+}
+
+/// Framing refusals close the connection: where one request ends is exactly
+/// what is in doubt.
+fn framing_rescue(e: &FramingError) -> Rescue<'_> {
+    let (status, kind) = match e {
+        FramingError::Http10Body => (StatusCode::UPGRADE_REQUIRED, "upgrade_required"),
+        _ => BAD_REQUEST,
+    };
+    Rescue {
+        close: true,
+        ..Rescue::new(status, kind, e.to_string()).refused(Decision::RefusedRoute)
     }
 }
 
@@ -242,6 +279,31 @@ fn body_rescue(e: &BodyError) -> Rescue<'_> {
         }
         BodyError::Read(_) => Rescue::new(bad, invalid, "the request body could not be read"),
         BodyError::NotExpected => Rescue::new(bad, invalid, "this operation takes no request body"),
+        BodyError::TooMany {
+            what,
+            limit,
+            pointer,
+        } => {
+            let r = Rescue::new(
+                bad,
+                invalid,
+                format!("request body has more {what} than the limit of {limit}"),
+            );
+            // Caller-chosen keys stay out of the answer, as in the audit.
+            let shown = crate::pipeline::policy::shown_pointer(pointer);
+            match shown.trim_start_matches('/') {
+                "" => r,
+                p => r.param(p.replace('/', ".")),
+            }
+        }
+        BodyError::Deadline { ms } => Rescue {
+            close: true,
+            ..Rescue::new(
+                StatusCode::REQUEST_TIMEOUT,
+                "request_timeout",
+                format!("the request body did not arrive within {ms} ms"),
+            )
+        },
         BodyError::Timeout { ms } => Rescue {
             close: true,
             ..Rescue::new(

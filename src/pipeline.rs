@@ -1,7 +1,7 @@
 //! The stage order, and the only code that knows it:
 //!
 //! ```text
-//! identify ─ route ─ authorize ─ read body ─ policy ─ validate ─ rate limit
+//! framing ─ identify ─ route ─ authorize ─ body budget ─ read body ─ policy ─ validate ─ rate limit
 //!   ─ audit intent ─ inject ─ forward ─ respond ─ audit outcome + telemetry
 //! ```
 //!
@@ -13,7 +13,9 @@
 
 pub mod audit;
 pub mod body;
+pub mod budget;
 pub mod forward;
+pub mod framing;
 pub mod identify;
 pub mod inject;
 pub mod policy;
@@ -173,6 +175,7 @@ where
     let snap: &Snapshot = &rt.snapshot;
     let audit_log = shared.audit();
     let (parts, body) = req.into_parts();
+    framing::check(parts.version, &parts.headers)?;
     let caller = info_span!("identify")
         .in_scope(|| identify::identify(snap, &parts.headers, parts.extensions.get()))?;
     ctx.caller = Some(caller.clone());
@@ -187,9 +190,15 @@ where
     let limits = body::BodyLimits {
         kind: def.body,
         cap: snap.op(op).body_cap,
-        max_depth: snap.max_depth,
+        json: snap.json,
         idle: Duration::from_millis(snap.listener.body_timeout_ms),
+        deadline: Duration::from_millis(snap.listener.body_deadline_ms),
     };
+    // hyper's exact size: Content-Length, or 0 for a request without a body.
+    let charge = budget::charge(body.size_hint().exact(), limits.read_cap());
+    let _held = (shared.body_budget.reserve(&caller.id, charge, snap.budget))
+        .instrument(info_span!("body_budget"))
+        .await?;
     let mut value = body::read(limits, &parts.headers, body)
         .instrument(info_span!("read_body"))
         .await?;
@@ -265,6 +274,7 @@ fn upstream_request(
     let span =
         telemetry::upstream_span(&parts.method, routed.op.def().id, &snap.upstream.authority);
     let (traceparent, tracestate) = telemetry::upstream_trace_headers(&span, &parts.headers);
+    let tracestate = tracestate.filter(|_| snap.upstream.forward_tracestate);
     let req = inject::build(inject::UpstreamRequestParts {
         method: parts.method.clone(),
         base: &snap.upstream.base,

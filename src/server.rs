@@ -493,6 +493,8 @@ async fn admin(shared: Arc<Shared>, req: Request<Incoming>) -> Response<AdminBod
 /// unless something succeeded meanwhile.
 const UPSTREAM_WINDOW: Duration = Duration::from_secs(30);
 
+/// Also reports the in-flight body budget (held and limit) without gating
+/// on it.
 /// Ready when not draining, the config is loaded (a snapshot exists once
 /// serving), the audit log (if on) is writable with more free space than
 /// `audit.min_free_bytes`, and the upstream answered
@@ -530,6 +532,12 @@ pub async fn readiness(shared: &Shared) -> (bool, serde_json::Value) {
             "upstream_reachable": upstream_ok,
             "config_loaded": true,
             "config": rt.snapshot.source,
+            // Reported, not gating: a full budget is load (answered 503 per
+            // request), not a broken replica.
+            "body_budget": {
+                "held_bytes": shared.body_budget.held(),
+                "limit_bytes": rt.snapshot.budget.total,
+            },
         }),
     )
 }

@@ -1,13 +1,15 @@
 //! Process-wide state shared by every request: the current [`Runtime`]
 //! (config snapshot + the upstream client built for it), swapped atomically
 //! on reload; the rate limiter and the audit log, which outlive reloads (so
-//! limiter state and the audit chain survive them); the draining flag.
+//! limiter state and the audit chain survive them); the in-flight body
+//! budget; the draining flag.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::Instant;
 
 use crate::audit::AuditLog;
+use crate::pipeline::budget::BodyBudget;
 use crate::pipeline::forward::Upstream;
 use crate::pipeline::rate_limit::RateLimiter;
 use crate::snapshot::Snapshot;
@@ -30,6 +32,8 @@ pub struct Shared {
     draining: AtomicBool,
     in_flight: AtomicUsize,
     pub started: Instant,
+    /// Memory request bodies in flight may hold (limits from the snapshot).
+    pub body_budget: BodyBudget,
 }
 
 /// Counts a request as in flight for as long as it lives (drain waits on it).
@@ -50,6 +54,7 @@ impl Shared {
             draining: AtomicBool::new(false),
             in_flight: AtomicUsize::new(0),
             started: Instant::now(),
+            body_budget: BodyBudget::default(),
         }
     }
 

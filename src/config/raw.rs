@@ -11,9 +11,10 @@ use serde::{Deserialize, Serialize};
 use crate::model::Environment;
 
 /// Default body cap (DESIGN: 64 KiB) and the cap for image uploads (4 MB
-/// decoded is ~5.4 MB of base64 plus the JSON wrapper).
-pub const DEFAULT_BODY_CAP: usize = 64 * 1024;
-pub const UPLOAD_BODY_CAP: usize = 6 * 1024 * 1024 + 512 * 1024;
+/// decoded is ~5.4 MB of base64 plus the JSON wrapper): one number, the
+/// body stage's.
+pub const DEFAULT_BODY_CAP: usize = crate::pipeline::body::DEFAULT_MAX_BYTES;
+pub const UPLOAD_BODY_CAP: usize = crate::pipeline::body::UPLOAD_MAX_BYTES;
 
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -90,6 +91,8 @@ pub struct ListenerSettings {
     pub max_connections: usize,
     pub header_read_timeout_ms: u64,
     pub body_timeout_ms: u64,
+    /// Longest time for a whole request body, however steadily it trickles.
+    pub body_deadline_ms: u64,
     /// Longest a client may go without taking any response bytes while
     /// cubegate has some to send; past it the connection is dropped (its
     /// upstream exchange slot with it). 0: no limit.
@@ -134,6 +137,7 @@ impl Default for ListenerSettings {
             max_connections: 4096,
             header_read_timeout_ms: 10_000,
             body_timeout_ms: 30_000,
+            body_deadline_ms: 30_000,
             write_stall_timeout_ms: 30_000,
             max_header_bytes: 16 * 1024,
             max_headers: 64,
@@ -196,6 +200,10 @@ pub struct UpstreamSettings {
     /// How long an open breaker fails fast before letting one probe through.
     #[serde(default = "default_breaker_cooldown")]
     pub breaker_cooldown_ms: u64,
+    /// Pass the caller's `tracestate` on to ComplyCube with `traceparent`.
+    /// Off by default: vendor trace state is internal to the caller's side.
+    #[serde(default)]
+    pub forward_tracestate: bool,
 }
 
 fn default_breaker_failures() -> u32 {
@@ -278,8 +286,18 @@ pub struct BodySettings {
     pub default_max_bytes: usize,
     pub upload_max_bytes: usize,
     pub max_depth: usize,
+    /// Longest array, widest object and most values in one JSON body.
+    pub max_array_len: usize,
+    pub max_object_members: usize,
+    pub max_json_values: usize,
     /// Per-operation caps overriding the defaults, by operation id.
     pub max_bytes: HashMap<String, usize>,
+    /// Memory all request bodies in flight may hold together, and one
+    /// caller's share of it; past either a request waits up to
+    /// `inflight_wait_ms`, then gets 503 before its body is read.
+    pub inflight_max_bytes: usize,
+    pub inflight_per_caller_bytes: usize,
+    pub inflight_wait_ms: u64,
 }
 
 impl Default for BodySettings {
@@ -288,7 +306,13 @@ impl Default for BodySettings {
             default_max_bytes: DEFAULT_BODY_CAP,
             upload_max_bytes: UPLOAD_BODY_CAP,
             max_depth: 32,
+            max_array_len: crate::pipeline::body::DEFAULT_MAX_ARRAY_LEN,
+            max_object_members: crate::pipeline::body::DEFAULT_MAX_OBJECT_MEMBERS,
+            max_json_values: crate::pipeline::body::DEFAULT_MAX_NODES,
             max_bytes: HashMap::new(),
+            inflight_max_bytes: 256 * 1024 * 1024,
+            inflight_per_caller_bytes: 64 * 1024 * 1024,
+            inflight_wait_ms: 1000,
         }
     }
 }

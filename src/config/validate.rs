@@ -115,6 +115,8 @@ pub struct UpstreamTarget {
     pub http2: bool,
     pub breaker_failures: u32,
     pub breaker_cooldown: Duration,
+    /// Pass the caller's `tracestate` on (`traceparent` always goes).
+    pub forward_tracestate: bool,
 }
 
 impl UpstreamTarget {
@@ -172,6 +174,7 @@ impl UpstreamTarget {
             http2: u.http2,
             breaker_failures: u.breaker_failures,
             breaker_cooldown: Duration::from_millis(u.breaker_cooldown_ms),
+            forward_tracestate: u.forward_tracestate,
         })
     }
 }

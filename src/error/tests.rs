@@ -23,6 +23,13 @@ fn every_error_has_complycube_shape_and_request_id() {
         GatewayError::Draining,
         GatewayError::Forward(ForwardError::Saturated(5)),
         GatewayError::Internal("10.0.0.1".into()),
+        GatewayError::Framing(FramingError::Host),
+        GatewayError::Framing(FramingError::Http10Body),
+        GatewayError::Body(BodyError::Deadline { ms: 5 }),
+        GatewayError::Overloaded(Overloaded {
+            scope: "global",
+            waited_ms: 5,
+        }),
     ];
     for e in cases {
         let r = e.to_response("req-1");
@@ -97,6 +104,18 @@ fn each_stage_refusal_has_its_own_audit_decision() {
         (ForwardError::Timeout(5).into(), None),
         (InjectError::NoKey.into(), None),
         (GatewayError::Draining, None),
+        (
+            FramingError::TransferEncoding.into(),
+            Some(Decision::RefusedRoute),
+        ),
+        (
+            Overloaded {
+                scope: "caller",
+                waited_ms: 5,
+            }
+            .into(),
+            Some(Decision::RefusedBody),
+        ),
     ];
     for (e, decision) in cases {
         assert_eq!(e.rescue().decision, decision, "{e}");
@@ -120,4 +139,40 @@ fn only_credential_problems_are_security_events() {
             .rescue()
             .security_event
     );
+}
+
+/// Issue 19's refusals: framing and budget refusals close the connection;
+/// 426 names the protocol to upgrade to, 503 when to retry; a JSON size
+/// refusal names the container, never a caller-chosen key below metadata.
+#[test]
+fn edge_refusals_close_and_carry_their_headers() {
+    let r = GatewayError::from(FramingError::Http10Body).to_response("r");
+    assert_eq!(r.status(), StatusCode::UPGRADE_REQUIRED);
+    assert_eq!(r.headers()[header::UPGRADE], "HTTP/1.1");
+    assert_eq!(r.headers()[header::CONNECTION], "close");
+    let busy = Overloaded {
+        scope: "global",
+        waited_ms: 1,
+    };
+    let r = GatewayError::from(busy).to_response("r");
+    assert_eq!(r.status(), StatusCode::SERVICE_UNAVAILABLE);
+    assert_eq!(r.headers()[header::RETRY_AFTER], "1");
+    assert_eq!(r.headers()[header::CONNECTION], "close");
+    let e = GatewayError::Body(BodyError::Deadline { ms: 9 });
+    assert_eq!(e.rescue().status, StatusCode::REQUEST_TIMEOUT);
+    assert!(e.rescue().close);
+    let param = |pointer: &str| {
+        let e = GatewayError::Body(BodyError::TooMany {
+            what: "object members",
+            limit: 256,
+            pointer: pointer.into(),
+        });
+        e.rescue().param.map(|p| p.into_owned())
+    };
+    assert_eq!(param("/options/list").as_deref(), Some("options.list"));
+    assert_eq!(
+        param("/metadata/jane@example.com").as_deref(),
+        Some("metadata")
+    );
+    assert_eq!(param(""), None);
 }

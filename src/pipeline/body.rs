@@ -14,7 +14,12 @@
 //!   (RFC 7493): invalid UTF-8, BOM, lone surrogates, duplicate keys (compared
 //!   after unescaping), nesting over the limit, numbers that do not survive a
 //!   round trip through an IEEE double, trailing bytes, empty body.
-//! - `Read` (400): the body stream failed (client abort, idle timeout).
+//! - `TooMany` (400 `invalid_request`, `param` = the container): an array
+//!   longer, an object with more members, or a body with more values than
+//!   [`JsonLimits`] allow (depth alone does not bound a flat body's cost).
+//! - `Read` (400): the body stream failed (client abort).
+//! - `Timeout` / `Deadline` (408, connection closed): no data for the idle
+//!   timeout, or the whole body not arrived within the body deadline.
 //!
 //! No error ever quotes the input: they carry a static reason and a byte
 //! offset, because bodies hold PII. The parser never panics and bounds its
@@ -30,8 +35,15 @@ use serde_json::{Map, Number, Value};
 /// Default body cap for JSON routes.
 pub const DEFAULT_MAX_BYTES: usize = 64 * 1024;
 /// Body cap for routes that carry base64 images (ComplyCube caps images at
-/// 4 MiB; base64 inflates by 4/3 plus the JSON envelope).
+/// 4 MiB; base64 inflates by 4/3 plus the JSON envelope). The one upload cap:
+/// `[body] upload_max_bytes` defaults to it.
 pub const UPLOAD_MAX_BYTES: usize = 6 * 1024 * 1024;
+/// Default longest array (elements), widest object (members) and most JSON
+/// values in one body: far above any ComplyCube body, far below what would
+/// make parsing or schema validation expensive.
+pub const DEFAULT_MAX_ARRAY_LEN: usize = 1000;
+pub const DEFAULT_MAX_OBJECT_MEMBERS: usize = 256;
+pub const DEFAULT_MAX_NODES: usize = 10_000;
 /// Default nesting limit (objects and arrays).
 pub const DEFAULT_MAX_DEPTH: usize = 32;
 /// Whatever the configuration says, recursion never goes deeper than this,
@@ -53,6 +65,18 @@ pub enum BodyError {
     /// No body bytes arrived for `ms` milliseconds (a slow or stalled client).
     #[error("no request body data for {ms} ms")]
     Timeout { ms: u64 },
+    /// The whole body had not arrived `ms` milliseconds after reading began
+    /// (a trickling client that keeps the idle timer happy).
+    #[error("the request body did not arrive within {ms} ms")]
+    Deadline { ms: u64 },
+    /// A container or the whole body holds more than [`JsonLimits`] allow.
+    /// `pointer` is the container's JSON pointer (empty for the body).
+    #[error("the body has more {what} than the limit of {limit}")]
+    TooMany {
+        what: &'static str,
+        limit: usize,
+        pointer: String,
+    },
     /// A bodiless operation was sent a body: refused, not silently dropped.
     #[error("this operation takes no request body")]
     NotExpected,
@@ -60,6 +84,40 @@ pub enum BodyError {
 
 fn malformed(reason: &'static str, offset: usize) -> BodyError {
     BodyError::Malformed { reason, offset }
+}
+
+impl BodyError {
+    /// A `TooMany` raised inside the member `token` is about `/token/...`:
+    /// each level prepends its token while the error unwinds, so the happy
+    /// path keeps no path at all.
+    fn within(mut self, token: &str) -> BodyError {
+        if let BodyError::TooMany { pointer, .. } = &mut self {
+            let mut p = String::with_capacity(pointer.len() + token.len() + 1);
+            push_pointer_token(&mut p, token);
+            p.push_str(pointer);
+            *pointer = p;
+        }
+        self
+    }
+}
+
+/// Size limits of a JSON body besides its byte cap.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct JsonLimits {
+    pub max_depth: usize,
+    pub max_array_len: usize,
+    pub max_object_members: usize,
+    /// Every value counts: objects, arrays, strings, numbers, literals.
+    pub max_nodes: usize,
+}
+
+impl JsonLimits {
+    pub const DEFAULT: JsonLimits = JsonLimits {
+        max_depth: DEFAULT_MAX_DEPTH,
+        max_array_len: DEFAULT_MAX_ARRAY_LEN,
+        max_object_members: DEFAULT_MAX_OBJECT_MEMBERS,
+        max_nodes: DEFAULT_MAX_NODES,
+    };
 }
 
 /// Content-Type must be `application/json` (parameters such as
@@ -117,9 +175,22 @@ pub struct BodyLimits {
     pub kind: crate::operations::BodyKind,
     /// The route's size cap in bytes.
     pub cap: usize,
-    pub max_depth: usize,
+    pub json: JsonLimits,
     /// Longest wait for the next body frame.
     pub idle: std::time::Duration,
+    /// Longest time for the whole body, from the start of reading.
+    pub deadline: std::time::Duration,
+}
+
+impl BodyLimits {
+    /// The most bytes the stage reads: the route's cap, or a little for a
+    /// bodiless route (enough to tell a stray body from none).
+    pub fn read_cap(&self) -> usize {
+        match self.kind {
+            crate::operations::BodyKind::None => 1024,
+            _ => self.cap,
+        }
+    }
 }
 
 /// The stage: the request's body as JSON, or None for a route without one.
@@ -136,28 +207,23 @@ where
 {
     use crate::operations::BodyKind;
     let idle = Some(limits.idle);
+    let cap = limits.read_cap();
+    if matches!(limits.kind, BodyKind::Json | BodyKind::Upload) {
+        check_content_type(headers)?;
+    }
+    let ms = limits.deadline.as_millis() as u64;
+    let bytes = tokio::time::timeout(limits.deadline, read_capped_idle(body, cap, idle))
+        .await
+        .map_err(|_| BodyError::Deadline { ms })??;
     match limits.kind {
-        BodyKind::None => {
-            let bytes = read_capped_idle(body, 1024, idle).await?;
-            if bytes.is_empty() {
-                Ok(None)
-            } else {
-                Err(BodyError::NotExpected)
-            }
-        }
+        BodyKind::None if bytes.is_empty() => Ok(None),
+        BodyKind::None => Err(BodyError::NotExpected),
+        BodyKind::Optional if bytes.is_empty() => Ok(None),
         BodyKind::Optional => {
-            let bytes = read_capped_idle(body, limits.cap, idle).await?;
-            if bytes.is_empty() {
-                return Ok(None);
-            }
             check_content_type(headers)?;
-            parse_strict(&bytes, limits.max_depth).map(Some)
+            parse_limited(&bytes, limits.json).map(Some)
         }
-        BodyKind::Json | BodyKind::Upload => {
-            check_content_type(headers)?;
-            let bytes = read_capped_idle(body, limits.cap, idle).await?;
-            parse_strict(&bytes, limits.max_depth).map(Some)
-        }
+        BodyKind::Json | BodyKind::Upload => parse_limited(&bytes, limits.json).map(Some),
     }
 }
 
@@ -245,6 +311,20 @@ where
 /// the module doc; `max_depth` counts nested objects/arrays (a scalar at the
 /// top is depth 0) and is itself capped at [`HARD_MAX_DEPTH`].
 pub fn parse_strict(bytes: &[u8], max_depth: usize) -> Result<Value, BodyError> {
+    let unbounded = usize::MAX;
+    parse_limited(
+        bytes,
+        JsonLimits {
+            max_depth,
+            max_array_len: unbounded,
+            max_object_members: unbounded,
+            max_nodes: unbounded,
+        },
+    )
+}
+
+/// [`parse_strict`] with every [`JsonLimits`] limit (what the stage uses).
+pub fn parse_limited(bytes: &[u8], limits: JsonLimits) -> Result<Value, BodyError> {
     // Validating the whole body up front lets the string scanner slice `&str`
     // at ASCII delimiters without re-checking, and catches invalid bytes even
     // where the grammar would fail first.
@@ -257,7 +337,9 @@ pub fn parse_strict(bytes: &[u8], max_depth: usize) -> Result<Value, BodyError> 
         text,
         bytes,
         pos: 0,
-        max_depth: max_depth.min(HARD_MAX_DEPTH),
+        max_depth: limits.max_depth.min(HARD_MAX_DEPTH),
+        limits,
+        nodes: 0,
     };
     parser.skip_ws();
     if parser.pos == bytes.len() {
@@ -279,6 +361,17 @@ struct Parser<'a> {
     bytes: &'a [u8],
     pos: usize,
     max_depth: usize,
+    limits: JsonLimits,
+    /// Values seen so far, against `limits.max_nodes`.
+    nodes: usize,
+}
+
+fn too_many(what: &'static str, limit: usize) -> BodyError {
+    BodyError::TooMany {
+        what,
+        limit,
+        pointer: String::new(),
+    }
 }
 
 impl<'a> Parser<'a> {
@@ -317,6 +410,10 @@ impl<'a> Parser<'a> {
     }
 
     fn value(&mut self, depth: usize) -> Result<Value, BodyError> {
+        self.nodes += 1;
+        if self.nodes > self.limits.max_nodes {
+            return Err(too_many("JSON values", self.limits.max_nodes));
+        }
         match self.peek() {
             Some(b'{') => self.object(depth + 1),
             Some(b'[') => self.array(depth + 1),
@@ -360,6 +457,9 @@ impl<'a> Parser<'a> {
                 Some(_) => return Err(self.err("expected a string object key")),
                 None => return Err(self.err("unexpected end of input")),
             }
+            if map.len() >= self.limits.max_object_members {
+                return Err(too_many("object members", self.limits.max_object_members));
+            }
             let key_at = self.pos;
             self.pos += 1;
             let key = self.string()?;
@@ -369,7 +469,7 @@ impl<'a> Parser<'a> {
             }
             self.pos += 1;
             self.skip_ws();
-            let value = self.value(depth)?;
+            let value = self.value(depth).map_err(|e| e.within(&key))?;
             // Keys are compared decoded, so `"type"` and `"\u0074ype"` clash.
             if map.insert(key, value).is_some() {
                 return Err(malformed("duplicate object key", key_at));
@@ -405,7 +505,14 @@ impl<'a> Parser<'a> {
             if self.peek() == Some(b']') {
                 return Err(self.err("trailing comma"));
             }
-            items.push(self.value(depth)?);
+            if items.len() >= self.limits.max_array_len {
+                return Err(too_many("array elements", self.limits.max_array_len));
+            }
+            let index = items.len();
+            items.push(
+                self.value(depth)
+                    .map_err(|e| e.within(&index.to_string()))?,
+            );
             self.skip_ws();
             match self.peek() {
                 Some(b',') => {
@@ -727,6 +834,7 @@ pub fn roundtrip_property(data: &[u8]) -> Result<(), &'static str> {
     let mut value = match parse_strict(data, DEFAULT_MAX_DEPTH) {
         Ok(value) => value,
         Err(BodyError::Malformed { offset, .. }) if offset <= data.len() => return Ok(()),
+        Err(BodyError::TooMany { .. }) => return Ok(()),
         Err(_) => return Err("parse error outside the input or of the wrong kind"),
     };
     let reference: Value = serde_json::from_slice(data)

@@ -1,7 +1,9 @@
 //! Stage `respond`: the upstream response goes back streamed and unchanged
 //! except for hop-by-hop headers (RFC 9110 §7.6.1, plus any named in
 //! `Connection`), with `X-Request-Id` and, when the policy removed fields,
-//! `X-Cubegate-Stripped` (field pointers, never values). A body that breaks
+//! `X-Cubegate-Stripped` (field pointers, never values, and never a
+//! caller-chosen key below a free-form object: the audit's collapse rule,
+//! `policy::shown_pointer`). A body that breaks
 //! off upstream breaks off here too: it is never presented as complete.
 
 use crate::pipeline::inject::connection_tokens;
@@ -53,13 +55,21 @@ pub fn from_upstream(
     Response::from_parts(parts, body)
 }
 
-/// The pointers as one header value. A removed field's name is the caller's
-/// own and may hold any character: bytes that cannot appear in a header, the
-/// list separator `,` and `%` itself are percent-encoded, so one odd name
-/// never costs the caller the whole list.
+/// The pointers as one header value, each as the audit shows it (a key
+/// below `/metadata` collapses to `/metadata`), each once. A removed field's
+/// name may still hold any character: bytes that cannot appear in a header,
+/// the list separator `,` and `%` itself are percent-encoded, so one odd
+/// name never costs the caller the whole list.
 fn header_list(stripped: &[String]) -> String {
     let mut out = String::new();
-    for (i, p) in stripped.iter().enumerate() {
+    let mut shown: Vec<&str> = Vec::with_capacity(stripped.len());
+    for p in stripped {
+        let p = crate::pipeline::policy::shown_pointer(p);
+        if !shown.contains(&p) {
+            shown.push(p);
+        }
+    }
+    for (i, p) in shown.iter().enumerate() {
         if i > 0 {
             out.push_str(", ");
         }
@@ -97,6 +107,12 @@ mod tests {
         decorate(&mut h, "rid", &stripped);
         assert_eq!(h[&X_STRIPPED], "/type, /na%C3%AFve%2C%20key%25");
         assert_eq!(h[&X_REQUEST_ID], "rid");
+        let below = [
+            "/metadata/jane@example.com".to_owned(),
+            "/metadata/x".to_owned(),
+        ];
+        decorate(&mut h, "rid", &below);
+        assert_eq!(h[&X_STRIPPED], "/metadata");
         decorate(&mut h, "rid2", &[]);
         assert_eq!(h[&X_REQUEST_ID], "rid2");
     }

@@ -101,11 +101,16 @@ pub fn route(
     let i = match_template(method, &segs)?;
     let def = &OPERATIONS[i];
     let (ids, mut upstream_path) = rebuild(&TABLE[i], &segs, path.len());
-    let query_names = check_query(def.query, query)?;
-    if let Some(q) = query.filter(|q| !q.is_empty()) {
-        upstream_path.push('?');
-        upstream_path.push_str(q);
+    let pairs = check_query(def.query, query)?;
+    // Re-encoded from the parsed form: what goes upstream is exactly what
+    // was checked, whatever encoding the caller chose.
+    for (i, (name, value)) in pairs.iter().enumerate() {
+        upstream_path.push(if i == 0 { '?' } else { '&' });
+        percent_encode_into(&mut upstream_path, name);
+        upstream_path.push('=');
+        percent_encode_into(&mut upstream_path, value);
     }
+    let query_names = pairs.into_iter().map(|(name, _)| name).collect();
     Ok(Routed {
         op: OpIndex(i as u8),
         ids,
@@ -277,8 +282,13 @@ fn bad_query(message: impl Into<String>, param: &str) -> RouteError {
 
 /// Only documented filter and paging parameters pass (§6). Values are not
 /// inspected beyond paging bounds: filters carry PII and ComplyCube answers a
-/// malformed filter with an empty list.
-fn check_query(spec: QuerySpec, query: Option<&str>) -> Result<Vec<String>, RouteError> {
+/// malformed filter with an empty list. Names that look like query operators
+/// (`[`, `]`, `$`: `metadata.x[$ne]`) are refused: no operation documents
+/// one. Returns the decoded (name, value) pairs.
+pub fn check_query(
+    spec: QuerySpec,
+    query: Option<&str>,
+) -> Result<Vec<(String, String)>, RouteError> {
     let Some(q) = query.filter(|q| !q.is_empty()) else {
         return Ok(Vec::new());
     };
@@ -289,7 +299,7 @@ fn check_query(spec: QuerySpec, query: Option<&str>) -> Result<Vec<String>, Rout
         QuerySpec::List(f) => (f, true),
         QuerySpec::Only(f) => (f, false),
     };
-    let mut names: Vec<String> = Vec::new();
+    let mut pairs: Vec<(String, String)> = Vec::new();
     for pair in q.split('&') {
         if pair.is_empty() {
             continue;
@@ -299,32 +309,8 @@ fn check_query(spec: QuerySpec, query: Option<&str>) -> Result<Vec<String>, Rout
             .ok_or_else(|| bad_query("malformed percent-encoding in the query", ""))?;
         let value = percent_decode(raw_value)
             .ok_or_else(|| bad_query("malformed percent-encoding in the query", &name))?;
-        let known = (paging && PAGING.contains(&name.as_str()))
-            || filters.iter().any(|f| match f.strip_suffix('.') {
-                Some(prefix) => name
-                    .strip_prefix(prefix)
-                    .and_then(|r| r.strip_prefix('.'))
-                    .is_some_and(|k| !k.is_empty() && k.len() <= 40),
-                None => *f == name,
-            });
-        if !known {
-            let shown = if name.len() <= 64
-                && name
-                    .bytes()
-                    .all(|b| b.is_ascii_alphanumeric() || b"._-".contains(&b))
-            {
-                name.clone()
-            } else {
-                String::new()
-            };
-            let msg = if shown.is_empty() {
-                "unknown query parameter".to_string()
-            } else {
-                format!("unknown query parameter '{shown}'")
-            };
-            return Err(bad_query(msg, &shown));
-        }
-        if names.contains(&name) {
+        check_name(&name, filters, paging)?;
+        if pairs.iter().any(|(n, _)| *n == name) {
             return Err(bad_query(
                 format!("query parameter '{name}' given twice"),
                 &name,
@@ -346,9 +332,63 @@ fn check_query(spec: QuerySpec, query: Option<&str>) -> Result<Vec<String>, Rout
             },
             _ => {}
         }
-        names.push(name);
+        pairs.push((name, value));
     }
-    Ok(names)
+    Ok(pairs)
+}
+
+/// A query parameter name: not operator-looking, and documented for the
+/// operation (a filter, or paging on a list).
+fn check_name(name: &str, filters: &[&str], paging: bool) -> Result<(), RouteError> {
+    if name.contains(['[', ']', '$']) {
+        let shown = crate::pipeline::policy::shown_query_name(name);
+        let shown = if shown.contains(['[', ']', '$']) {
+            ""
+        } else {
+            shown
+        };
+        return Err(bad_query(
+            "query parameter names with '[', ']' or '$' are not accepted",
+            shown,
+        ));
+    }
+    let known = (paging && PAGING.contains(&name))
+        || filters.iter().any(|f| match f.strip_suffix('.') {
+            Some(prefix) => name
+                .strip_prefix(prefix)
+                .and_then(|r| r.strip_prefix('.'))
+                .is_some_and(|k| !k.is_empty() && k.len() <= 40),
+            None => *f == name,
+        });
+    if !known {
+        let shown = if name.len() <= 64
+            && name
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b"._-".contains(&b))
+        {
+            name.to_string()
+        } else {
+            String::new()
+        };
+        let msg = if shown.is_empty() {
+            "unknown query parameter".to_string()
+        } else {
+            format!("unknown query parameter '{shown}'")
+        };
+        return Err(bad_query(msg, &shown));
+    }
+    Ok(())
+}
+
+/// RFC 3986 unreserved bytes as they are, every other byte `%XX`.
+fn percent_encode_into(out: &mut String, s: &str) {
+    for b in s.bytes() {
+        if b.is_ascii_alphanumeric() || b"-._~".contains(&b) {
+            out.push(char::from(b));
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
 }
 
 fn percent_decode(s: &str) -> Option<String> {
@@ -534,6 +574,20 @@ mod tests {
             );
         }
         assert!(r("GET", "/v1/reports?clientId=abc").is_ok());
+        for op in [
+            "metadata.x[$ne]",
+            "metadata.x%5B%24ne%5D",
+            "email[$ne]",
+            "$where",
+        ] {
+            let got = r("GET", &format!("/v1/clients?{op}=1"));
+            assert!(matches!(got, Err(RouteError::BadQuery { .. })), "{op}");
+        }
+        let reencoded = r("GET", "/v1/clients?email=a+b%2ec@d&metadata.k=%7e").unwrap();
+        assert_eq!(
+            reencoded.upstream_path,
+            "/clients?email=a%20b.c%40d&metadata.k=~"
+        );
         assert!(r("GET", "/v1/documents?clientId=abc&type=passport").is_ok());
     }
 }

@@ -186,7 +186,10 @@ impl Harness {
         token: Option<&str>,
         body: &str,
     ) -> (StatusCode, Value) {
-        let mut b = Request::builder().method(method).uri(target);
+        let mut b = Request::builder()
+            .method(method)
+            .uri(target)
+            .header("host", "cubegate.test");
         if let Some(t) = token {
             b = b.header("authorization", t);
         }

@@ -29,6 +29,8 @@ use crate::config::{
     ReloadSettings, TelemetrySettings, UpstreamTarget,
 };
 use crate::operations::{self, OPERATIONS, OpIndex};
+use crate::pipeline::body::JsonLimits;
+use crate::pipeline::budget::BudgetLimits;
 use crate::pipeline::rate_limit::LimiterSettings;
 use crate::pipeline::validate::{self, Schemas};
 use crate::secret::EnvSource;
@@ -63,6 +65,10 @@ pub struct Snapshot {
     /// One per operation, by [`OpIndex`].
     ops: Box<[CompiledOp]>,
     pub max_depth: usize,
+    /// Array, object and value-count limits of JSON bodies (depth included).
+    pub json: JsonLimits,
+    /// The in-flight body budget's limits.
+    pub budget: BudgetLimits,
     /// `[validation] enabled`: check bodies against the schemas at all.
     pub validation_enabled: bool,
     pub schemas: Arc<Schemas>,
@@ -161,6 +167,7 @@ pub fn compile(
     let tenants = callers::compile_tenants(&raw, &o)?;
     let callers = callers::compile_callers(&raw.callers, &tenants, &o)?;
     let ops = compile_ops(&raw, &o)?;
+    let (json, budget) = compile_body_limits(&raw, &o)?;
     let schemas = Schemas::from_config(&raw.validation, &o)?;
     let rate_limit = LimiterSettings::compile(&raw.rate_limit, &o)?;
     let tls = match &raw.listener.tls {
@@ -191,6 +198,8 @@ pub fn compile(
         tls,
         ops,
         max_depth: raw.body.max_depth,
+        json,
+        budget,
         validation_enabled: raw.validation.enabled,
         schemas: Arc::new(schemas),
         listener: raw.listener,
@@ -224,6 +233,50 @@ fn compile_ops(raw: &RawConfig, o: &Origin<'_>) -> Result<Box<[CompiledOp]>, Con
         .zip(shadow)
         .map(|(body_cap, shadow)| CompiledOp { body_cap, shadow })
         .collect())
+}
+
+/// `[body]`'s JSON size limits and in-flight budget: every count at least
+/// 1, a caller's share no larger than the whole.
+fn compile_body_limits(
+    raw: &RawConfig,
+    o: &Origin<'_>,
+) -> Result<(JsonLimits, BudgetLimits), ConfigError> {
+    let b = &raw.body;
+    for (key, n) in [
+        ("body.max_array_len", b.max_array_len),
+        ("body.max_object_members", b.max_object_members),
+        ("body.max_json_values", b.max_json_values),
+        ("body.inflight_max_bytes", b.inflight_max_bytes),
+        (
+            "body.inflight_per_caller_bytes",
+            b.inflight_per_caller_bytes,
+        ),
+    ] {
+        if n == 0 {
+            return Err(o.err(key, "must be at least 1"));
+        }
+    }
+    if b.inflight_per_caller_bytes > b.inflight_max_bytes {
+        return Err(o.err(
+            "body.inflight_per_caller_bytes",
+            "must not exceed body.inflight_max_bytes",
+        ));
+    }
+    if raw.listener.body_deadline_ms == 0 {
+        return Err(o.err("listener.body_deadline_ms", "must be at least 1"));
+    }
+    let json = JsonLimits {
+        max_depth: b.max_depth,
+        max_array_len: b.max_array_len,
+        max_object_members: b.max_object_members,
+        max_nodes: b.max_json_values,
+    };
+    let budget = BudgetLimits {
+        total: b.inflight_max_bytes,
+        per_caller: b.inflight_per_caller_bytes,
+        wait: std::time::Duration::from_millis(b.inflight_wait_ms),
+    };
+    Ok((json, budget))
 }
 
 /// The `file:` references and the upstream CA of `raw`, as written.

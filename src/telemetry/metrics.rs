@@ -297,8 +297,27 @@ pub(crate) const OTEL_AUDIT_LOGS_EXPORTED: Metric = Metric {
     at_start: OnEvent,
 };
 
+pub(crate) const BODY_BUDGET_BYTES: Metric = Metric {
+    name: "cubegate_inflight_body_bytes",
+    kind: Gauge,
+    labels: &[],
+    help: "Bytes of the in-flight body budget held now (each body counts twice \
+           its declared length: raw bytes and parsed copy)",
+    at_start: Each(UNLABELLED),
+};
+pub(crate) const BODY_BUDGET_REFUSALS: Metric = Metric {
+    name: "cubegate_body_budget_refusals_total",
+    kind: Counter,
+    labels: &["scope"],
+    help: "Requests refused with 503 before their body was read because the \
+           in-flight body budget stayed full, by scope (global|caller)",
+    at_start: Each(&[&[("scope", "global")], &[("scope", "caller")]]),
+};
+
 /// Every metric cubegate emits.
 pub(crate) static CATALOGUE: &[Metric] = &[
+    BODY_BUDGET_BYTES,
+    BODY_BUDGET_REFUSALS,
     REQUESTS,
     REQUEST_DURATION,
     UPSTREAM_DURATION,
@@ -617,6 +636,16 @@ pub fn tls_handshake_failed() {
 pub fn breaker_transition(to: &'static str) {
     counter!(BREAKER_TRANSITIONS.name, "to" => to).increment(1);
     gauge!(BREAKER_OPEN.name).set(if to == "closed" { 0.0 } else { 1.0 });
+}
+
+/// The in-flight body budget now holds `bytes`.
+pub fn body_budget_held(bytes: usize) {
+    gauge!(BODY_BUDGET_BYTES.name).set(bytes as f64);
+}
+
+/// A request refused because the body budget stayed full (`global` or `caller`).
+pub fn body_budget_refused(scope: &'static str) {
+    counter!(BODY_BUDGET_REFUSALS.name, "scope" => scope).increment(1);
 }
 
 pub fn ready(ready: bool) {

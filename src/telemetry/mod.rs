@@ -31,10 +31,11 @@ mod spans;
 mod tests;
 
 pub use self::metrics::{
-    InFlight, audit_batch, audit_disk, audit_rewritten, audit_write, breaker_transition,
-    config_reload, key_paused, rate_limit_backend_error, rate_limit_fallback, rate_limit_refused,
-    rate_limit_tracked_keys, rate_limit_waited, ready, register_at_start, slow_client_dropped,
-    slow_reader_dropped, tls_handshake_failed, upstream_429, upstream_response, validation_refused,
+    InFlight, audit_batch, audit_disk, audit_rewritten, audit_write, body_budget_held,
+    body_budget_refused, breaker_transition, config_reload, key_paused, rate_limit_backend_error,
+    rate_limit_fallback, rate_limit_refused, rate_limit_tracked_keys, rate_limit_waited, ready,
+    register_at_start, slow_client_dropped, slow_reader_dropped, tls_handshake_failed,
+    upstream_429, upstream_response, validation_refused,
 };
 pub use export::{ExportPlan, audit_sink, export_plan};
 pub(crate) use export::{otlp_signal_endpoint, otlp_signal_on};

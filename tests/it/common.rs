@@ -635,6 +635,11 @@ impl Served {
         assert!(ok, "kill -{sig} failed");
     }
 
+    /// The child's process id (for /proc/PID/status).
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
     /// SIGKILL, and reap the process.
     pub fn kill(&mut self) {
         self.child.kill().unwrap();

@@ -17,6 +17,7 @@ mod common;
 mod core;
 mod crash;
 mod drain;
+mod edge;
 mod faults;
 mod goaway;
 mod limits;

@@ -759,3 +759,35 @@ fn fuzz_property_holds_on_corpus_and_mutations() {
         "only {accepted_mutants} mutants parsed"
     );
 }
+
+/// Array length, object width and value count are limited besides depth;
+/// the refusal names the container's pointer, built as the error unwinds.
+#[test]
+fn json_limits_refuse_with_the_container_pointer() {
+    let small = JsonLimits {
+        max_depth: 8,
+        max_array_len: 3,
+        max_object_members: 2,
+        max_nodes: 12,
+    };
+    let too_many = |body: &str| match parse_limited(body.as_bytes(), small) {
+        Err(BodyError::TooMany { what, pointer, .. }) => Some((what, pointer)),
+        Ok(_) => None,
+        Err(e) => panic!("{body}: {e}"),
+    };
+    assert_eq!(too_many(r#"{"a":[1,2,3],"b":{"x":1,"y":2}}"#), None);
+    assert_eq!(
+        too_many(r#"{"a":[1,2,3,4]}"#),
+        Some(("array elements", "/a".into()))
+    );
+    assert_eq!(
+        too_many(r#"{"o":{"l":[{"x":1,"y":2,"z~/":3}]}}"#),
+        Some(("object members", "/o/l/0".into()))
+    );
+    assert_eq!(
+        too_many(r#"[[1,2,3],[1,2,3],[1,2,3]]"#),
+        Some(("JSON values", "/2/2".into()))
+    );
+    // parse_strict keeps only the depth limit.
+    assert!(parse_strict(format!("[{}]", vec!["0"; 5000].join(",")).as_bytes(), 32).is_ok());
+}
