@@ -8,7 +8,7 @@
 //! fsyncs run without the writer lock, so inline appends go on meanwhile;
 //! a failed checkpoint is retried after a pause, not in a tight loop.
 
-use std::fs::{File, OpenOptions};
+use std::fs::File;
 use std::io::Write;
 use std::path::Path;
 use std::sync::atomic::Ordering;
@@ -178,13 +178,7 @@ impl CpJob {
         }
         (|| -> std::io::Result<()> {
             if self.cp.file.is_none() {
-                self.cp.file = Some(
-                    OpenOptions::new()
-                        .read(true)
-                        .append(true)
-                        .create(true)
-                        .open(cp_path)?,
-                );
+                self.cp.file = Some(super::file::open_appending(cp_path)?);
             }
             let Some(f) = &mut self.cp.file else {
                 return Err(std::io::Error::other("no checkpoint file"));

@@ -11,7 +11,7 @@
 use std::fs::{File, OpenOptions};
 use std::io::Write;
 use std::os::unix::fs::FileExt;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
@@ -111,12 +111,7 @@ impl Writer {
 
     pub(super) fn open_log_file(&mut self) -> Result<(), AuditError> {
         let path = self.log_path();
-        let f = OpenOptions::new()
-            .read(true)
-            .append(true)
-            .create(true)
-            .open(&path)
-            .map_err(io_err(&path))?;
+        let f = open_appending(&path).map_err(io_err(&path))?;
         // The new directory entry must survive a crash too (see
         // `maybe_rotate`), with or without fsync.
         self.sync.sync_dir(&self.dir).map_err(io_err(&self.dir))?;
@@ -147,13 +142,7 @@ impl Writer {
     pub(super) fn repair(&mut self) -> std::io::Result<()> {
         if self.file.is_none() {
             let path = self.log_path();
-            self.file = Some(
-                OpenOptions::new()
-                    .read(true)
-                    .append(true)
-                    .create(true)
-                    .open(path)?,
-            );
+            self.file = Some(open_appending(&path)?);
         }
         if self.dirty {
             if let Some(f) = &self.file {
@@ -384,4 +373,14 @@ impl Writer {
         self.healthy.store(true, Ordering::Relaxed);
         true
     }
+}
+
+/// A log or checkpoint file opened for appending (and reading back),
+/// created if missing: every file the writer extends is opened this way.
+pub(super) fn open_appending(path: &Path) -> std::io::Result<File> {
+    OpenOptions::new()
+        .read(true)
+        .append(true)
+        .create(true)
+        .open(path)
 }

@@ -163,12 +163,7 @@ impl Writer {
 
     fn resume_checkpoints(&mut self) -> Result<(), AuditError> {
         let path = self.cp_path();
-        let f = OpenOptions::new()
-            .read(true)
-            .append(true)
-            .create(true)
-            .open(&path)
-            .map_err(io_err(&path))?;
+        let f = super::file::open_appending(&path).map_err(io_err(&path))?;
         let (good_len, last) = last_line(&f).map_err(io_err(&path))?;
         if good_len < f.metadata().map_err(io_err(&path))?.len() {
             f.set_len(good_len).map_err(io_err(&path))?;
