@@ -524,6 +524,8 @@ async fn seed_demo_client(gw: &Gateway, token: &str) -> Option<String> {
     let req = http::Request::builder()
         .method("POST")
         .uri("/v1/clients")
+        // As over a connection: HTTP/1.1 needs its Host (the framing stage).
+        .header("host", "localhost")
         .header("authorization", token)
         .header("content-type", "application/json")
         .body(http_body_util::Full::new(bytes::Bytes::from_static(

@@ -16,6 +16,7 @@ mod bodies;
 mod common;
 mod core;
 mod crash;
+mod demo;
 mod drain;
 mod edge;
 mod faults;
